@@ -1,0 +1,25 @@
+"""Frozen foundation encoders: CLIP (open_clip) and Depth Anything (transformers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class CLIPEncoderConfig:
+    #: open_clip model name (``tiny:clip`` builds a random tiny model locally).
+    model_name: str = "ViT-B-32"
+    #: open_clip pretrained tag (ignored for ``tiny:`` models).
+    pretrained: str = "openai"
+
+
+@dataclass(frozen=True)
+class DepthEncoderConfig:
+    #: Hugging Face id or local folder (``tiny:depth-anything`` builds a random tiny model locally).
+    model_id: str = "depth-anything/Depth-Anything-V2-Small-hf"
+
+
+@dataclass(frozen=True)
+class EncodersConfig:
+    clip: CLIPEncoderConfig = field(default_factory=CLIPEncoderConfig)
+    depth: DepthEncoderConfig = field(default_factory=DepthEncoderConfig)

@@ -1,0 +1,23 @@
+"""Where things run and where results go: Ray address, MLflow store, local folders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Embedded by default: local Ray with this machine's resources, MLflow on SQLite under ``runs_dir``."""
+
+    #: ``None`` starts a private local Ray; ``"auto"`` or ``"ray://head:10001"`` joins a cluster.
+    ray_address: str | None = None
+    #: CPUs for a local Ray (``None``: all of this machine's).
+    num_cpus: int | None = None
+    #: ``None`` uses ``sqlite:///<runs_dir>/mlflow.db``; set e.g. ``http://mlflow:5000`` for a shared server.
+    mlflow_tracking_uri: str | None = None
+    experiment: str = "fairweather"
+    #: Project runs folder: MLflow store, artifacts, generated data and tables live below it by default.
+    runs_dir: str = "runs"
+    #: Where model references of the form ``tiny:<name>`` are materialised and cached.
+    model_cache_dir: str = "runs/models"
+    seed: int = 0
