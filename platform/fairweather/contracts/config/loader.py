@@ -25,7 +25,9 @@ class ConfigError(ValueError):
 
     def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
         self.source, self.key = source, key
-        where = " ".join(part for part in (f"in {source}" if source else "", f"at '{key}'" if key else "") if part)
+        where = " ".join(
+            part for part in (f"in {source}" if source else "", f"at '{key}'" if key else "") if part
+        )
         super().__init__(f"{where}: {message}" if where else message)
 
 
@@ -38,7 +40,9 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     origin, args = get_origin(tp), get_args(tp)
 
     def fail(expected: str) -> typing.NoReturn:
-        raise ConfigError(f"expected {expected}, got {value!r} ({type(value).__name__})", source=source, key=key)
+        raise ConfigError(
+            f"expected {expected}, got {value!r} ({type(value).__name__})", source=source, key=key
+        )
 
     if tp is Any:
         return value
@@ -67,7 +71,9 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             return tuple(_coerce(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value))
         if len(value) != len(args):
             fail(f"a list of {len(args)} items")
-        return tuple(_coerce(a, v, f"{key}[{i}]", source) for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            _coerce(a, v, f"{key}[{i}]", source) for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
             fail("a mapping")
@@ -168,7 +174,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"'{part}' is a value, not a section", source="command line", key=".".join(path))
+                raise ConfigError(
+                    f"'{part}' is a value, not a section", source="command line", key=".".join(path)
+                )
             node = child
         node[path[-1]] = value
     return merged

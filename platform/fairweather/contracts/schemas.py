@@ -1,0 +1,122 @@
+"""The tables every stage reads and writes: versioned pyarrow schemas and their primary keys.
+
+A stage reads the tables the previous stage wrote and writes its own; these schemas are the whole contract between
+them. Each schema carries its table name and version in its metadata, and :mod:`fairweather.contracts.tables`
+refuses to read a table written with another version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+#: The five rating words in the order every probability vector uses.
+RATING_WORDS = ("excellent", "good", "fair", "poor", "bad")
+WEATHER_CLASSES = ("clear", "rain", "haze", "snow", "unknown")
+
+_TIME = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table's name, version, schema and primary key (rows with equal keys are one row: the latest wins)."""
+
+    name: str
+    version: int
+    fields: tuple[pa.Field, ...]
+    key: tuple[str, ...]
+
+    @property
+    def schema(self) -> pa.Schema:
+        meta = {b"fairweather.table": self.name.encode(), b"fairweather.version": str(self.version).encode()}
+        return pa.schema(list(self.fields), metadata=meta)
+
+
+POOL = TableSpec(
+    name="pool",
+    version=1,
+    fields=(
+        pa.field("image_id", pa.string(), nullable=False),  # sha256 of the file bytes, hex
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("weather_hint", pa.string()),  # from the folder name / manifest, if any
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("bytes", pa.int64(), nullable=False),
+    ),
+    key=("uri",),
+)
+
+LABELS = TableSpec(
+    name="labels",
+    version=1,
+    fields=(
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("model_id", pa.string(), nullable=False),
+        pa.field("rating_prompt", pa.string(), nullable=False),  # "visibility" or "quality"
+        pa.field("rating_prompt_version", pa.string(), nullable=False),
+        pa.field("description_prompt_version", pa.string(), nullable=False),
+        pa.field("probs", pa.list_(pa.float64(), len(RATING_WORDS)), nullable=False),  # RATING_WORDS order
+        pa.field("rating_complete", pa.bool_(), nullable=False),  # all five token ids were returned
+        pa.field("r_vlm", pa.float64(), nullable=False),  # in [1, 5]
+        pa.field("vlm_vis", pa.float64(), nullable=False),  # (r_vlm - 1) / 4, in [0, 1]
+        pa.field("description", pa.string(), nullable=False),  # d_neg
+        pa.field("d_pos", pa.string(), nullable=False),
+        pa.field("weather", pa.string(), nullable=False),  # one of WEATHER_CLASSES
+        pa.field("weather_hint", pa.string()),
+        pa.field("labeled_at", _TIME, nullable=False),
+    ),
+    key=("image_id", "model_id", "rating_prompt_version", "description_prompt_version"),
+)
+
+ERRORS = TableSpec(
+    name="errors",
+    version=1,
+    fields=(
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("error_type", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("time", _TIME, nullable=False),
+    ),
+    key=("uri", "stage"),
+)
+
+PSEUDO_LABELS = TableSpec(
+    name="pseudo_labels",
+    version=1,
+    fields=(
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # "input", "ema", or an existing method's name
+        pa.field("candidate_uri", pa.string(), nullable=False),
+        pa.field("scores", pa.map_(pa.string(), pa.float64()), nullable=False),  # raw scorer outputs
+        pa.field("combined_score", pa.float64(), nullable=False),
+        pa.field(
+            "combination", pa.string(), nullable=False
+        ),  # how scores were combined (recorded, not implied)
+        pa.field("selected", pa.bool_(), nullable=False),  # the image's current pseudo-label
+        pa.field("created_at", _TIME, nullable=False),
+    ),
+    key=("image_id", "round", "source"),
+)
+
+METRICS = TableSpec(
+    name="metrics",
+    version=1,
+    fields=(
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("weather", pa.string(), nullable=False),  # rain/haze/snow/overall
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("num_images", pa.int64(), nullable=False),
+        pa.field("resize_policy", pa.string(), nullable=False),  # scores depend on it: always recorded
+        pa.field("created_at", _TIME, nullable=False),
+    ),
+    key=("run_id", "dataset", "weather", "metric"),
+)
+
+TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (POOL, LABELS, ERRORS, PSEUDO_LABELS, METRICS)}

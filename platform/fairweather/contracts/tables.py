@@ -1,0 +1,153 @@
+"""Atomic, idempotent Parquet tables at a local path or a cloud URI (through pyarrow filesystems).
+
+A table is a folder ``<root>/<name>/`` of immutable part files. Every write goes to a temporary object under
+``<root>/<name>/_staging/`` and is then moved into place, so a reader never sees a half-written part (on object
+stores a finished upload is itself atomic). Rows with equal primary keys are one logical row: :meth:`TableStore.read`
+keeps the most recent, so re-running a stage never duplicates rows, and a crash loses at most the part being written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .schemas import TABLES, TableSpec
+
+_STAGING = "_staging"
+_ROW = "__row"
+
+
+class TableError(ValueError):
+    """A table could not be read or written as its contract says."""
+
+
+def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
+    """``(filesystem, path)`` for a local path (relative allowed) or a URI such as ``s3://bucket/x`` / ``gs://``."""
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+
+
+def conform(spec: TableSpec, table: pa.Table) -> pa.Table:
+    """Select and cast ``table``'s columns to the spec's schema, naming the first column that does not fit."""
+    missing = [f.name for f in spec.fields if f.name not in table.column_names]
+    if missing:
+        raise TableError(f"table '{spec.name}': missing column(s) {missing}")
+    columns = []
+    for field in spec.fields:
+        column = table.column(field.name)
+        if not field.nullable and column.null_count:
+            raise TableError(
+                f"table '{spec.name}': column '{field.name}' has {column.null_count} null value(s)"
+            )
+        try:
+            columns.append(column.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise TableError(
+                f"table '{spec.name}': column '{field.name}' cannot be {field.type}: {err}"
+            ) from err
+    return pa.Table.from_arrays(columns, schema=spec.schema)
+
+
+def latest_per_key(table: pa.Table, key: Iterable[str]) -> pa.Table:
+    """Keep, for every key, the last row in table order (later parts override earlier ones)."""
+    key = list(key)
+    if table.num_rows == 0:
+        return table
+    indexed = table.append_column(_ROW, pa.array(range(table.num_rows), pa.int64()))
+    last = indexed.group_by(key, use_threads=False).aggregate([(_ROW, "max")])
+    rows = pc.sort_indices(last.column(f"{_ROW}_max"))
+    return table.take(pc.take(last.column(f"{_ROW}_max"), rows))
+
+
+class TableStore:
+    """The stage tables under one root URI (``runs/tables``, ``s3://bucket/fairweather/tables``, ...)."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.fs, self.path = filesystem_for(root)
+
+    @staticmethod
+    def spec(name: str) -> TableSpec:
+        if name not in TABLES:
+            raise TableError(f"unknown table '{name}' (known: {', '.join(TABLES)})")
+        return TABLES[name]
+
+    def _table_dir(self, name: str) -> str:
+        return f"{self.path.rstrip('/')}/{self.spec(name).name}"
+
+    def _parts(self, name: str) -> list[str]:
+        selector = pafs.FileSelector(self._table_dir(name), allow_not_found=True)
+        infos = self.fs.get_file_info(selector)
+        # Part names start with a zero-padded nanosecond time stamp, so name order is write order.
+        return sorted(
+            i.path
+            for i in infos
+            if i.type == pafs.FileType.File
+            and i.base_name.startswith("part-")
+            and i.base_name.endswith(".parquet")
+        )
+
+    def write(self, name: str, table: pa.Table) -> str | None:
+        """Atomically add ``table`` as a new part of table ``name``; returns the part's path (None if empty)."""
+        spec = self.spec(name)
+        table = conform(spec, table)
+        if table.num_rows == 0:
+            return None
+        directory = self._table_dir(name)
+        self.fs.create_dir(f"{directory}/{_STAGING}", recursive=True)
+        part = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        staging, final = f"{directory}/{_STAGING}/{part}", f"{directory}/{part}"
+        try:
+            with self.fs.open_output_stream(staging) as sink:
+                pq.write_table(table, sink)
+            self.fs.move(staging, final)
+        except BaseException:
+            with contextlib.suppress(OSError):  # nothing was staged, or it is already gone
+                self.fs.delete_file(staging)
+            raise
+        return final
+
+    def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        """All rows of table ``name``, one per primary key (the latest write wins); empty if never written."""
+        spec = self.spec(name)
+        pieces = []
+        for path in self._parts(name):
+            with self.fs.open_input_file(path) as source:
+                piece = pq.read_table(source)
+            version = (piece.schema.metadata or {}).get(b"fairweather.version", b"?").decode()
+            if version != str(spec.version):
+                raise TableError(
+                    f"table '{name}' part {path} has schema version {version}, this code reads version {spec.version}"
+                )
+            pieces.append(piece.replace_schema_metadata(spec.schema.metadata))
+        table = pa.concat_tables(pieces) if pieces else spec.schema.empty_table()
+        table = latest_per_key(table, spec.key)
+        return table.select(columns) if columns else table
+
+    def keys(self, name: str) -> set[tuple]:
+        """The primary keys present in table ``name``."""
+        spec = self.spec(name)
+        table = self.read(name, list(spec.key))
+        return (
+            set(zip(*(table.column(k).to_pylist() for k in spec.key), strict=True))
+            if table.num_rows
+            else set()
+        )
+
+    def compact(self, name: str) -> None:
+        """Rewrite table ``name`` as a single part. Safe at any moment: the new part lands before old ones go."""
+        parts = self._parts(name)
+        if len(parts) <= 1:
+            return
+        self.write(name, self.read(name))
+        for path in parts:
+            self.fs.delete_file(path)

@@ -1,0 +1,102 @@
+"""Decoding untrusted image files into RGB arrays, with one clear reason for every file that cannot be used.
+
+Real photo pools hold every kind of oddity: truncated or empty files, text files named ``.png``, a BMP named ``.jpg``,
+16-bit PNGs, RGBA, CMYK JPEGs, grayscale, LZW/PackBits TIFFs, EXIF-rotated JPEGs and decompression bombs. Each is
+either converted to 8-bit RGB with its EXIF orientation applied, or rejected with an :class:`ImageDecodeError`.
+The container format is sniffed from the bytes, never trusted from the file name.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: File name suffixes treated as images when a folder is listed (the bytes decide the real format).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageDecodeError(ValueError):
+    """A file is not a usable image; ``reason`` is a short machine-friendly tag, the message explains."""
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        super().__init__(f"{reason}: {message}")
+
+
+def list_image_files(folder: str | Path) -> list[Path]:
+    """Image-suffixed files below ``folder`` (recursive, sorted, hidden files skipped)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"not a folder: {root}")
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.parts)
+    )
+
+
+def _to_uint8(image: Image.Image) -> Image.Image:
+    """Bring 16-bit/32-bit/float single-channel images into 8 bits before the RGB conversion (PIL clips otherwise)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if array.max() <= 1.0 else 1.0
+        return Image.fromarray(np.clip(array * scale + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return image
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
+    """Decode image bytes to ``(H, W, 3)`` uint8 RGB with EXIF orientation applied.
+
+    Raises :class:`ImageDecodeError` with reason ``empty``, ``not_an_image``, ``too_large``, ``truncated`` or
+    ``corrupt``. ``max_pixels`` guards against decompression bombs before any pixel is decoded.
+    """
+    if not data:
+        raise ImageDecodeError("empty", "zero-byte file")
+    try:
+        with warnings.catch_warnings():
+            # PIL warns (and above 2x its limit raises) on huge images; we apply our own limit below instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    "too_large", f"{width}x{height} exceeds the limit of {max_pixels} pixels"
+                )
+            image.load()
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageDecodeError("too_large", str(err)) from err
+    except UnidentifiedImageError as err:
+        raise ImageDecodeError("not_an_image", "bytes are not a known image format") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        reason = "truncated" if "truncated" in str(err).lower() else "corrupt"
+        raise ImageDecodeError(reason, str(err) or type(err).__name__) from err
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)  # animated/multi-page files: the first frame is the photo
+    image = ImageOps.exif_transpose(image)
+    image = _to_uint8(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Composite transparency onto white, as a viewer shows it, rather than keeping undefined colour values.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ImageDecodeError("corrupt", f"decoded to an unusable array of shape {rgb.shape}")
+    return rgb
+
+
+def read_image_file(path: str | Path, *, max_pixels: int) -> np.ndarray:
+    """Read and decode a local file (see :func:`decode_image`)."""
+    return decode_image(Path(path).read_bytes(), max_pixels=max_pixels)

@@ -1,0 +1,59 @@
+"""Embedded or remote runtime: a Ray session and the MLflow store, chosen by ``RuntimeConfig``.
+
+With no cluster and no tracking server everything runs on a private local Ray with this machine's resources and
+MLflow on a SQLite file under the project runs folder (``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db``).
+Under ``ray job submit`` the job's ``RAY_ADDRESS`` is honoured because ``ray.init(address=None)`` reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import ray
+
+from fairweather.contracts.config import FairweatherConfig
+from fairweather.contracts.config.runtime import RuntimeConfig
+
+log = logging.getLogger(__name__)
+
+
+def runs_path(runtime: RuntimeConfig, *parts: str) -> Path:
+    """An absolute path below the runs folder (created)."""
+    path = Path(runtime.runs_dir).expanduser().resolve().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tracking_uri(runtime: RuntimeConfig) -> str:
+    """The configured MLflow tracking URI, else a SQLite store under the runs folder."""
+    if runtime.mlflow_tracking_uri:
+        return runtime.mlflow_tracking_uri
+    return f"sqlite:///{runs_path(runtime) / 'mlflow.db'}"
+
+
+def artifact_root(runtime: RuntimeConfig) -> str | None:
+    """Where a locally created experiment keeps artifacts (None: let a remote server decide)."""
+    return None if runtime.mlflow_tracking_uri else runs_path(runtime, "mlartifacts").as_uri()
+
+
+@contextlib.contextmanager
+def ray_session(cfg: FairweatherConfig) -> Iterator[None]:
+    """Connect to (or start) Ray for the duration of a stage; shut down only what this call started."""
+    if ray.is_initialized():
+        yield
+        return
+    runtime = cfg.runtime
+    kwargs: dict = {"address": runtime.ray_address, "log_to_driver": True}
+    if runtime.ray_address is None and "RAY_ADDRESS" not in os.environ:
+        # A private local cluster: this machine's resources unless capped, no dashboard needed.
+        kwargs.update(num_cpus=runtime.num_cpus, include_dashboard=False)
+    ray.init(**kwargs)
+    log.info("Ray resources: %s", ray.cluster_resources())
+    try:
+        yield
+    finally:
+        ray.shutdown()
