@@ -19,13 +19,14 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .errors import FairweatherError
 from .schemas import TABLES, TableSpec
 
 _STAGING = "_staging"
 _ROW = "__row"
 
 
-class TableError(ValueError):
+class TableError(FairweatherError, ValueError):
     """A table could not be read or written as its contract says."""
 
 

@@ -17,10 +17,12 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
+from fairweather.contracts.errors import FairweatherError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(FairweatherError, ValueError):
     """A config could not be loaded; the message names the file and the dotted key."""
 
     def __init__(self, message: str, *, source: str | None = None, key: str | None = None):

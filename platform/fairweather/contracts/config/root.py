@@ -37,7 +37,7 @@ class FairweatherConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def _check_override_key(path: list[str], text: str) -> None:
+def check_override_key(path: list[str], text: str) -> None:
     """Reject an override whose dotted key does not exist, naming the override (not the file)."""
     cls: type = FairweatherConfig
     for depth, part in enumerate(path):
@@ -71,7 +71,7 @@ def load_config(name_or_path: str | Path = "smoke", overrides: Sequence[str] = (
     """Load a profile or YAML file, apply dotted ``key=value`` overrides, validate everything."""
     path = resolve_profile(name_or_path)
     for text in overrides:
-        _check_override_key(parse_override(text)[0], text)
+        check_override_key(parse_override(text)[0], text)
     data = apply_overrides(read_yaml(path), overrides)
     source = f"{path} (with overrides {list(overrides)})" if overrides else str(path)
     return build(FairweatherConfig, data, source=source)

@@ -1,0 +1,8 @@
+"""The base of every *expected* error: bad configs, unreadable inputs, broken tables.
+
+Entry points print such an error as one line and exit non-zero; anything else is a bug and keeps its traceback.
+"""
+
+
+class FairweatherError(Exception):
+    """An error caused by the user's input or environment, with a message that names the culprit."""

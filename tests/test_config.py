@@ -1,0 +1,162 @@
+"""Typed configs: every YAML in the repository validates; bad keys/types/files are named in the error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fairweather.contracts.config import (
+    ConfigError,
+    FairweatherConfig,
+    flatten,
+    load_config,
+    load_sweep_space,
+    to_dict,
+)
+
+from .conftest import REPO
+
+#: Ray cluster-launcher keys that `ray up` requires.
+LAUNCHER_KEYS = {"cluster_name", "provider", "head_node_type", "available_node_types"}
+
+
+def repo_yaml_files() -> list[Path]:
+    tracked = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.yaml", "*.yml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return sorted(REPO / p for p in tracked)
+
+
+def validate_yaml(path: Path) -> None:
+    """Dispatch by location: fairweather profiles, sweep spaces, the Ray cluster launcher file."""
+    relative = path.relative_to(REPO)
+    if relative.parts[0] == "configs":
+        load_config(path)
+    elif relative.parts[0] == "sweeps":
+        space = load_sweep_space(path)
+        assert space.params
+    elif relative == Path("cluster.yaml"):
+        data = yaml.safe_load(path.read_text())
+        assert set(data) >= LAUNCHER_KEYS, f"{path}: missing {LAUNCHER_KEYS - set(data)}"
+        assert data["head_node_type"] in data["available_node_types"]
+    else:
+        pytest.fail(f"{relative}: a YAML file that no test validates")
+
+
+def test_every_yaml_in_the_repository_validates():
+    files = repo_yaml_files()
+    assert len(files) > 0
+    assert any(p.parent.name == "configs" for p in files)
+    for path in files:
+        validate_yaml(path)
+
+
+def test_profiles_differ_where_they_should():
+    smoke, paper = load_config("smoke"), load_config("paper")
+    assert smoke.vlm.model_id.startswith("tiny:") and paper.vlm.model_id == "llava-hf/llava-1.5-7b-hf"
+    assert (paper.train.rounds, paper.train.iterations_per_round) == (4, 40_000)
+    assert (
+        paper.loss.weights.ps,
+        paper.loss.weights.wpl,
+        paper.loss.weights.sem,
+        paper.loss.weights.feat,
+    ) == (
+        0.5,
+        0.2,
+        0.05,
+        0.2,
+    )
+
+
+def test_overrides_are_typed_and_frozen():
+    cfg = load_config("smoke", ["loss.weights.ps=0.3", "synth.size=[64, 48]", "model.arch=nafnet"])
+    assert cfg.loss.weights.ps == 0.3 and cfg.synth.size == (64, 48) and cfg.model.arch == "nafnet"
+    with pytest.raises(AttributeError):
+        cfg.model.arch = "msbdn"  # type: ignore[misc]
+    assert isinstance(load_config("smoke", ["loss.weights.sup=1"]).loss.weights.sup, float)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["loss.weights.w9=1"], "loss.weights.w9"),
+        (["nosuch.key=1"], "nosuch"),
+        (["loss.weights.ps=abc"], "loss.weights.ps"),
+        (["model.arch=unet"], "model.arch"),
+        (["synth.size=[1,2,3]"], "synth.size"),
+        (["label.batch_size=true"], "label.batch_size"),
+        (["loss.weights.ps.x=1"], None),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        load_config("smoke", overrides)
+    if key:
+        assert f"'{key}'" in str(err.value)
+
+
+def test_bad_files_name_the_file(tmp_path):
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("model:\n  arch: msbdn\n  widht: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown.yaml.*'model.widht'"):
+        load_config(unknown)
+    malformed = tmp_path / "malformed.yaml"
+    malformed.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"malformed.yaml.*malformed YAML"):
+        load_config(malformed)
+    with pytest.raises(ConfigError, match="no such config file or profile"):
+        load_config("does-not-exist")
+    with pytest.raises(ConfigError, match=r"missing.yaml.*cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_round_trip_and_flatten(tmp_path):
+    cfg = load_config("paper")
+    path = tmp_path / "copy.yaml"
+    path.write_text(yaml.safe_dump(to_dict(cfg)))
+    assert load_config(path) == cfg
+    flat = flatten(cfg)
+    assert flat["loss.weights.ps"] == 0.5 and flat["vlm.model_id"] == "llava-hf/llava-1.5-7b-hf"
+    assert load_config(tmp_path / "copy.yaml") == FairweatherConfig(
+        **{k: getattr(cfg, k) for k in to_dict(cfg)}
+    )
+
+
+def test_cli_reports_config_errors_without_traceback():
+    result = subprocess.run(
+        [sys.executable, "-m", "fairweather.cli", "synth", "loss.weights.nope=1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "loss.weights.nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sweep_space_addresses_loss_weight_keys(tmp_path):
+    space = load_sweep_space(REPO / "sweeps" / "loss_weights.yaml")
+    assert set(space.params) == {
+        "loss.weights.ps",
+        "loss.weights.wpl",
+        "loss.weights.sem",
+        "loss.weights.feat",
+    }
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "metric: m\nmode: max\nnum_samples: 2\nparams:\n  loss.weights.w1: {distribution: uniform, low: 0, high: 1}\n"
+    )
+    with pytest.raises(ConfigError, match="w1"):
+        load_sweep_space(bad)
+    bad.write_text(
+        "metric: m\nmode: max\nnum_samples: 2\nparams:\n  loss.weights.ps: {distribution: loguniform, low: 0, high: 1}\n"
+    )
+    with pytest.raises(ConfigError, match="low > 0"):
+        load_sweep_space(bad)
