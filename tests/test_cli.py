@@ -45,3 +45,10 @@ def test_prefetch_builds_tiny_models_once(tmp_path, capsys):
     assert main(["prefetch", *overrides]) == 0
     assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"llava", "clip", "depth-anything"}
     assert all((tmp_path / n / ".complete").exists() for n in ("llava", "clip", "depth-anything"))
+
+
+@pytest.mark.parametrize("job", sorted((REPO / "jobs").glob("*.py")), ids=lambda p: p.name)
+def test_every_job_entry_point_runs_its_subcommand(job):
+    assert job.stem in COMMANDS
+    result = subprocess.run([sys.executable, str(job), "--help"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and f"fairweather {job.stem}" in result.stdout

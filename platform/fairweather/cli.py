@@ -124,5 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run_job(command: str) -> None:
+    """Entry point of ``jobs/<command>.py``: the subcommand with the job's own arguments, then exit."""
+    sys.exit(main([command, *sys.argv[1:]]))
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,10 +41,13 @@ def resolve_model_ref(ref: str, cache_dir: str | Path) -> str:
         try:
             importlib.import_module(BUILDERS[name]).build(staging)
             (staging / ".complete").write_text(ref + "\n")
-            if target.exists():
-                shutil.rmtree(target)
+            if target.exists() and not (target / ".complete").exists():
+                shutil.rmtree(target)  # left over by a crashed build
             staging.rename(target)
-        except BaseException:
+        except OSError:
+            # Another process (e.g. a second Ray actor) finished the same build first: use its folder.
+            if not (target / ".complete").exists():
+                raise
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
-            raise
     return str(target)
