@@ -1,0 +1,138 @@
+"""Write generated data sets: paired (input/target + manifest) and unlabeled pools, deterministic under a seed.
+
+Image ``i`` of a split is drawn from ``numpy.random.default_rng([seed, split, i])``, so its pixels do not depend on
+how many images are generated or in which order. Files are written to a temporary name and renamed, unchanged
+files are not rewritten, and the manifest is written last: a rerun with the same config changes nothing, and a
+crash never leaves a manifest that names a missing or half-written file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+from tqdm import tqdm
+
+from fairweather.contracts.config.synth import SynthConfig
+from fairweather.imaging import ImageDecodeError, list_image_files, read_image_file
+
+from .degrade import degrade, sample_params
+from .scenes import fit_photo, photo_pseudo_depth, procedural_scene
+
+log = logging.getLogger(__name__)
+
+PAIRED_SPLIT, POOL_SPLIT = 0, 1
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    paired_dir: str
+    pool_dir: str
+    num_paired: int
+    num_unlabeled: int
+    #: Image files written or rewritten (0 on an identical rerun).
+    files_written: int
+    source: str
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """``(H, W, 3)`` float in [0, 1] -> PNG bytes (8-bit, deterministic)."""
+    buffer = io.BytesIO()
+    Image.fromarray((image.clip(0, 1) * 255.0 + 0.5).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Atomically write ``data`` to ``path`` unless it already holds exactly that; True if written."""
+    if path.exists() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return True
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    """Write the manifest Parquet atomically (temp file + rename), sorted by name for stable bytes."""
+    table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["name"]))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest.")
+    os.close(fd)
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def load_clean_photos(folder: str, size: tuple[int, int], max_pixels: int) -> list[tuple[str, np.ndarray]]:
+    """Real clean photos fitted to ``size``; unreadable or non-image files are skipped with a warning naming them."""
+    files = list_image_files(folder)
+    photos = []
+    for path in files:
+        try:
+            photos.append((str(path), fit_photo(read_image_file(path, max_pixels=max_pixels), size)))
+        except ImageDecodeError as err:
+            log.warning("skipping %s: %s", path, err)
+    if not photos:
+        raise FileNotFoundError(f"no usable clean photos in {folder} ({len(files)} image-named file(s))")
+    return photos
+
+
+def _clean_sample(
+    index: int, rng: np.random.Generator, cfg: SynthConfig, photos: list[tuple[str, np.ndarray]] | None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    if photos is None:
+        image, depth = procedural_scene(rng, cfg.size)
+        return image, depth, "procedural"
+    source, image = photos[index % len(photos)]
+    return image, photo_pseudo_depth(cfg.size), source
+
+
+def generate(cfg: SynthConfig, *, max_pixels: int = 50_000_000) -> SynthResult:
+    """Write ``<out>/paired`` and ``<out>/pool`` as described in the module docstring."""
+    out = Path(cfg.out).expanduser().resolve()
+    photos = load_clean_photos(cfg.clean_photos, cfg.size, max_pixels) if cfg.clean_photos else None
+    paired, pool = out / "paired", out / "pool"
+    written = 0
+    paired_rows, pool_rows = [], []
+    jobs = [(PAIRED_SPLIT, i) for i in range(cfg.num_paired)] + [
+        (POOL_SPLIT, i) for i in range(cfg.num_unlabeled)
+    ]
+    for split, index in tqdm(jobs, desc="synth", unit="img", disable=None):
+        rng = np.random.default_rng([cfg.seed, split, index])
+        weather = cfg.weathers[index % len(cfg.weathers)]
+        clean, depth, source = _clean_sample(index, rng, cfg, photos)
+        params = sample_params(weather, cfg, rng)
+        degraded_png = encode_png(degrade(clean, depth, weather, params, rng))
+        name = f"{weather}_{index:05d}"
+        common = {"name": name, "weather": weather, "seed": cfg.seed, "index": index, "source": source,
+                  "params": json.dumps(params, sort_keys=True)}  # fmt: skip
+        if split == PAIRED_SPLIT:
+            input_path, target_path = paired / "input" / f"{name}.png", paired / "target" / f"{name}.png"
+            written += write_if_changed(input_path, degraded_png)
+            written += write_if_changed(target_path, encode_png(clean))
+            paired_rows.append({**common, "input": str(input_path), "target": str(target_path)})
+        else:
+            uri = pool / weather / f"{name}.png"
+            written += write_if_changed(uri, degraded_png)
+            pool_rows.append({**common, "uri": str(uri)})
+    for folder, rows in ((paired, paired_rows), (pool, pool_rows)):
+        folder.mkdir(parents=True, exist_ok=True)
+        if rows:
+            write_manifest(folder / "manifest.parquet", rows)
+    return SynthResult(
+        paired_dir=str(paired),
+        pool_dir=str(pool),
+        num_paired=len(paired_rows),
+        num_unlabeled=len(pool_rows),
+        files_written=written,
+        source=cfg.clean_photos or "procedural",
+    )
