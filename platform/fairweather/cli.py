@@ -37,7 +37,9 @@ COMMANDS: dict[str, Command] = {
         "fairweather.stages.prefetch:run_prefetch",
     ),
     "label": Command(
-        "Rate the visibility of every image in the real pool and describe it with a VLM (Ray Data + vLLM/transformers).",
+        "Rate (r_vlm, VLM-Vis) and describe every image of data.pool with the config's VLM on Ray Data actors; "
+        "results go to the labels/errors/pool tables under data.tables. Resumable: images already labeled with "
+        "the same vlm.model_id and prompt versions are skipped.",
         "fairweather.stages.label:run_label",
     ),
     "demo": Command(

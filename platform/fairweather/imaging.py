@@ -37,7 +37,7 @@ def list_image_files(folder: str | Path) -> list[Path]:
         for p in root.rglob("*")
         if p.is_file()
         and p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.parts)
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)  # the root itself may be hidden
     )
 
 
@@ -95,6 +95,22 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ImageDecodeError("corrupt", f"decoded to an unusable array of shape {rgb.shape}")
     return rgb
+
+
+def limit_short_side(rgb: np.ndarray, short_side: int) -> np.ndarray:
+    """Downscale ``(H, W, 3)`` uint8 RGB so that ``min(H, W) <= short_side``, keeping the aspect ratio.
+
+    Never upscales; ``short_side=0`` returns the array unchanged. Uses PIL's antialiased bicubic filter, as the
+    models' own image processors do, so a later resize to the same short side sees nearly the same pixels.
+    """
+    if short_side < 0:
+        raise ValueError(f"short_side must be >= 0, got {short_side}")
+    height, width = rgb.shape[:2]
+    if short_side == 0 or min(height, width) <= short_side:
+        return rgb
+    scale = short_side / min(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
 def read_image_file(path: str | Path, *, max_pixels: int) -> np.ndarray:

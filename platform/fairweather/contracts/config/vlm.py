@@ -31,11 +31,39 @@ class VLMConfig:
 class LabelJobConfig:
     """Ray Data scale knobs for ``fairweather label``."""
 
+    #: Images per VLM call inside an actor.
     batch_size: int = 8
     #: Number of backend actors (each holds one model copy).
     concurrency: int = 1
+    #: GPUs reserved per actor (fractions share a GPU between actors).
     num_gpus_per_actor: float = 0.0
+    #: CPUs reserved per actor; Ray caps the actor's torch threads to this.
     num_cpus_per_actor: float = 1.0
+    #: Ray accelerator type the actors must run on (e.g. ``A100``); ``None``: any.
     accelerator_type: str | None = None
-    #: Ray retries of a crashed actor's task before its batch lands in the errors table.
+    #: Ray retries of a crashed actor's task before its block's files land in the errors table as ``lost``.
     max_task_retries: int = 2
+    #: Times Ray restarts a crashed actor (reloading the model) before giving up on it.
+    max_restarts: int = 4
+    #: Images are downscaled (never upscaled) to this shorter side before leaving the decode stage (LLaVA-1.5
+    #: resizes to 336 px itself, so nothing is lost); 0 ships full-size pixels.
+    image_short_side: int = 336
+    #: Files per read/decode task (one Ray Data block). Larger amortises Ray's per-task cost (64 vs 8 doubled the
+    #: tiny model's throughput on 2 CPUs); a block whose actor keeps crashing loses this many files to ``errors``.
+    read_block_rows: int = 64
+    #: The driver writes a ``labels``/``errors``/``pool`` part every this many finished rows (a crash keeps them).
+    flush_rows: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "concurrency", "read_block_rows", "flush_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"label.{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in (
+            "num_gpus_per_actor",
+            "num_cpus_per_actor",
+            "max_task_retries",
+            "max_restarts",
+            "image_short_side",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"label.{name} must be >= 0, got {getattr(self, name)!r}")
