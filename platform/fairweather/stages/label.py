@@ -36,7 +36,7 @@ from fairweather.contracts.tables import TableStore
 from fairweather.vlm import ImageLabel, VLMBackend, build_backend, label_images, prompt_versions
 
 from .label_io import RESULT_SCHEMA, ResultWriter, item_pixels, list_pool, read_decode_batch
-from .runtime import ray_session
+from .runtime import is_private_local, ray_session
 from .tracking import open_logger
 
 log = logging.getLogger(__name__)
@@ -145,12 +145,12 @@ def label_dataset(
 ) -> ray.data.Dataset:
     """The lazy Ray Data pipeline: URIs -> decoded items (tasks) -> labeled rows (actor pool).
 
-    Raises FairweatherError when the actors would take every CPU of the cluster: the read tasks could then never
-    be scheduled and the job would hang instead of failing.
+    Raises FairweatherError when the actors would take every CPU of a private local Ray: the read tasks could then
+    never be scheduled and the job would hang instead of failing. (A remote cluster may autoscale, so it is trusted.)
     """
     job = cfg.label
     cpus, actor_cpus = ray.cluster_resources().get("CPU", 0.0), job.concurrency * job.num_cpus_per_actor
-    if actor_cpus + 1 > cpus:
+    if is_private_local(cfg.runtime) and actor_cpus + 1 > cpus:
         raise FairweatherError(
             f"label.concurrency x label.num_cpus_per_actor = {actor_cpus:g} CPUs leaves less than 1 of the cluster's "
             f"{cpus:g} CPUs for reading and decoding images; lower one of them (fractions are fine) or add CPUs"

@@ -40,6 +40,11 @@ def artifact_root(runtime: RuntimeConfig) -> str | None:
     return None if runtime.mlflow_tracking_uri else runs_path(runtime, "mlartifacts").as_uri()
 
 
+def is_private_local(runtime: RuntimeConfig) -> bool:
+    """True when stages start their own local Ray (no address configured, not inside ``ray job submit``)."""
+    return runtime.ray_address is None and "RAY_ADDRESS" not in os.environ
+
+
 @contextlib.contextmanager
 def ray_session(cfg: FairweatherConfig) -> Iterator[None]:
     """Connect to (or start) Ray for the duration of a stage; shut down only what this call started."""
@@ -48,7 +53,7 @@ def ray_session(cfg: FairweatherConfig) -> Iterator[None]:
         return
     runtime = cfg.runtime
     kwargs: dict = {"address": runtime.ray_address, "log_to_driver": True}
-    if runtime.ray_address is None and "RAY_ADDRESS" not in os.environ:
+    if is_private_local(runtime):
         # A private local cluster: this machine's resources unless capped, no dashboard needed.
         kwargs.update(num_cpus=runtime.num_cpus, include_dashboard=False)
     ray.init(**kwargs)
