@@ -1,0 +1,85 @@
+"""Tiled inference: restore images larger than a tile in overlapping tiles blended without seams.
+
+Each tile's output is weighted by a separable window that is 1 inside the tile and falls off with a raised
+cosine over the ``overlap`` pixels on every side that borders another tile (sides on the image border keep
+weight 1, so border pixels are not down-weighted). Overlapping outputs are averaged with these weights; because
+the window is strictly positive, every pixel has a non-zero total weight. A network whose output is a per-pixel
+function of its input therefore gives exactly the whole-image result; for real networks the smooth cross-fade
+hides the differences between neighbouring tiles.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .common import check_image_batch
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of length ``min(tile, size)`` covering ``[0, size)`` with at least ``overlap``
+    pixels shared by neighbours; the last tile is aligned with the end."""
+    if size <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, size - tile, stride))
+    starts.append(size - tile)
+    return starts
+
+
+def _ramp(length: int, overlap: int, fade_in: bool, fade_out: bool) -> torch.Tensor:
+    """1-D window of ``length``: raised-cosine fade in/out over ``overlap`` pixels, strictly positive."""
+    window = torch.ones(length, dtype=torch.float64)
+    n = min(overlap, length)
+    if n > 0:
+        # Sample the half cosine at pixel centres so no weight is exactly 0 (or exactly 1 inside the ramp).
+        ramp = torch.tensor(
+            [0.5 - 0.5 * math.cos(math.pi * (i + 0.5) / n) for i in range(n)], dtype=torch.float64
+        )
+        if fade_in:
+            window[:n] *= ramp
+        if fade_out:
+            window[length - n :] *= ramp.flip(0)
+    return window
+
+
+def restore_tiled(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int
+) -> torch.Tensor:
+    """Restore ``x`` tile by tile.
+
+    Args:
+        model: maps ``(N, 3, h, w)`` to ``(N, 3, h, w)`` (any restoration network; put it in eval mode).
+        x: ``(N, 3, H, W)`` images in [0, 1].
+        tile: tile side in pixels; an image with ``H <= tile`` and ``W <= tile`` is restored in one forward.
+        overlap: pixels shared by neighbouring tiles, ``0 <= overlap < tile``.
+    Returns:
+        ``(N, 3, H, W)`` restored images, dtype and device of ``x``.
+
+    Runs one tile (all N images) per forward to bound memory. It does not disable gradients itself: call it
+    under ``torch.no_grad()`` (or ``torch.inference_mode()``) for inference.
+    """
+    check_image_batch(x)
+    if not isinstance(tile, int) or tile <= 0:
+        raise ValueError(f"restore_tiled: tile must be a positive int, got {tile!r}")
+    if not isinstance(overlap, int) or not 0 <= overlap < tile:
+        raise ValueError(f"restore_tiled: overlap must be an int in [0, tile={tile}), got {overlap!r}")
+    h, w = x.shape[-2:]
+    if h <= tile and w <= tile:
+        return model(x)
+
+    th, tw = min(tile, h), min(tile, w)
+    rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    out = torch.zeros_like(x)
+    total = torch.zeros(h, w, dtype=x.dtype, device=x.device)
+    for top in rows:
+        wy = _ramp(th, overlap, fade_in=top > 0, fade_out=top + th < h)
+        for left in cols:
+            wx = _ramp(tw, overlap, fade_in=left > 0, fade_out=left + tw < w)
+            weight = torch.outer(wy, wx).to(dtype=x.dtype, device=x.device)  # (th, tw)
+            restored = model(x[..., top : top + th, left : left + tw])
+            out[..., top : top + th, left : left + tw] += restored * weight
+            total[top : top + th, left : left + tw] += weight
+    return out / total
