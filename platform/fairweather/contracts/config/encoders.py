@@ -17,6 +17,8 @@ class CLIPEncoderConfig:
 class DepthEncoderConfig:
     #: Hugging Face id or local folder (``tiny:depth-anything`` builds a random tiny model locally).
     model_id: str = "depth-anything/Depth-Anything-V2-Small-hf"
+    #: Shorter side (pixels) the image is resized to before the encoder (Depth Anything uses 518).
+    input_size: int = 518
 
 
 @dataclass(frozen=True)
