@@ -11,7 +11,18 @@ from fairweather.cli import COMMANDS, build_parser, main
 
 from .conftest import REPO
 
-EXPECTED = {"label", "pseudolabel", "train", "sweep", "evaluate", "pipeline", "demo", "restore", "prefetch", "synth"}
+EXPECTED = {
+    "label",
+    "pseudolabel",
+    "train",
+    "sweep",
+    "evaluate",
+    "pipeline",
+    "demo",
+    "restore",
+    "prefetch",
+    "synth",
+}
 
 
 def test_every_subcommand_exists_with_help(capsys):
@@ -43,7 +54,11 @@ def test_missing_config_is_one_line_not_a_traceback():
 def test_prefetch_builds_tiny_models_once(tmp_path, capsys):
     overrides = [f"runtime.model_cache_dir={tmp_path}", "encoders.depth.model_id=tiny:depth-anything"]
     assert main(["prefetch", *overrides]) == 0
-    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"llava", "clip", "depth-anything"}
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {
+        "llava",
+        "clip",
+        "depth-anything",
+    }
     assert all((tmp_path / n / ".complete").exists() for n in ("llava", "clip", "depth-anything"))
 
 

@@ -66,13 +66,17 @@ def test_layers_import_only_upwards():
 
 
 def test_mlflow_only_in_the_tracking_module():
-    users = [p.name for p in PACKAGE.rglob("*.py") if any(m.startswith("mlflow") for m in imported_modules(p))]
+    users = [
+        p.name for p in PACKAGE.rglob("*.py") if any(m.startswith("mlflow") for m in imported_modules(p))
+    ]
     assert users == ["tracking.py"]
 
 
 @pytest.mark.parametrize("job", sorted((REPO / "jobs").glob("*.py")), ids=lambda p: p.name)
 def test_jobs_are_thin(job):
-    heavy = [m for m in imported_modules(job) if m.split(".")[0] in ("torch", "ray", "mlflow", "transformers")]
+    heavy = [
+        m for m in imported_modules(job) if m.split(".")[0] in ("torch", "ray", "mlflow", "transformers")
+    ]
     assert not heavy, f"{job.name} should only parse, configure and call a stage: imports {heavy}"
 
 

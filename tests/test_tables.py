@@ -18,7 +18,13 @@ NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 def error_rows(uris, message="m"):
     n = len(uris)
     return pa.table(
-        {"uri": uris, "stage": ["label"] * n, "error_type": ["x"] * n, "message": [message] * n, "time": [NOW] * n}
+        {
+            "uri": uris,
+            "stage": ["label"] * n,
+            "error_type": ["x"] * n,
+            "message": [message] * n,
+            "time": [NOW] * n,
+        }
     )
 
 
@@ -86,7 +92,9 @@ def test_other_schema_version_is_refused(tmp_path):
     store.write("errors", error_rows(["a"]))
     part = next((tmp_path / "errors").glob("part-*.parquet"))
     old = pq.read_table(part)
-    pq.write_table(old.replace_schema_metadata({b"fairweather.table": b"errors", b"fairweather.version": b"0"}), part)
+    pq.write_table(
+        old.replace_schema_metadata({b"fairweather.table": b"errors", b"fairweather.version": b"0"}), part
+    )
     with pytest.raises(TableError, match="schema version 0"):
         store.read("errors")
 

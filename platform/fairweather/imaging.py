@@ -37,7 +37,9 @@ def list_image_files(folder: str | Path) -> list[Path]:
         for p in root.rglob("*")
         if p.is_file()
         and p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)  # the root itself may be hidden
+        and not any(
+            part.startswith(".") for part in p.relative_to(root).parts
+        )  # the root itself may be hidden
     )
 
 
