@@ -71,18 +71,31 @@ class RestorationNet(nn.Module):
         """Map a padded ``(N, 3, Hp, Wp)`` image in [0, 1] to its ``(N, 3, Hp, Wp)`` residual."""
         raise NotImplementedError(f"{type(self).__name__} must implement predict_residual")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Restore ``x``: ``(N, 3, H, W)`` in [0, 1], any H and W -> ``(N, 3, H, W)``."""
+    def predict_residual_and_aux(
+        self, x: torch.Tensor, size: tuple[int, int]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The residual plus side outputs that auxiliary losses read (e.g. CLIP-SRD's ``"sar_residual"``).
+
+        ``size`` is the unpadded ``(H, W)``. Networks without side outputs keep this default (an empty dict).
+        """
+        return self.predict_residual(x), {}
+
+    def forward(
+        self, x: torch.Tensor, return_aux: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Restore ``x``: ``(N, 3, H, W)`` in [0, 1], any H and W -> ``(N, 3, H, W)``; with ``return_aux`` also
+        the side-output dict of :meth:`predict_residual_and_aux`."""
         check_image_batch(x)
         padded, size = pad_to_multiple(x, self.size_multiple)
-        residual = self.predict_residual(padded)
+        residual, aux = self.predict_residual_and_aux(padded, size)
         if residual.shape != padded.shape:
             raise RuntimeError(
-                f"{type(self).__name__}.predict_residual returned shape {tuple(residual.shape)}, "
+                f"{type(self).__name__} predicted a residual of shape {tuple(residual.shape)}, "
                 f"expected {tuple(padded.shape)}"
             )
         out = x + crop(residual, size)
-        return out if self.training else out.clamp(0.0, 1.0)
+        out = out if self.training else out.clamp(0.0, 1.0)
+        return (out, aux) if return_aux else out
 
 
 class LayerNorm2d(nn.Module):
