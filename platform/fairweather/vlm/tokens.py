@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .rating import RATING_WORDS
+from .requests import render_prompt
 
 
 def answer_separator(rendered_prompt: str) -> str:
@@ -72,3 +73,21 @@ def resolve_rating_token_ids(tokenizer: Any, rendered_prompt: str) -> tuple[int,
                 f"rating word {word!r} starts with token {piece!r} (id {token_id}), not a prefix of it"
             )
     return tuple(ids)
+
+
+class RatingTokenIds:
+    """``prompt -> five rating-word ids`` for one processor, resolved on first use per prompt and cached.
+
+    Both backends render with the same processor chat template, so they share this lookup (a bad tokenizer raises
+    ``ValueError`` from :func:`resolve_rating_token_ids` the first time a prompt is used: at start-up).
+    """
+
+    def __init__(self, processor: Any):
+        self.processor = processor
+        self._ids: dict[str, tuple[int, ...]] = {}
+
+    def __call__(self, prompt: str) -> tuple[int, ...]:
+        if prompt not in self._ids:
+            rendered = render_prompt(self.processor, prompt, with_image=True)
+            self._ids[prompt] = resolve_rating_token_ids(self.processor.tokenizer, rendered)
+        return self._ids[prompt]

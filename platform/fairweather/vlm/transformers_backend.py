@@ -13,7 +13,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from fairweather.contracts.config.vlm import VLMConfig
 
 from .requests import render_prompt, to_pil
-from .tokens import resolve_rating_token_ids
+from .tokens import RatingTokenIds
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -44,14 +44,8 @@ class TransformersBackend:
         self.model = (
             AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
         )
-        self._rating_ids: dict[str, tuple[int, ...]] = {}
-
-    def rating_token_ids(self, prompt: str) -> tuple[int, ...]:
-        """First-token ids of the five rating words after ``prompt``'s rendered template (cached per prompt)."""
-        if prompt not in self._rating_ids:
-            rendered = render_prompt(self.processor, prompt, with_image=True)
-            self._rating_ids[prompt] = resolve_rating_token_ids(self.processor.tokenizer, rendered)
-        return self._rating_ids[prompt]
+        #: prompt -> the five rating-word ids after its rendered template (the VLMBackend method)
+        self.rating_token_ids = RatingTokenIds(self.processor)
 
     def _inputs(self, images: list[np.ndarray] | None, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Rendered, tokenized, left-padded batch on the model's device (pixel values in the model's dtype)."""

@@ -23,7 +23,7 @@ from transformers import AutoProcessor
 from fairweather.contracts.config.vlm import VLMConfig
 
 from .requests import render_prompt, to_pil
-from .tokens import resolve_rating_token_ids
+from .tokens import RatingTokenIds
 
 
 def engine_kwargs(model_path: str, cfg: VLMConfig) -> dict[str, Any]:
@@ -124,14 +124,8 @@ class VLLMBackend:
         # The HF processor renders exactly the text the transformers backend sends; vLLM expands <image> itself.
         self.processor = AutoProcessor.from_pretrained(model_path)
         self.llm = vllm.LLM(**engine_kwargs(model_path, cfg))
-        self._rating_ids: dict[str, tuple[int, ...]] = {}
-
-    def rating_token_ids(self, prompt: str) -> tuple[int, ...]:
-        """First-token ids of the five rating words after ``prompt``'s rendered template (cached per prompt)."""
-        if prompt not in self._rating_ids:
-            rendered = render_prompt(self.processor, prompt, with_image=True)
-            self._rating_ids[prompt] = resolve_rating_token_ids(self.processor.tokenizer, rendered)
-        return self._rating_ids[prompt]
+        #: prompt -> the five rating-word ids after its rendered template (the VLMBackend method)
+        self.rating_token_ids = RatingTokenIds(self.processor)
 
     def _run(self, requests: list[dict[str, Any]], sampling: dict[str, Any]) -> list[Any]:
         outputs = self.llm.generate(requests, self._vllm.SamplingParams(**sampling), use_tqdm=False)
