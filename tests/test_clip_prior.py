@@ -14,6 +14,8 @@ from fairweather.losses.srd import CLIPSoftResidualDistillation, clip_residual_t
 from fairweather.models import build_model
 from fairweather.models.clip_prior import CLIPPriorNet
 
+from .checks import l1_before_and_after_one_adam_step
+
 TINY = CLIPPriorConfig(width=8, levels=2, blocks_per_level=1, prior_tokens=4, prior_dim=16, attention_heads=2)
 
 
@@ -98,15 +100,8 @@ def test_gradients_reach_sar_gates_and_prior_tokens(clip: FrozenCLIP) -> None:
 
 
 def test_one_step_reduces_loss(clip: FrozenCLIP) -> None:
-    net = _net(clip)
-    degraded, clean = _pair()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    first = F.l1_loss(net(degraded), clean)
-    first.backward()
-    opt.step()
-    with torch.no_grad():
-        second = F.l1_loss(net(degraded), clean)
-    assert second < first
+    before, after = l1_before_and_after_one_adam_step(_net(clip), *_pair())
+    assert after < before
 
 
 def test_overfits_a_32x32_pair(clip: FrozenCLIP) -> None:

@@ -28,6 +28,8 @@ from fairweather.models import (
     pad_to_multiple,
 )
 
+from .checks import l1_before_and_after_one_adam_step
+
 #: Tiny sizes so every test runs in a second or two on a shared CPU.
 TINY = ModelConfig(
     msbdn=MSBDNConfig(width=8, levels=2, blocks_per_level=1, bottleneck_blocks=1),
@@ -82,14 +84,7 @@ def test_any_size_keeps_shape_and_eval_clamps(arch: str) -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_one_adam_step_reduces_l1(arch: str) -> None:
-    model = tiny_model(arch).train()
-    hazy, clean = fixed_pair()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    before = F.l1_loss(model(hazy), clean)
-    before.backward()
-    opt.step()
-    with torch.no_grad():
-        after = F.l1_loss(model(hazy), clean)
+    before, after = l1_before_and_after_one_adam_step(tiny_model(arch).train(), *fixed_pair())
     assert after < before
 
 
