@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -67,3 +68,19 @@ def test_every_job_entry_point_runs_its_subcommand(job):
     assert job.stem in COMMANDS
     result = subprocess.run([sys.executable, str(job), "--help"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0 and f"fairweather {job.stem}" in result.stdout
+
+
+def test_prefetch_of_an_unreachable_model_is_one_line(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, "-m", "fairweather.cli", "prefetch", "vlm.model_id=nobody/no-such-model"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert (
+        "cannot fetch the vlm model 'nobody/no-such-model'" in result.stderr
+        and "Traceback" not in result.stderr
+    )

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from fairweather.contracts.config import FairweatherConfig
+from fairweather.contracts.errors import FairweatherError
 from fairweather.tiny import is_tiny, resolve_model_ref
 
 log = logging.getLogger(__name__)
@@ -52,5 +53,11 @@ def run_prefetch(cfg: FairweatherConfig) -> PrefetchSummary:
     models = {}
     for role, (ref, download) in fetchers.items():
         log.info("prefetch %s: %s", role, ref)
-        models[role] = resolve_model_ref(ref, cache) if is_tiny(ref) else download()
+        if is_tiny(ref):
+            models[role] = resolve_model_ref(ref, cache)
+            continue
+        try:
+            models[role] = download()
+        except (OSError, ValueError, RuntimeError) as err:  # no network, unknown id, gated repo, bad tag
+            raise FairweatherError(f"cannot fetch the {role} model {ref!r}: {err}") from err
     return PrefetchSummary(models=models, seconds=round(time.perf_counter() - start, 2))
