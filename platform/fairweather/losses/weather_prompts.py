@@ -63,6 +63,7 @@ class WeatherPrompts(nn.Module):
     def freeze(self) -> WeatherPrompts:
         """End of stage 1: fix the context and cache the four text embeddings (stage 2 needs no text forward)."""
         self.context.requires_grad_(False)
+        self.context.grad = None  # drop stage 1's last gradient: nothing may update the context any more
         with torch.no_grad():
             self.frozen_text = self().detach()
         return self
@@ -73,17 +74,24 @@ def fit_weather_prompts(
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
-    steps: int = 100,
-    lr: float = 5e-3,
-    batch_size: int = 16,
+    steps: int,
+    lr: float,
+    batch_size: int,
     seed: int = 0,
 ) -> list[float]:
     """Stage 1: cross-entropy on weather-labelled images, only the prompt context trains. Returns the loss per step.
 
-    images: ``(M, 3, H, W)`` in [0, 1]; labels: ``(M,)`` indices into ``WEATHERS``.
+    images: ``(M, 3, H, W)`` in [0, 1]; labels: ``(M,)`` indices into ``WEATHERS``. steps / lr / batch_size:
+    ``LossConfig.prompt_fit_steps`` / ``prompt_fit_lr`` / ``prompt_fit_batch_size``.
     """
+    if prompts.frozen_text is not None:
+        raise ValueError(
+            "fit_weather_prompts: the prompts are frozen already (fit before WeatherPrompts.freeze())"
+        )
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= len(WEATHERS)):
+        raise ValueError(f"weather labels must be in [0, {len(WEATHERS)}) ({', '.join(WEATHERS)})")
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam([prompts.context], lr=lr)
     # CLIP is frozen and the images are fixed, so their embeddings are computed once, not every step.

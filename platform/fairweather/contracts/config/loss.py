@@ -25,3 +25,9 @@ class LossConfig:
     charbonnier_eps: float = 1e-3
     #: Learnable context tokens per weather prompt (t_c, t_r, t_h, t_s), as in CLIP-LIT.
     prompt_context_len: int = 16
+    #: Optimiser steps of stage-1 weather prompt learning (CLIP frozen, only the prompt context trains).
+    prompt_fit_steps: int = 100
+    #: Adam learning rate of the prompt context vectors in stage 1.
+    prompt_fit_lr: float = 5e-3
+    #: Weather-labelled images per stage-1 step.
+    prompt_fit_batch_size: int = 16
