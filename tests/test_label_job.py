@@ -124,6 +124,14 @@ def test_list_pool_folder_glob_and_manifests(tmp_path):
     assert {r["weather_hint"] for r in list_pool(str(tmp_path / "m.parquet"))} == {"clear"}
 
 
+def test_folder_name_aliases_give_weather_hints(tmp_path):
+    for folder in ("clean", "foggy", "Rainy", "misc"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.png").write_bytes(b"x")
+    hints = {Path(r["uri"]).parent.name: r["weather_hint"] for r in list_pool(str(tmp_path))}
+    assert hints == {"clean": "clear", "foggy": "haze", "Rainy": "rain", "misc": None}
+
+
 def test_list_pool_errors_name_the_pool(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.csv").write_text("path\nx.png\n")

@@ -27,8 +27,11 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.tables import TableStore, filesystem_for
 from fairweather.imaging import IMAGE_SUFFIXES, ImageDecodeError, decode_image, limit_short_side
 
-#: Folder names that give an image its weather hint when the manifest has none.
-HINT_FOLDERS = ("rain", "haze", "snow", "clear")
+#: Folder name -> the weather hint it gives an image when the manifest has none.
+HINT_FOLDERS = {
+    **{name: name for name in ("rain", "haze", "snow", "clear")},
+    **{"rainy": "rain", "hazy": "haze", "fog": "haze", "foggy": "haze", "snowy": "snow", "clean": "clear"},
+}
 _MANIFEST_SUFFIXES = (".txt", ".csv", ".parquet")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -95,7 +98,7 @@ def _full_uri(uri: str, path: str) -> str:
 
 def _folder_hint(uri: str) -> str | None:
     parent = PurePosixPath(uri.partition("://")[2] or uri).parent.name.lower()
-    return parent if parent in HINT_FOLDERS else None
+    return HINT_FOLDERS.get(parent)
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
