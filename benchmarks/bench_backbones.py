@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from step_args import add_step_args, parse_step_args
+
 ARCHS = ("msbdn", "restormer", "nafnet", "promptir")
 
 
@@ -103,16 +105,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sizes", choices=("default", "paper"), default="default", help="config defaults or paper"
     )
     parser.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS), help="backbones to run")
-    parser.add_argument("--batch", type=int, default=4, help="images per step")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    add_step_args(parser)
     parser.add_argument("--worker", choices=ARCHS, help=argparse.SUPPRESS)  # internal: measure one backbone
-    args = parser.parse_args(argv)
-    if min(args.batch, args.size, args.steps, args.threads) <= 0 or args.warmup < 0:
-        parser.error("--batch, --size, --steps and --threads must be positive, --warmup >= 0")
-    return args
+    return parse_step_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> None:

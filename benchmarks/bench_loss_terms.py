@@ -33,6 +33,7 @@ from fairweather.contracts.config.model import ModelConfig
 from fairweather.encoders import FrozenCLIP, FrozenDepthEncoder
 from fairweather.losses import LossContext, WeatherPrompts, build_composite_loss
 from fairweather.models import build_model
+from step_args import add_step_args, parse_step_args
 
 
 def fastest_ms(step: Callable[[], None], warmup: int, steps: int, device: torch.device) -> float:
@@ -130,16 +131,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--depth-input-size", type=int, default=None, help="Depth Anything input side (default: config's)"
     )
-    parser.add_argument("--batch", type=int, default=4, help="images per step")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
-    parser.add_argument("--steps", type=int, default=3, help="timed runs")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    add_step_args(parser)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    args = parser.parse_args(argv)
-    if min(args.batch, args.size, args.steps, args.threads) <= 0 or args.warmup < 0:
-        parser.error("--batch, --size, --steps and --threads must be positive, --warmup >= 0")
-    return args
+    return parse_step_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,26 @@ def model_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
+@pytest.fixture(scope="session")
+def clip(model_cache: Path):
+    """The tiny random CLIP, loaded once for every test that needs a frozen CLIP."""
+    from fairweather.contracts.config.encoders import CLIPEncoderConfig
+    from fairweather.encoders import FrozenCLIP
+
+    return FrozenCLIP.from_config(CLIPEncoderConfig(model_name="tiny:clip"), model_cache)
+
+
+@pytest.fixture(scope="session")
+def depth(model_cache: Path):
+    """The tiny random Depth Anything encoder (28-px input keeps it fast)."""
+    from fairweather.contracts.config.encoders import DepthEncoderConfig
+    from fairweather.encoders import FrozenDepthEncoder
+
+    return FrozenDepthEncoder.from_config(
+        DepthEncoderConfig(model_id="tiny:depth-anything", input_size=28), model_cache
+    )
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A private local Ray cluster for one test module; shut down only if this fixture started it."""

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairweather.contracts.config.encoders import CLIPEncoderConfig
 from fairweather.contracts.config.model import CLIPPriorConfig, ModelConfig
 from fairweather.encoders.clip import FrozenCLIP
 from fairweather.losses.composite import CompositeLoss, LossContext, LossTerm
@@ -17,12 +16,6 @@ from fairweather.models.clip_prior import CLIPPriorNet
 from .checks import l1_before_and_after_one_adam_step
 
 TINY = CLIPPriorConfig(width=8, levels=2, blocks_per_level=1, prior_tokens=4, prior_dim=16, attention_heads=2)
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> FrozenCLIP:
-    cache = tmp_path_factory.mktemp("tiny-models")
-    return FrozenCLIP.from_config(CLIPEncoderConfig(model_name="tiny:clip"), cache_dir=cache)
 
 
 def _pair(size: int = 32, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

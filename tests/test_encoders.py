@@ -9,21 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from fairweather.contracts.config.encoders import CLIPEncoderConfig, DepthEncoderConfig
+from fairweather.contracts.config.encoders import CLIPEncoderConfig
 from fairweather.encoders import FrozenCLIP, FrozenDepthEncoder
 from fairweather.tiny import resolve_model_ref
-
-
-@pytest.fixture(scope="module")
-def clip(model_cache: Path) -> FrozenCLIP:
-    return FrozenCLIP.from_config(CLIPEncoderConfig(model_name="tiny:clip"), model_cache)
-
-
-@pytest.fixture(scope="module")
-def depth(model_cache: Path) -> FrozenDepthEncoder:
-    return FrozenDepthEncoder.from_config(
-        DepthEncoderConfig(model_id="tiny:depth-anything", input_size=28), model_cache
-    )
 
 
 def test_tiny_models_are_plain_local_folders(clip: FrozenCLIP, model_cache: Path) -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fairweather.contracts.config.encoders import CLIPEncoderConfig, DepthEncoderConfig
 from fairweather.contracts.config.loss import LossConfig, LossWeights
 from fairweather.encoders import FrozenCLIP, FrozenDepthEncoder
 from fairweather.losses import (
@@ -27,18 +25,6 @@ from fairweather.losses import (
     WeatherPrompts,
     build_composite_loss,
 )
-
-
-@pytest.fixture(scope="module")
-def clip(model_cache: Path) -> FrozenCLIP:
-    return FrozenCLIP.from_config(CLIPEncoderConfig(model_name="tiny:clip"), model_cache)
-
-
-@pytest.fixture(scope="module")
-def depth(model_cache: Path) -> FrozenDepthEncoder:
-    return FrozenDepthEncoder.from_config(
-        DepthEncoderConfig(model_id="tiny:depth-anything", input_size=28), model_cache
-    )
 
 
 def weights(**nonzero: float) -> LossConfig:

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from fairweather.contracts.config.encoders import CLIPEncoderConfig
 from fairweather.encoders import FrozenCLIP
 from fairweather.losses import WEATHERS, LossContext, WeatherPromptLoss, WeatherPrompts, fit_weather_prompts
-
-
-@pytest.fixture(scope="module")
-def clip(model_cache: Path) -> FrozenCLIP:
-    return FrozenCLIP.from_config(CLIPEncoderConfig(model_name="tiny:clip"), model_cache)
 
 
 def weather_images(per_class: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,3 +49,9 @@ def render_prompt(processor: Any, prompt: str, with_image: bool) -> str:
     return processor.apply_chat_template(
         chat_messages(prompt, with_image), add_generation_prompt=True, tokenize=False
     )
+
+
+def check_one_image_per_prompt(images: list[np.ndarray] | None, prompts: list[str]) -> None:
+    """A generation batch is text-only (``images`` None) or pairs each prompt with exactly one image."""
+    if images is not None and len(images) != len(prompts):
+        raise ValueError(f"got {len(images)} images for {len(prompts)} prompts; need one image per prompt")

@@ -12,7 +12,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from fairweather.contracts.config.vlm import VLMConfig
 
-from .requests import render_prompt, to_pil
+from .requests import check_one_image_per_prompt, render_prompt, to_pil
 from .tokens import RatingTokenIds
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -70,10 +70,7 @@ class TransformersBackend:
     @torch.inference_mode()
     def generate(self, images: list[np.ndarray] | None, prompts: list[str], max_new_tokens: int) -> list[str]:
         """Greedy answers, one per prompt (and image, when given); the prompt and special tokens are removed."""
-        if images is not None and len(images) != len(prompts):
-            raise ValueError(
-                f"got {len(images)} images for {len(prompts)} prompts; need one image per prompt"
-            )
+        check_one_image_per_prompt(images, prompts)
         if not prompts:
             return []
         inputs = self._inputs(images, prompts)

@@ -22,7 +22,7 @@ from transformers import AutoProcessor
 
 from fairweather.contracts.config.vlm import VLMConfig
 
-from .requests import render_prompt, to_pil
+from .requests import check_one_image_per_prompt, render_prompt, to_pil
 from .tokens import RatingTokenIds
 
 
@@ -145,10 +145,7 @@ class VLLMBackend:
 
     def generate(self, images: list[np.ndarray] | None, prompts: list[str], max_new_tokens: int) -> list[str]:
         """Greedy answers, one per prompt (and image, when given)."""
-        if images is not None and len(images) != len(prompts):
-            raise ValueError(
-                f"got {len(images)} images for {len(prompts)} prompts; need one image per prompt"
-            )
+        check_one_image_per_prompt(images, prompts)
         if not prompts:
             return []
         requests = [
