@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairweather",
         description="Semi-supervised adverse-weather image restoration on Ray (Xu et al. 2024; Tan et al. 2023).",
-        epilog="Overrides use the YAML's dotted keys, e.g. loss.weights.ps=0.3 label.concurrency=2.",
+        epilog="Overrides use the YAML's dotted keys, e.g. loss.weights.ps=0.3 label.concurrency=2 data.pool=s3://bucket/pool.csv.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
