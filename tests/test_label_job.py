@@ -278,3 +278,26 @@ def test_label_command_reports_expected_errors_without_traceback(tmp_path, capsy
     with pytest.raises(SystemExit) as info:
         cli_main(["label", "--help"])
     assert info.value.code == 0 and "data.pool" in capsys.readouterr().out
+
+
+def test_failed_files_are_named_on_the_console_up_to_a_cap(tmp_path, caplog):
+    from fairweather.contracts.config.vlm import VLMConfig
+    from fairweather.contracts.tables import TableStore
+    from fairweather.stages.label_io import REPORTED_FAILURES, RESULT_SCHEMA, ResultWriter
+
+    labeler = {k: str(v) for k, v in vars(Labeler.of(VLMConfig())).items()}
+    writer = ResultWriter(TableStore(str(tmp_path)), labeler, flush_rows=10_000)
+    failed = {
+        "status": "failed",
+        "error_stage": "decode",
+        "error_type": "empty",
+        "message": "empty: zero-byte file",
+    }
+    rows = [{"uri": f"/pool/{i}.png", **failed} for i in range(REPORTED_FAILURES + 5)]
+    with caplog.at_level("WARNING"):
+        writer.add(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA))
+        writer.flush()
+    assert "not labeled: /pool/0.png (empty: zero-byte file)" in caplog.text
+    assert caplog.text.count("not labeled:") == REPORTED_FAILURES
+    assert "every one is in the errors table" in caplog.text
+    assert TableStore(str(tmp_path)).read("errors").num_rows == REPORTED_FAILURES + 5

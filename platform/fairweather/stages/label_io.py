@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
@@ -26,6 +27,11 @@ import pyarrow.parquet as pq
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.tables import TableStore, filesystem_for
 from fairweather.imaging import IMAGE_SUFFIXES, ImageDecodeError, decode_image, limit_short_side
+
+log = logging.getLogger(__name__)
+
+#: Failed files named one by one on the console; the rest are counted (all of them are in the errors table).
+REPORTED_FAILURES = 20
 
 #: Folder name -> the weather hint it gives an image when the manifest has none.
 HINT_FOLDERS = {
@@ -276,6 +282,7 @@ class ResultWriter:
         self.pending: list[pa.Table] = []
         self.counts = {"labeled": 0, "skipped": 0, "failed": 0}
         self.seen: set[str] = set()
+        self.reported = 0  # failed files named on the console so far
 
     def add(self, batch: pa.Table) -> None:
         for status, count in zip(*pc.value_counts(batch.column("status")).flatten(), strict=True):
@@ -299,7 +306,19 @@ class ResultWriter:
         failed = rows.filter(pc.equal(rows.column("status"), "failed")).rename_columns(
             {"error_stage": "stage"}
         )
+        self._report(failed)
         self.store.write("errors", failed.append_column("time", pa.array([now] * failed.num_rows)))
+
+    def _report(self, failed: pa.Table) -> None:
+        """Name each failed file and its reason on the console, up to REPORTED_FAILURES per job."""
+        for row in failed.select(["uri", "error_type", "message"]).to_pylist():
+            self.reported += 1
+            if self.reported <= REPORTED_FAILURES:
+                kind, message = row["error_type"], row["message"]
+                reason = message if message.startswith(f"{kind}:") else f"{kind}: {message}"
+                log.warning("not labeled: %s (%s)", row["uri"], reason)
+            elif self.reported == REPORTED_FAILURES + 1:
+                log.warning("more files failed; every one is in the errors table under %s", self.store.root)
 
     def add_lost(self, uris: list[str], reason: str) -> None:
         """Rows Ray Data dropped after its retries (a crashing actor): one ``errors`` row each."""
