@@ -20,6 +20,7 @@ WEATHER_TABLE = [
     ("A sunny beach under a clear sky.", "clear"),
     ("The weather is clear and bright.", "clear"),
     ("A red car parked next to a building.", "unknown"),
+    ("A rainbow over a sunny field.", "clear"),  # a rainbow is not rain
     ("", "unknown"),
     # precedence: snow > rain > haze > clear
     ("A snowy street, foggy and misty.", "snow"),
@@ -50,6 +51,7 @@ REWRITE_TABLE = [
     ("A wet road.", "A dry road."),
     ("A sunny beach with no rain.", "A sunny beach with no rain."),
     ("A red car next to a building.", "A red car next to a building."),
+    ("A rainbow after the rain.", "A rainbow after the sunshine."),
 ]
 
 

@@ -16,7 +16,7 @@ WEATHER_CLASSES = ("clear", "rain", "haze", "snow", "unknown")
 # Word stems per adverse class; each pattern matches whole words with their inflections.
 _WEATHER_WORDS: dict[str, str] = {
     "snow": r"snow\w*|blizzards?|sleet\w*|frost\w*|icy",
-    "rain": r"rain\w*|drizzl\w*|downpours?|showers?|storm\w*|thunderstorms?",
+    "rain": r"rain(?!bow)\w*|drizzl\w*|downpours?|showers?|storm\w*|thunderstorms?",
     "haze": r"haz\w*|fog\w*|mist\w*|smog\w*|smok\w*|dust\w*",
 }
 _CLEAR_WORDS = r"clear|sunny|sunlit|sunshine|bright|cloudless|fine weather|good weather"
@@ -59,11 +59,14 @@ _REWRITE_RULES: list[tuple[str, str]] = [
     (r"(?:rainy|snowy|foggy|hazy|misty|smoggy|stormy|drizzly|wintry|snow-covered|rain-soaked)", "clear"),
     (r"(?:wet|damp|slushy|icy)", "dry"),
     # nouns with an intensity word: "heavy rain", "thick fog", "light snowfall"
-    (rf"{_INTENSITY}(?:rain\w*|snow\w*|fog|haze|mist|smog|drizzle)", "clear weather"),
+    (rf"{_INTENSITY}(?:rain(?!bow)\w*|snow\w*|fog|haze|mist|smog|drizzle)", "clear weather"),
     # fog/haze-like nouns: "the fog", "a layer of haze", "mist"
     (r"(?:fog|haze|mist|smog)s?", "clear air"),
     # rain/snow nouns and their compounds: "rain", "raindrops", "snowflakes", "a snowstorm", "blizzard"
-    (r"(?:rain\w*|snow\w*|drizzle|downpours?|blizzards?|sleet|storms?|thunderstorms?|puddles?)", "sunshine"),
+    (
+        r"(?:rain(?!bow)\w*|snow\w*|drizzle|downpours?|blizzards?|sleet|storms?|thunderstorms?|puddles?)",
+        "sunshine",
+    ),
 ]
 
 
