@@ -126,3 +126,22 @@ def test_bad_config_is_rejected():
         SynthConfig(weathers=("fog",))
     with pytest.raises(ValueError, match="size"):
         SynthConfig(size=(4, 4))
+
+
+def test_run_synth_prints_a_summary(tmp_path, capsys):
+    from fairweather.contracts.config import load_config
+    from fairweather.stages.synth import run_synth
+
+    overrides = [
+        f"synth.out={tmp_path / 'data'}",
+        "synth.num_paired=2",
+        "synth.num_unlabeled=1",
+        "synth.size=[32,32]",
+    ]
+    summary = run_synth(load_config("smoke", overrides))
+    assert (summary.result.num_paired, summary.result.num_unlabeled, summary.result.files_written) == (
+        2,
+        1,
+        5,
+    )
+    assert "synth: 2 paired" in capsys.readouterr().out
