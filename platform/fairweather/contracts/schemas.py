@@ -119,4 +119,23 @@ METRICS = TableSpec(
     key=("run_id", "dataset", "weather", "metric"),
 )
 
-TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (POOL, LABELS, ERRORS, PSEUDO_LABELS, METRICS)}
+PAIRED = TableSpec(
+    name="paired",
+    version=1,
+    fields=(
+        pa.field("pair_id", pa.string(), nullable=False),  # "<dataset>/<relative name, no suffix>", unique
+        pa.field("dataset", pa.string(), nullable=False),  # "synth", or the adapter's dataset name
+        pa.field("split", pa.string(), nullable=False),  # train | val | test
+        pa.field("weather", pa.string(), nullable=False),  # rain | haze | snow
+        pa.field("input_uri", pa.string(), nullable=False),  # relative to the table root, or absolute URI
+        pa.field("target_uri", pa.string(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("created_at", _TIME, nullable=False),
+    ),
+    key=("pair_id",),
+)
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec for spec in (POOL, LABELS, ERRORS, PSEUDO_LABELS, METRICS, PAIRED)
+}
