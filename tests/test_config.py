@@ -38,7 +38,7 @@ def repo_yaml_files() -> list[Path]:
 def validate_yaml(path: Path) -> None:
     """Dispatch by location: fairweather profiles, sweep spaces, the Ray cluster launcher file."""
     relative = path.relative_to(REPO)
-    if relative.parts[0] == "configs":
+    if relative.parts[:3] == ("platform", "fairweather", "profiles"):
         load_config(path)
     elif relative.parts[0] == "sweeps":
         space = load_sweep_space(path)
@@ -54,7 +54,7 @@ def validate_yaml(path: Path) -> None:
 def test_every_yaml_in_the_repository_validates():
     files = repo_yaml_files()
     assert len(files) > 0
-    assert any(p.parent.name == "configs" for p in files)
+    assert any(p.parent.name == "profiles" for p in files)
     for path in files:
         validate_yaml(path)
 

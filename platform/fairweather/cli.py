@@ -1,6 +1,6 @@
 """``fairweather`` command line: parse, load the config, call one stage function. Nothing else lives here.
 
-Every subcommand takes ``--config`` (a profile name from ``configs/`` or a YAML path) and dotted ``key=value``
+Every subcommand takes ``--config`` (a shipped profile name or a YAML path) and dotted ``key=value``
 overrides, e.g. ``fairweather label --config smoke label.concurrency=2 vlm.max_new_tokens=32``.
 """
 
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--config",
             default="smoke",
-            help="profile name in configs/ (smoke, paper) or a YAML file (default: smoke)",
+            help="shipped profile name (smoke, paper) or a YAML file (default: smoke)",
         )
         p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     return parser

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import get_type_hints
 
@@ -18,8 +19,8 @@ from .synth import SynthConfig
 from .train import TrainConfig
 from .vlm import LabelJobConfig, VLMConfig
 
-#: Folder of the shipped profiles (``configs/`` at the repository root).
-CONFIG_DIR = Path(__file__).resolve().parents[4] / "configs"
+#: Folder of the shipped profiles: package data (``fairweather/profiles/*.yaml``), so a wheel install finds them too.
+CONFIG_DIR = Path(str(resources.files("fairweather").joinpath("profiles")))
 
 
 @dataclass(frozen=True)
