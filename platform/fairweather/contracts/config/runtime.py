@@ -20,4 +20,7 @@ class RuntimeConfig:
     runs_dir: str = "runs"
     #: Where model references of the form ``tiny:<name>`` are materialised and cached.
     model_cache_dir: str = "runs/models"
+    #: Where Ray Train keeps runs and checkpoints (local folder or cloud URI). None: ``<runs_dir>/train``. With a
+    #: remote ``ray_address`` it must be a URI every node can reach (``s3://``, ``gs://``, a shared mount).
+    storage_path: str | None = None
     seed: int = 0
