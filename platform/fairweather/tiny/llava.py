@@ -22,8 +22,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from fairweather.contracts.vocab import RATING_WORDS
 from fairweather.vlm.prompts import DESCRIPTION, QUALITY, REWRITE, VISIBILITY
-from fairweather.vlm.rating import RATING_WORDS
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8

@@ -4,8 +4,10 @@ engine backends (transformers, optional vLLM), descriptions and their clear-weat
 No Ray here: ``fairweather.stages.label`` runs ``label_images`` inside Ray Data actors.
 """
 
+from fairweather.contracts.vocab import WEATHER_CLASSES
+
 from .backend import VLMBackend, build_backend
-from .describe import CLEAR_PREFIX, WEATHER_CLASSES, clear_rewrite_from_llm, parse_weather, rewrite_to_clear
+from .describe import CLEAR_PREFIX, clear_rewrite_from_llm, parse_weather, rewrite_to_clear
 from .label import ImageLabel, label_images, rate_images
 from .prompts import DESCRIPTION, QUALITY, REWRITE, VISIBILITY, Prompt, prompt_versions, rating_prompt
 from .rating import RATING_WEIGHTS, RATING_WORDS, Rating, rating_from_logits, rating_from_token_scores

@@ -11,7 +11,6 @@ import re
 
 #: Sentence that opens every d_pos.
 CLEAR_PREFIX = "The weather looks good."
-WEATHER_CLASSES = ("clear", "rain", "haze", "snow", "unknown")
 
 # Word stems per adverse class; each pattern matches whole words with their inflections.
 _WEATHER_WORDS: dict[str, str] = {

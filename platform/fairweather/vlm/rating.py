@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-#: The answer words, best first; this order is used everywhere (probabilities, token ids, weights).
-RATING_WORDS: tuple[str, ...] = ("excellent", "good", "fair", "poor", "bad")
+from fairweather.contracts.vocab import RATING_WORDS
+
 #: r_vlm weights of the five words (Q-Align style): excellent=5 ... bad=1.
 RATING_WEIGHTS: tuple[float, ...] = (5.0, 4.0, 3.0, 2.0, 1.0)
 
