@@ -147,13 +147,3 @@ def test_limit_short_side_downscales_only():
     assert limit_short_side(tall, 0) is tall
     with pytest.raises(ValueError, match="short_side"):
         limit_short_side(tall, -1)
-
-
-def test_listing_skips_hidden_files_but_not_a_hidden_root(tmp_path):
-    from fairweather.imaging import list_image_files
-
-    root = tmp_path / ".cache" / "pool"
-    (root / "rain").mkdir(parents=True)
-    for name in ("rain/a.png", ".hidden.png", "notes.txt"):
-        (root / name).write_bytes(b"x")
-    assert [p.relative_to(root).as_posix() for p in list_image_files(root)] == ["rain/a.png"]

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-#: File name suffixes treated as images when a folder is listed (the bytes decide the real format).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from fairweather.contracts.io import read_bytes
 
 
 class ImageDecodeError(ValueError):
@@ -25,22 +24,6 @@ class ImageDecodeError(ValueError):
     def __init__(self, reason: str, message: str):
         self.reason = reason
         super().__init__(f"{reason}: {message}")
-
-
-def list_image_files(folder: str | Path) -> list[Path]:
-    """Image-suffixed files below ``folder`` (recursive, sorted, hidden files skipped)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"not a folder: {root}")
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(
-            part.startswith(".") for part in p.relative_to(root).parts
-        )  # the root itself may be hidden
-    )
 
 
 def _to_uint8(image: Image.Image) -> Image.Image:
@@ -115,6 +98,6 @@ def limit_short_side(rgb: np.ndarray, short_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
-def read_image_file(path: str | Path, *, max_pixels: int) -> np.ndarray:
-    """Read and decode a local file (see :func:`decode_image`)."""
-    return decode_image(Path(path).read_bytes(), max_pixels=max_pixels)
+def read_image_file(uri: str | Path, *, max_pixels: int) -> np.ndarray:
+    """Read and decode a local file or URI (see :func:`decode_image`)."""
+    return decode_image(read_bytes(str(uri)), max_pixels=max_pixels)

@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.tables import TableStore, filesystem_for
-from fairweather.imaging import IMAGE_SUFFIXES, ImageDecodeError, decode_image, limit_short_side
+from fairweather.contracts.vocab import IMAGE_SUFFIXES
+from fairweather.imaging import ImageDecodeError, decode_image, limit_short_side
 
 log = logging.getLogger(__name__)
 

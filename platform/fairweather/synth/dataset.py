@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from fairweather.contracts.config.synth import SynthConfig
-from fairweather.imaging import ImageDecodeError, list_image_files, read_image_file
+from fairweather.contracts.io import atomic_write_bytes, list_files, write_if_changed
+from fairweather.contracts.vocab import IMAGE_SUFFIXES
+from fairweather.imaging import ImageDecodeError, read_image_file
 
 from .degrade import degrade, sample_params
 from .scenes import fit_photo, photo_pseudo_depth, procedural_scene
@@ -51,30 +51,17 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_if_changed(path: Path, data: bytes) -> bool:
-    """Atomically write ``data`` to ``path`` unless it already holds exactly that; True if written."""
-    if path.exists() and path.read_bytes() == data:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return True
-
-
 def write_manifest(path: Path, rows: list[dict]) -> None:
     """Write the manifest Parquet atomically (temp file + rename), sorted by name for stable bytes."""
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["name"]))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest.")
-    os.close(fd)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
 def load_clean_photos(folder: str, size: tuple[int, int], max_pixels: int) -> list[tuple[str, np.ndarray]]:
     """Real clean photos fitted to ``size``; unreadable or non-image files are skipped with a warning naming them."""
-    files = list_image_files(folder)
+    files = list_files(folder, suffixes=IMAGE_SUFFIXES).files
     photos = []
     for path in files:
         try:
