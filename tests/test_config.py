@@ -160,3 +160,41 @@ def test_sweep_space_addresses_loss_weight_keys(tmp_path):
     )
     with pytest.raises(ConfigError, match="low > 0"):
         load_sweep_space(bad)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "runtime.num_cpus=0",
+        "runtime.seed=-1",
+        "encoders.depth.input_size=0",
+        "model.msbdn.width=0",
+        "model.nafnet.middle_blocks=-1",
+        "model.restormer.ffn_expansion=.nan",
+        "model.promptir.prompt_dims=[16, 0, 64]",
+        "model.clip_prior.prior_tokens=-2",
+        "synth.seed=-3",
+        "synth.rain_opacity=[0.2, 1.5]",
+        "synth.haze_beta=[2.0, 1.0]",
+        "synth.rain_angle_deg=[-95, 10]",
+        "synth.veil_beta=[0, .inf]",
+    ],
+)
+def test_out_of_range_values_are_rejected_at_load_time_naming_the_key(override):
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError, match=rf"\(with overrides .*at '{key}': must be"):
+        load_config("smoke", [override])
+
+
+def test_range_checks_accept_their_bounds():
+    cfg = load_config("smoke", ["runtime.num_cpus=1", "synth.rain_opacity=[0, 1]", "synth.num_paired=0"])
+    assert cfg.runtime.num_cpus == 1 and cfg.synth.rain_opacity == (0.0, 1.0)
+
+
+def test_sweep_num_samples_must_be_positive(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "metric: m\nmode: max\nnum_samples: 0\nparams:\n  loss.weights.ps: {distribution: uniform, low: 0, high: 1}\n"
+    )
+    with pytest.raises(ConfigError, match=r"bad.yaml at 'num_samples': must be >= 1, got 0"):
+        load_sweep_space(bad)

@@ -1,6 +1,6 @@
 """Typed configuration: frozen dataclasses loaded from YAML with dotted overrides."""
 
-from .loader import ConfigError, build, flatten, to_dict
+from .loader import ConfigError, build, flatten, to_dict, to_yaml
 from .root import CONFIG_DIR, FairweatherConfig, load_config, resolve_profile
 from .sweep import SweepSpace, load_sweep_space
 
@@ -15,4 +15,5 @@ __all__ = [
     "load_sweep_space",
     "resolve_profile",
     "to_dict",
+    "to_yaml",
 ]

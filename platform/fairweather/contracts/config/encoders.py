@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .loader import AT_LEAST_ONE, check_ranges
+
 
 @dataclass(frozen=True)
 class CLIPEncoderConfig:
@@ -19,6 +21,9 @@ class DepthEncoderConfig:
     model_id: str = "depth-anything/Depth-Anything-V2-Small-hf"
     #: Shorter side (pixels) the image is resized to before the encoder (Depth Anything uses 518).
     input_size: int = 518
+
+    def __post_init__(self) -> None:
+        check_ranges(self, input_size=AT_LEAST_ONE)
 
 
 @dataclass(frozen=True)

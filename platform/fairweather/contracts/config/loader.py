@@ -9,6 +9,7 @@ scalars/lists, so ``model.arch=nafnet`` and ``synth.size=[64,64]`` both work.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,69 @@ class ConfigError(FairweatherError, ValueError):
             part for part in (f"in {source}" if source else "", f"at '{key}'" if key else "") if part
         )
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class FieldRangeError(ValueError):
+    """A section's field lies outside its valid range; :func:`build` reports it at the field's dotted key."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A valid numeric range; ``None`` leaves a side unbounded, ``*_open`` excludes the bound itself."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        # NaN and infinities are never valid settings (every comparison with NaN is False anyway).
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return (
+            f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        )
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+UNIT_INTERVAL = Range(0, 1)
+
+
+def check_ranges(config: Any, **ranges: Range) -> None:
+    """Call from a config section's ``__post_init__``: every named field must lie in its range.
+
+    A ``None`` value (an optional field left unset) passes; a tuple is checked element by element. Raises
+    :class:`FieldRangeError`, which :func:`build` reports at the field's dotted key with the file or override,
+    e.g. ``in smoke.yaml (with overrides ['vlm.max_new_tokens=0']) at 'vlm.max_new_tokens': must be >= 1, got 0``.
+    """
+    for name, valid in ranges.items():
+        value = getattr(config, name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if item is not None and item not in valid:
+                raise FieldRangeError(name, f"must be {valid}, got {value!r}")
+
+
+def check_ordered_pairs(config: Any, *names: str) -> None:
+    """Each named ``(low, high)`` field must have ``low <= high`` (sampling ranges)."""
+    for name in names:
+        low, high = getattr(config, name)
+        if low > high:
+            raise FieldRangeError(name, f"must be a (low, high) pair with low <= high, got {(low, high)!r}")
 
 
 def _type_name(tp: Any) -> str:
@@ -122,6 +186,9 @@ def build(cls: type[T], data: Mapping[str, Any], *, source: str = "<dict>", pref
         raise ConfigError("required key is missing", source=source, key=key)
     try:
         return cls(**kwargs)
+    except FieldRangeError as err:  # a range check of one field: report it at that field's key
+        key = f"{prefix}.{err.field}" if prefix else err.field
+        raise ConfigError(str(err), source=source, key=key) from err
     except (TypeError, ValueError) as err:  # __post_init__ checks of the section itself
         raise ConfigError(str(err), source=source, key=prefix or None) from err
 
@@ -139,6 +206,11 @@ def to_dict(config: Any) -> dict[str, Any]:
         return value
 
     return plain(config)
+
+
+def to_yaml(config: Any) -> str:
+    """The config as YAML text in field order; :func:`read_yaml` + :func:`build` give the same config back."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -191,6 +263,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"cannot read config file ({err.strerror or err})", source=str(path)) from err
+    except UnicodeDecodeError as err:
+        raise ConfigError("not a YAML text file (it is not UTF-8 text)", source=str(path)) from err
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

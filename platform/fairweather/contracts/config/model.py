@@ -9,11 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-
-def _check_positive(section: str, **values: int | float) -> None:
-    for name, value in values.items():
-        if value <= 0:
-            raise ValueError(f"{section}.{name} must be positive, got {value!r}")
+from .loader import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, check_ranges
 
 
 def _check_restormer_like(section: str, width: int, blocks: tuple[int, ...], heads: tuple[int, ...]) -> None:
@@ -43,9 +39,13 @@ class MSBDNConfig:
     bottleneck_blocks: int = 2
 
     def __post_init__(self) -> None:
-        _check_positive("msbdn", width=self.width, levels=self.levels, blocks_per_level=self.blocks_per_level)
-        if self.bottleneck_blocks < 0:
-            raise ValueError(f"msbdn.bottleneck_blocks must be >= 0, got {self.bottleneck_blocks}")
+        check_ranges(
+            self,
+            width=AT_LEAST_ONE,
+            levels=AT_LEAST_ONE,
+            blocks_per_level=AT_LEAST_ONE,
+            bottleneck_blocks=NON_NEGATIVE,
+        )
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,13 @@ class RestormerConfig:
     ffn_expansion: float = 2.66
 
     def __post_init__(self) -> None:
-        _check_positive("restormer", width=self.width, ffn_expansion=self.ffn_expansion)
+        check_ranges(
+            self,
+            width=AT_LEAST_ONE,
+            blocks=NON_NEGATIVE,
+            refinement_blocks=NON_NEGATIVE,
+            ffn_expansion=POSITIVE,
+        )
         _check_restormer_like("restormer", self.width, self.blocks, self.heads)
 
 
@@ -84,7 +90,13 @@ class NAFNetConfig:
     decoder_blocks: tuple[int, ...] = (1, 1, 1)
 
     def __post_init__(self) -> None:
-        _check_positive("nafnet", width=self.width)
+        check_ranges(
+            self,
+            width=AT_LEAST_ONE,
+            encoder_blocks=NON_NEGATIVE,
+            middle_blocks=NON_NEGATIVE,
+            decoder_blocks=NON_NEGATIVE,
+        )
         if len(self.encoder_blocks) != len(self.decoder_blocks):
             raise ValueError(
                 f"nafnet.encoder_blocks {self.encoder_blocks} and nafnet.decoder_blocks {self.decoder_blocks} "
@@ -115,15 +127,18 @@ class PromptIRConfig:
     prompt_dims: tuple[int, ...] = (16, 32, 64)
 
     def __post_init__(self) -> None:
-        _check_positive(
-            "promptir",
-            width=self.width,
-            ffn_expansion=self.ffn_expansion,
-            prompt_len=self.prompt_len,
-            prompt_size=self.prompt_size,
+        check_ranges(
+            self,
+            width=AT_LEAST_ONE,
+            blocks=NON_NEGATIVE,
+            refinement_blocks=NON_NEGATIVE,
+            ffn_expansion=POSITIVE,
+            prompt_len=AT_LEAST_ONE,
+            prompt_size=AT_LEAST_ONE,
+            prompt_dims=AT_LEAST_ONE,
         )
         _check_restormer_like("promptir", self.width, self.blocks, self.heads)
-        if len(self.prompt_dims) != 3 or min(self.prompt_dims) <= 0:
+        if len(self.prompt_dims) != 3:
             raise ValueError(f"promptir.prompt_dims must be 3 positive ints, got {self.prompt_dims}")
         # The prompt-interaction blocks run on [features, prompts] with heads[2] heads at every level.
         for level, prompt_dim in enumerate(self.prompt_dims, start=1):
@@ -161,16 +176,15 @@ class CLIPPriorConfig:
     prior_min_level: int = 1
 
     def __post_init__(self) -> None:
-        _check_positive(
-            "clip_prior",
-            width=self.width,
-            levels=self.levels,
-            blocks_per_level=self.blocks_per_level,
-            prior_dim=self.prior_dim,
-            attention_heads=self.attention_heads,
+        check_ranges(
+            self,
+            width=AT_LEAST_ONE,
+            levels=AT_LEAST_ONE,
+            blocks_per_level=AT_LEAST_ONE,
+            prior_tokens=NON_NEGATIVE,
+            prior_dim=AT_LEAST_ONE,
+            attention_heads=AT_LEAST_ONE,
         )
-        if self.prior_tokens < 0:
-            raise ValueError(f"clip_prior.prior_tokens must be >= 0, got {self.prior_tokens}")
         if not (self.use_patch_tokens or self.use_global_embedding or self.prior_tokens):
             raise ValueError(
                 "clip_prior: the CWP prior is empty (no patch tokens, no global embedding, 0 tokens)"

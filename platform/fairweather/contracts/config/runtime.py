@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .loader import AT_LEAST_ONE, NON_NEGATIVE, check_ranges
+
 
 @dataclass(frozen=True)
 class RuntimeConfig:
@@ -24,3 +26,6 @@ class RuntimeConfig:
     #: remote ``ray_address`` it must be a URI every node can reach (``s3://``, ``gs://``, a shared mount).
     storage_path: str | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_ranges(self, num_cpus=AT_LEAST_ONE, seed=NON_NEGATIVE)

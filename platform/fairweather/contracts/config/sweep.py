@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .loader import ConfigError, build, read_yaml
+from .loader import AT_LEAST_ONE, ConfigError, build, check_ranges, read_yaml
 from .root import check_override_key
 
 
@@ -35,6 +35,9 @@ class SweepSpace:
     num_samples: int
     #: dotted config key (e.g. ``loss.weights.ps``) -> its distribution.
     params: dict[str, ParamSpace] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, num_samples=AT_LEAST_ONE)
 
 
 def load_sweep_space(path: str | Path) -> SweepSpace:

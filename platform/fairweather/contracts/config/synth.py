@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .loader import NON_NEGATIVE, UNIT_INTERVAL, Range, check_ordered_pairs, check_ranges
+
 
 @dataclass(frozen=True)
 class SynthConfig:
-    #: Output folder: ``<out>/paired`` (input/, target/, manifest.parquet) and ``<out>/pool`` (unlabeled images).
+    #: Output folder (local or cloud URI): ``<out>/paired/{input,target}/`` and ``<out>/pool/<weather>/``; the
+    #: pairs are listed in the ``paired`` table of ``data.tables``.
     out: str = "runs/data"
     num_paired: int = 48
+    #: Fractions of each weather's pairs held out as ``val`` and ``test`` (the rest is ``train``). The k-th pair of
+    #: a weather gets its split from k alone, so a pair keeps its split when ``num_paired`` grows.
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
     num_unlabeled: int = 48
     #: (height, width) of generated images; real photos are resized to cover it and centre-cropped.
     size: tuple[int, int] = (128, 128)
@@ -46,5 +53,25 @@ class SynthConfig:
         unknown = set(self.weathers) - {"rain", "haze", "snow"}
         if unknown or not self.weathers:
             raise ValueError(f"weathers must be a non-empty subset of rain, haze, snow; got {self.weathers}")
-        if self.num_paired < 0 or self.num_unlabeled < 0:
-            raise ValueError("num_paired and num_unlabeled must be >= 0")
+        fractions = (
+            "haze_airlight",
+            "rain_density",
+            "rain_length",
+            "rain_opacity",
+            "snow_density",
+            "snow_radius",
+        )
+        check_ranges(
+            self,
+            num_paired=NON_NEGATIVE,
+            num_unlabeled=NON_NEGATIVE,
+            seed=NON_NEGATIVE,
+            rain_layers=NON_NEGATIVE,
+            snow_layers=NON_NEGATIVE,
+            haze_beta=NON_NEGATIVE,
+            veil_beta=NON_NEGATIVE,
+            rain_angle_deg=Range(-90, 90),
+            snow_opacity=UNIT_INTERVAL,
+            **dict.fromkeys(fractions, UNIT_INTERVAL),
+        )
+        check_ordered_pairs(self, "haze_beta", "veil_beta", "rain_angle_deg", "snow_opacity", *fractions)
