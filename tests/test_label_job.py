@@ -269,7 +269,7 @@ def test_label_command_reports_expected_errors_without_traceback(tmp_path, capsy
     for argv, message in [
         (["--config", "smoke", f"data.pool={tmp_path}/missing"], "does not exist"),
         (["--config", "smoke", f"data.pool={tmp_path}/empty"], "lists no image files"),
-        (["--config", "smoke", "label.batch_size=0"], "label.batch_size must be >= 1"),
+        (["--config", "smoke", "label.batch_size=0"], "'label.batch_size': must be >= 1"),
         (["--config", "no-such-profile"], "no such config file or profile"),
     ]:
         assert cli_main(["label", *argv]) == 2

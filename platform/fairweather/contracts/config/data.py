@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .loader import AT_LEAST_ONE, check_ranges
+
 
 @dataclass(frozen=True)
 class DataConfig:
-    #: Unlabeled real pool: a folder, a glob, or a manifest (.txt/.csv/.parquet) of URIs; local or cloud.
+    #: Unlabeled real pool: a folder, a glob, or a manifest (.txt/.csv/.parquet) of URIs; local or cloud. An
+    #: existing path is always a path, even with ``[``, ``*`` or ``?`` in its name; only a missing one is a glob.
     pool: str = "runs/data/pool"
+    #: Follow links that point outside the pool folder (never into the same folder twice either way).
+    follow_links_out: bool = False
     #: Labeled pairs written by ``fairweather synth`` (input/ + target/ + manifest.parquet).
     paired: str = "runs/data/paired"
     #: Root URI of the stage tables (pool, labels, errors, pseudo_labels, metrics).
     tables: str = "runs/tables"
-    #: Images with more pixels than this are rejected as decompression bombs.
+    #: Images with more pixels than this are rejected as decompression bombs (Pillow's own limit is lifted to it).
     max_image_pixels: int = 50_000_000
+
+    def __post_init__(self) -> None:
+        check_ranges(self, max_image_pixels=AT_LEAST_ONE)

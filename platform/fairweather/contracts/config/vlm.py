@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .loader import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range, check_ranges
+
 
 @dataclass(frozen=True)
 class VLMConfig:
@@ -25,6 +27,15 @@ class VLMConfig:
     tensor_parallel_size: int = 1
     max_model_len: int = 4096
     gpu_memory_utilization: float = 0.9
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            max_new_tokens=AT_LEAST_ONE,
+            tensor_parallel_size=AT_LEAST_ONE,
+            max_model_len=AT_LEAST_ONE,
+            gpu_memory_utilization=Range(0, 1, low_open=True),
+        )
 
 
 @dataclass(frozen=True)
@@ -51,19 +62,22 @@ class LabelJobConfig:
     #: Files per read/decode task (one Ray Data block). Larger amortises Ray's per-task cost (64 vs 8 doubled the
     #: tiny model's throughput on 2 CPUs); a block whose actor keeps crashing loses this many files to ``errors``.
     read_block_rows: int = 64
-    #: The driver writes a ``labels``/``errors``/``pool`` part every this many finished rows (a crash keeps them).
+    #: The driver writes ``pool``/``labels``/``errors`` parts every this many finished rows (a crash keeps them) ...
     flush_rows: int = 256
+    #: ... or every this many seconds, whichever comes first (a slow model's first rows are kept too).
+    flush_seconds: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "concurrency", "read_block_rows", "flush_rows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"label.{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in (
-            "num_gpus_per_actor",
-            "num_cpus_per_actor",
-            "max_task_retries",
-            "max_restarts",
-            "image_short_side",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"label.{name} must be >= 0, got {getattr(self, name)!r}")
+        check_ranges(
+            self,
+            batch_size=AT_LEAST_ONE,
+            concurrency=AT_LEAST_ONE,
+            read_block_rows=AT_LEAST_ONE,
+            flush_rows=AT_LEAST_ONE,
+            flush_seconds=POSITIVE,
+            num_gpus_per_actor=NON_NEGATIVE,
+            num_cpus_per_actor=NON_NEGATIVE,
+            max_task_retries=NON_NEGATIVE,
+            max_restarts=NON_NEGATIVE,
+            image_short_side=NON_NEGATIVE,
+        )
