@@ -1,18 +1,121 @@
-"""Training schedule of Paper A (rounds of mean-teacher training with pseudo-label refreshes)."""
+"""Training: schedule, optimiser, EMA teacher, scaling over Ray Train workers, cadence, checkpoints, resume.
+
+One training loop serves ``fairweather train``, the rounds of the pseudo-label loop and every Tune trial; this
+section is everything that loop reads besides the model and the loss.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    """How many Ray Train workers (DDP ranks) and what each one holds. Not to be confused with data threads."""
+
+    #: DDP ranks; one per GPU on a GPU cluster.
+    num_workers: int = 1
+    use_gpu: bool = False
+    #: CPUs reserved per worker (also the torch thread count of a CPU worker).
+    cpus_per_worker: float = 1.0
+    #: Ray placement strategy of the workers: PACK fills a node first, SPREAD / STRICT_SPREAD one per node.
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    #: Accelerator type (e.g. "H100") a worker must run on; None: any.
+    accelerator_type: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.num_workers >= 1, f"train.scaling.num_workers must be >= 1, got {self.num_workers}")
+        _require(
+            self.cpus_per_worker > 0, f"train.scaling.cpus_per_worker must be > 0, got {self.cpus_per_worker}"
+        )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    #: Paper A: 4 rounds of mean-teacher training with a pseudo-label refresh between rounds.
     rounds: int = 4
     iterations_per_round: int = 40_000
+    #: Labeled pairs per worker per step.
     batch_size: int = 8
+    #: Real (unlabeled) images per worker per step; 0 trains on the pairs alone (L_sup only).
+    real_batch_size: int = 8
+    #: Square training crop; images smaller than this are padded by reflection first.
     crop_size: int = 256
+    #: AdamW peak learning rate, reached after ``warmup_steps`` linear steps, then a cosine decay to
+    #: ``lr * min_lr_ratio`` at the last step of the run.
     lr: float = 2e-4
-    #: Decay of the EMA (mean-teacher) copy that restores the real pool between rounds.
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.01
+    #: Gradient-norm clipping (0 disables).
+    grad_clip: float = 1.0
+    #: Decay of the EMA (mean-teacher) copy. The effective decay is ``min(ema_decay, (1 + s) / (10 + s))`` at step
+    #: s, so a short run's teacher is not dominated by its random initialisation.
     ema_decay: float = 0.999
-    num_workers: int = 1
-    use_gpu: bool = False
+    #: bf16 autocast of the forward pass on CUDA (ignored on CPU).
+    bf16: bool = True
+    #: channels-last memory format on CUDA, where convolutions run faster with it (ignored on CPU).
+    channels_last: bool = True
+    #: Threads per worker that read, decode and crop images ahead of the step.
+    loader_threads: int = 2
+    #: Batches prepared ahead of the step per worker.
+    prefetch_batches: int = 4
+    #: Report losses (to MLflow, through the driver) every this many steps.
+    log_every: int = 10
+    #: Validate the EMA teacher and save a checkpoint every this many steps (and at the end).
+    checkpoint_every: int = 500
+    #: Checkpoints kept under the storage path (oldest deleted first).
+    keep_checkpoints: int = 2
+    #: Worker failures the run recovers from (restart from the last registered checkpoint) before it fails.
+    max_failures: int = 3
+    #: Synthetic ``val`` pairs scored at each validation (PSNR/SSIM of the EMA teacher); 0: all of them.
+    val_images: int = 16
+    #: Real labeled images scored with the weight-free no-reference PIQE at each validation (0 disables).
+    val_real_images: int = 8
+    #: Stage 1 (weather prompt learning, Paper A) runs before restoration when ``loss.weights.wpl`` > 0; this
+    #: caps the images per weather it learns from.
+    prompt_images_per_weather: int = 64
+    #: Name of the run under ``runtime.storage_path``. None: ``train-<fingerprint of the config>``, so the same
+    #: command resumes an interrupted run and a changed config starts a new one.
+    run_name: str | None = None
+    #: True starts a new run even when one with the same name exists (its name gets a time stamp).
+    new_run: bool = False
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "iterations_per_round", "batch_size", "crop_size", "log_every"):
+            _require(getattr(self, name) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("real_batch_size", "warmup_steps", "val_images", "val_real_images", "max_failures"):
+            _require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
+        _require(self.crop_size % 8 == 0, f"train.crop_size must be a multiple of 8, got {self.crop_size}")
+        _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        _require(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        _require(
+            0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"
+        )
+        _require(self.grad_clip >= 0, f"train.grad_clip must be >= 0, got {self.grad_clip}")
+        _require(0 <= self.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        _require(self.loader_threads >= 1, f"train.loader_threads must be >= 1, got {self.loader_threads}")
+        _require(
+            self.prefetch_batches >= 1, f"train.prefetch_batches must be >= 1, got {self.prefetch_batches}"
+        )
+        _require(
+            self.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}"
+        )
+        _require(
+            self.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}"
+        )
+        _require(
+            self.prompt_images_per_weather >= 1,
+            f"train.prompt_images_per_weather must be >= 1, got {self.prompt_images_per_weather}",
+        )
+
+    @property
+    def total_steps(self) -> int:
+        return self.rounds * self.iterations_per_round

@@ -1,0 +1,144 @@
+"""Turn a rank's picks into training tensors: read, decode, crop and flip with a seed per (run, epoch, image).
+
+A thread pool prepares batches ``prefetch`` steps ahead of the training step (decoding releases the GIL in PIL and
+numpy), and :class:`BatchPrefetcher` reports how long the step waited for data, the data-wait fraction that says
+whether the loader keeps up.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from fairweather.contracts.io import read_bytes
+from fairweather.imaging import decode_image
+
+from .sampling import Pick, ShardSampler
+
+#: Domain ids in the crop/flip seed, so a real image and a pair with equal indices never share a crop.
+PAIRED_DOMAIN, REAL_DOMAIN = 0, 1
+
+
+def load_rgb(uri: str, max_pixels: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB of the image at ``uri``."""
+    return decode_image(read_bytes(uri), max_pixels=max_pixels)
+
+
+def crop_flip(images: Sequence[np.ndarray], size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One random ``size`` x ``size`` window and horizontal flip, the same for every image of ``images``.
+
+    images: ``(H, W, 3)`` arrays of one scene (input, target, pseudo-label), equal sizes. Sides shorter than ``size``
+    are reflect-padded first. Only horizontal flips: rain falls down and the sky is on top, so a vertical flip would
+    show the network weather that does not exist.
+    """
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1:
+        raise ValueError(f"images of one sample must have one size, got {sorted(shapes)}")
+    h, w = images[0].shape[:2]
+    pad_h, pad_w = max(0, size - h), max(0, size - w)
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < h and pad_w < w else "edge"
+        images = [np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode) for image in images]
+        h, w = images[0].shape[:2]
+    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    flip = bool(rng.integers(0, 2))
+    out = []
+    for image in images:
+        window = image[top : top + size, left : left + size]
+        out.append(np.ascontiguousarray(window[:, ::-1] if flip else window))
+    return out
+
+
+def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
+    """``N`` x ``(H, W, 3)`` uint8 -> ``(N, 3, H, W)`` float32 in [0, 1]."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class PairedBatches:
+    """Crops of the labeled pairs: ``rows`` are :data:`fairweather.data.views.PAIRED_COLUMNS` dicts."""
+
+    def __init__(self, rows: list[dict], sampler: ShardSampler, crop: int, max_pixels: int):
+        self.rows, self.sampler, self.crop, self.max_pixels = rows, sampler, crop, max_pixels
+
+    def sample(self, pick: Pick) -> tuple[np.ndarray, np.ndarray]:
+        row = self.rows[pick.index]
+        rng = np.random.default_rng([self.sampler.seed, pick.epoch, pick.index, PAIRED_DOMAIN])
+        images = [load_rgb(row["input_uri"], self.max_pixels), load_rgb(row["target_uri"], self.max_pixels)]
+        degraded, target = crop_flip(images, self.crop, rng)
+        return degraded, target
+
+    def __call__(self, step: int) -> dict:
+        """``{"paired_input", "paired_target"}``: ``(B, 3, crop, crop)`` tensors of ``step``."""
+        inputs, targets = zip(*(self.sample(pick) for pick in self.sampler.batch(step)), strict=True)
+        return {"paired_input": to_tensor(inputs), "paired_target": to_tensor(targets)}
+
+
+class RealBatches:
+    """Crops of the labeled real pool: ``rows`` are :data:`fairweather.data.views.REAL_COLUMNS` dicts."""
+
+    def __init__(self, rows: list[dict], sampler: ShardSampler, crop: int, max_pixels: int):
+        self.rows, self.sampler, self.crop, self.max_pixels = rows, sampler, crop, max_pixels
+
+    def sample(self, pick: Pick) -> tuple[np.ndarray, np.ndarray | None]:
+        row = self.rows[pick.index]
+        rng = np.random.default_rng([self.sampler.seed, pick.epoch, pick.index, REAL_DOMAIN])
+        images = [load_rgb(row["uri"], self.max_pixels)]
+        if row["pseudo_uri"] is not None:
+            images.append(load_rgb(row["pseudo_uri"], self.max_pixels))
+        cropped = crop_flip(images, self.crop, rng)
+        return cropped[0], (cropped[1] if len(cropped) > 1 else None)
+
+    def __call__(self, step: int) -> dict:
+        """``{"real_input", "real_pseudo", "real_has_pseudo", "d_pos", "d_neg"}`` of ``step``; rows without a
+        pseudo-label carry zeros in ``real_pseudo`` and False in ``real_has_pseudo``."""
+        picks = self.sampler.batch(step)
+        inputs, pseudos = zip(*(self.sample(pick) for pick in picks), strict=True)
+        rows = [self.rows[pick.index] for pick in picks]
+        return {
+            "real_input": to_tensor(inputs),
+            "real_pseudo": to_tensor(
+                [np.zeros_like(x) if p is None else p for x, p in zip(inputs, pseudos, strict=True)]
+            ),
+            "real_has_pseudo": torch.tensor([p is not None for p in pseudos]),
+            "d_pos": [row["d_pos"] for row in rows],
+            "d_neg": [row["d_neg"] for row in rows],
+        }
+
+
+class BatchPrefetcher:
+    """Builds ``{**paired(step), **real(step)}`` for steps ``start, start + 1, ...`` on a thread pool, ahead of use.
+
+    Iterating yields ``(batch, wait_seconds)``: the time the caller blocked for that batch.
+    """
+
+    def __init__(self, builders: Sequence[Callable[[int], dict]], start: int, threads: int, prefetch: int):
+        self.builders, self.next_step, self.prefetch = builders, start, prefetch
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fairweather-loader")
+        self.pending: collections.deque[Future] = collections.deque()
+
+    def _build(self, step: int) -> dict:
+        batch: dict = {}
+        for builder in self.builders:
+            batch.update(builder(step))
+        return batch
+
+    def __iter__(self) -> Iterator[tuple[dict, float]]:
+        return self
+
+    def __next__(self) -> tuple[dict, float]:
+        while len(self.pending) < self.prefetch:
+            self.pending.append(self.pool.submit(self._build, self.next_step))
+            self.next_step += 1
+        start = time.perf_counter()
+        batch = self.pending.popleft().result()
+        return batch, time.perf_counter() - start
+
+    def close(self) -> None:
+        for future in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
