@@ -7,6 +7,8 @@ They reproduce pyiqa's published values offline, which makes them safe inside tr
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 
@@ -14,7 +16,7 @@ class WeightFreeScorer:
     """Lazily built pyiqa PSNR / SSIM / PIQE on one device. Images are ``(N, 3, H, W)`` float in [0, 1]."""
 
     #: Our name -> pyiqa's metric name.
-    METRICS = {"psnr": "psnr", "ssim": "ssimc", "piqe": "piqe"}
+    METRICS: ClassVar[dict[str, str]] = {"psnr": "psnr", "ssim": "ssimc", "piqe": "piqe"}
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
