@@ -1,18 +1,17 @@
 """Atomic, idempotent Parquet tables at a local path or a cloud URI (through pyarrow filesystems).
 
-A table is a folder ``<root>/<name>/`` of immutable part files. Every write goes to a temporary object under
-``<root>/<name>/_staging/`` and is then moved into place, so a reader never sees a half-written part (on object
-stores a finished upload is itself atomic). Rows with equal primary keys are one logical row: :meth:`TableStore.read`
-keeps the most recent, so re-running a stage never duplicates rows, and a crash loses at most the part being written.
+A table is a folder ``<root>/<name>/`` of immutable part files, each written atomically through
+:func:`fairweather.contracts.io.atomic_write_bytes`, so a reader never sees a half-written part. Rows with equal
+primary keys are one logical row: :meth:`TableStore.read` keeps the most recent, so re-running a stage never
+duplicates rows, and a crash loses at most the part being written. A stage ends with :meth:`TableStore.compact`,
+after which plain readers (``pandas.read_parquet(<root>/<name>)``) also see exactly one row per key.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,21 +19,15 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import FairweatherError
+from .io import atomic_write_bytes, filesystem_for, full_uri
 from .schemas import TABLES, TableSpec
 
-_STAGING = "_staging"
 _ROW = "__row"
+_COMPACTED = "-compacted.parquet"
 
 
 class TableError(FairweatherError, ValueError):
     """A table could not be read or written as its contract says."""
-
-
-def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
-    """``(filesystem, path)`` for a local path (relative allowed) or a URI such as ``s3://bucket/x`` / ``gs://``."""
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
 
 
 def conform(spec: TableSpec, table: pa.Table) -> pa.Table:
@@ -97,25 +90,20 @@ class TableStore:
             and i.base_name.endswith(".parquet")
         )
 
+    def _put(self, path: str, table: pa.Table) -> None:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        atomic_write_bytes(full_uri(self.root, path), sink.getvalue().to_pybytes())
+
     def write(self, name: str, table: pa.Table) -> str | None:
         """Atomically add ``table`` as a new part of table ``name``; returns the part's path (None if empty)."""
         spec = self.spec(name)
         table = conform(spec, table)
         if table.num_rows == 0:
             return None
-        directory = self._table_dir(name)
-        self.fs.create_dir(f"{directory}/{_STAGING}", recursive=True)
-        part = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        staging, final = f"{directory}/{_STAGING}/{part}", f"{directory}/{part}"
-        try:
-            with self.fs.open_output_stream(staging) as sink:
-                pq.write_table(table, sink)
-            self.fs.move(staging, final)
-        except BaseException:
-            with contextlib.suppress(OSError):  # nothing was staged, or it is already gone
-                self.fs.delete_file(staging)
-            raise
-        return final
+        path = f"{self._table_dir(name)}/part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        self._put(path, table)
+        return path
 
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
         """All rows of table ``name``, one per primary key (the latest write wins); empty if never written."""
@@ -127,7 +115,8 @@ class TableStore:
             version = (piece.schema.metadata or {}).get(b"fairweather.version", b"?").decode()
             if version != str(spec.version):
                 raise TableError(
-                    f"table '{name}' part {path} has schema version {version}, this code reads version {spec.version}"
+                    f"table '{name}' part {path} has schema version {version}, this code reads version "
+                    f"{spec.version}: move the table folder away (or set data.tables to a new folder) and rerun"
                 )
             pieces.append(piece.replace_schema_metadata(spec.schema.metadata))
         table = pa.concat_tables(pieces) if pieces else spec.schema.empty_table()
@@ -144,11 +133,25 @@ class TableStore:
             else set()
         )
 
-    def compact(self, name: str) -> None:
-        """Rewrite table ``name`` as a single part. Safe at any moment: the new part lands before old ones go."""
+    def compact(self, name: str, drop: Callable[[pa.Table], pa.Array] | None = None) -> None:
+        """Rewrite table ``name`` as one part with one row per key, optionally without the rows ``drop`` marks.
+
+        drop: rows -> boolean mask of rows to delete (e.g. errors of files that later succeeded).
+        Crash-safe: the new part lands before the old ones go, and it is named right after the newest part it
+        replaces, so a part another writer adds meanwhile still sorts (and wins) after it. A crash in between
+        leaves extra parts that :meth:`read` resolves and the next compaction removes.
+        """
         parts = self._parts(name)
-        if len(parts) <= 1:
+        before = self.read(name)
+        table = before.filter(pc.invert(drop(before))) if drop is not None and before.num_rows else before
+        if len(parts) <= 1 and table.num_rows == before.num_rows:
             return
-        self.write(name, self.read(name))
+        # Re-compacting replaces the previous compacted part in place (same name), so names never grow.
+        target = (
+            parts[-1] if parts[-1].endswith(_COMPACTED) else parts[-1].removesuffix(".parquet") + _COMPACTED
+        )
+        if table.num_rows:
+            self._put(target, table)
         for path in parts:
-            self.fs.delete_file(path)
+            if path != target or not table.num_rows:
+                self.fs.delete_file(path)
