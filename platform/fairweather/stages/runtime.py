@@ -2,7 +2,9 @@
 
 With no cluster and no tracking server everything runs on a private local Ray with this machine's resources and
 MLflow on a SQLite file under the project runs folder (``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db``).
-Under ``ray job submit`` the job's ``RAY_ADDRESS`` is honoured because ``ray.init(address=None)`` reads it.
+"Private" means ``ray.init(address="local")``: ``address=None`` would join whatever cluster a ``ray start`` left in
+``/tmp/ray/ray_current_cluster``. ``runtime.ray_address``, else ``RAY_ADDRESS`` (set by ``ray job submit``), joins
+a cluster.
 """
 
 from __future__ import annotations
@@ -17,14 +19,20 @@ import ray
 
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.config.runtime import RuntimeConfig
+from fairweather.contracts.errors import FairweatherError
 
 log = logging.getLogger(__name__)
 
 
 def runs_path(runtime: RuntimeConfig, *parts: str) -> Path:
-    """An absolute path below the runs folder (created)."""
+    """An absolute path below the runs folder (created); a user error names ``runtime.runs_dir``."""
     path = Path(runtime.runs_dir).expanduser().resolve().joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # the runs folder (or a parent) is a file, or is not writable
+        raise FairweatherError(
+            f"runtime.runs_dir={runtime.runs_dir!r}: cannot create the folder {path} ({err.strerror or err})"
+        ) from err
     return path
 
 
@@ -54,8 +62,8 @@ def ray_session(cfg: FairweatherConfig) -> Iterator[None]:
     runtime = cfg.runtime
     kwargs: dict = {"address": runtime.ray_address, "log_to_driver": True}
     if is_private_local(runtime):
-        # A private local cluster: this machine's resources unless capped, no dashboard needed.
-        kwargs.update(num_cpus=runtime.num_cpus, include_dashboard=False)
+        # A new cluster of our own: this machine's resources unless capped, no dashboard needed.
+        kwargs.update(address="local", num_cpus=runtime.num_cpus, include_dashboard=False)
     ray.init(**kwargs)
     log.info("Ray resources: %s", ray.cluster_resources())
     try:
