@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -67,14 +68,16 @@ def small_cfg(tmp_path, **changes) -> SynthConfig:
     return SynthConfig(out=str(tmp_path / "data"), num_paired=6, num_unlabeled=4, size=(32, 40), **changes)
 
 
-def test_generate_counts_manifests_and_determinism(tmp_path):
+def test_generate_counts_records_and_determinism(tmp_path):
     result = generate(small_cfg(tmp_path))
-    paired = pq.read_table(f"{result.paired_dir}/manifest.parquet").to_pylist()
     pool = pq.read_table(f"{result.pool_dir}/manifest.parquet").to_pylist()
-    assert (result.num_paired, result.num_unlabeled, len(paired), len(pool)) == (6, 4, 6, 4)
-    assert {r["weather"] for r in paired} == {"rain", "haze", "snow"}
-    for row in paired:
-        assert Image.open(row["input"]).size == (40, 32) and Image.open(row["target"]).size == (40, 32)
+    assert (result.num_paired, result.num_unlabeled, len(result.pairs), len(pool)) == (6, 4, 6, 4)
+    assert not (tmp_path / "data/paired/manifest.parquet").exists()  # the paired table lists the pairs
+    assert {p.weather for p in result.pairs} == {"rain", "haze", "snow"}
+    assert {p.dataset for p in result.pairs} == {"synth"}
+    for pair in result.pairs:
+        assert Image.open(pair.input).size == (40, 32) and Image.open(pair.target).size == (40, 32)
+        assert (pair.width, pair.height) == (40, 32) and pair.pair_id == f"synth/{Path(pair.input).stem}"
     assert sorted(p.name for p in (tmp_path / "data" / "pool").rglob("*.png")) == sorted(
         r["name"] + ".png" for r in pool
     )
@@ -84,6 +87,7 @@ def test_generate_counts_manifests_and_determinism(tmp_path):
         (tmp_path / "copy/data/paired/input/rain_00000.png"),
     )
     assert first.read_bytes() == second.read_bytes() and again.files_written == result.files_written
+    assert [(p.pair_id, p.split) for p in again.pairs] == [(p.pair_id, p.split) for p in result.pairs]
     other = generate(small_cfg(tmp_path / "other", seed=1))
     assert (tmp_path / "other/data/paired/input/rain_00000.png").read_bytes() != first.read_bytes()
     assert other.num_paired == 6
@@ -110,7 +114,7 @@ def test_real_photo_mode_skips_non_images(tmp_path, caplog):
     (photos / "notes.png").write_text("not an image")
     result = generate(small_cfg(tmp_path, clean_photos=str(photos)))
     assert result.num_paired == 6 and "notes.png" in caplog.text
-    rows = pq.read_table(f"{result.paired_dir}/manifest.parquet").to_pylist()
+    rows = pq.read_table(f"{result.pool_dir}/manifest.parquet").to_pylist()
     assert {r["source"] for r in rows} == {str(photos / "a.jpg"), str(photos / "b.png")}
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -126,14 +130,18 @@ def test_bad_config_is_rejected():
         SynthConfig(weathers=("fog",))
     with pytest.raises(ValueError, match="size"):
         SynthConfig(size=(4, 4))
+    with pytest.raises(ValueError, match="val_fraction"):
+        SynthConfig(val_fraction=0.5, test_fraction=0.5)
 
 
-def test_run_synth_prints_a_summary(tmp_path, capsys):
+def test_run_synth_prints_a_summary_and_writes_the_paired_table(tmp_path, capsys):
     from fairweather.contracts.config import load_config
+    from fairweather.contracts.tables import TableStore
     from fairweather.stages.synth import run_synth
 
     overrides = [
         f"synth.out={tmp_path / 'data'}",
+        f"data.tables={tmp_path / 'tables'}",
         "synth.num_paired=2",
         "synth.num_unlabeled=1",
         "synth.size=[32,32]",
@@ -144,4 +152,7 @@ def test_run_synth_prints_a_summary(tmp_path, capsys):
         1,
         5,
     )
-    assert "synth: 2 paired" in capsys.readouterr().out
+    assert summary.rows_written == 2
+    assert TableStore(str(tmp_path / "tables")).read("paired").num_rows == 2
+    out = capsys.readouterr().out
+    assert "synth: 2 paired" in out and "2 table row(s) written" in out

@@ -1,9 +1,11 @@
-"""Write generated data sets: paired (input/target + manifest) and unlabeled pools, deterministic under a seed.
+"""Write generated data sets: labeled pairs (listed as ``paired`` records) and unlabeled pools, deterministic.
 
 Image ``i`` of a split is drawn from ``numpy.random.default_rng([seed, split, i])``, so its pixels do not depend on
-how many images are generated or in which order. Files are written to a temporary name and renamed, unchanged
-files are not rewritten, and the manifest is written last: a rerun with the same config changes nothing, and a
-crash never leaves a manifest that names a missing or half-written file.
+how many images are generated or in which order; a pair's train/val/test split depends only on its index within its
+weather (:mod:`fairweather.synth.paired`). Files are written to a temporary name and renamed, unchanged files are not
+rewritten, and the pool manifest is written last: a rerun with the same config changes nothing, and a crash never
+leaves a manifest that names a missing or half-written file. The caller writes the returned pair records to the
+``paired`` table, after the files they name exist.
 """
 
 from __future__ import annotations
@@ -21,11 +23,18 @@ from PIL import Image
 from tqdm import tqdm
 
 from fairweather.contracts.config.synth import SynthConfig
-from fairweather.contracts.io import atomic_write_bytes, list_files, write_if_changed
+from fairweather.contracts.io import (
+    atomic_write_bytes,
+    filesystem_for,
+    has_scheme,
+    list_files,
+    write_if_changed,
+)
 from fairweather.contracts.vocab import IMAGE_SUFFIXES
 from fairweather.imaging import ImageDecodeError, read_image_file
 
 from .degrade import degrade, sample_params
+from .paired import PairRecord, sequence_fraction, split_for
 from .scenes import fit_photo, photo_pseudo_depth, procedural_scene
 
 log = logging.getLogger(__name__)
@@ -42,6 +51,8 @@ class SynthResult:
     #: Image files written or rewritten (0 on an identical rerun).
     files_written: int
     source: str
+    #: The generated pairs (dataset ``synth``), in index order, for the ``paired`` table.
+    pairs: tuple[PairRecord, ...] = ()
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -51,8 +62,8 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_manifest(path: Path, rows: list[dict]) -> None:
-    """Write the manifest Parquet atomically (temp file + rename), sorted by name for stable bytes."""
+def write_manifest(path: str, rows: list[dict]) -> None:
+    """Write the pool manifest Parquet atomically (temp file + rename), sorted by name for stable bytes."""
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["name"]))
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
@@ -84,12 +95,13 @@ def _clean_sample(
 
 
 def generate(cfg: SynthConfig, *, max_pixels: int = 50_000_000) -> SynthResult:
-    """Write ``<out>/paired`` and ``<out>/pool`` as described in the module docstring."""
-    out = Path(cfg.out).expanduser().resolve()
+    """Write ``<out>/paired/{input,target}`` and ``<out>/pool`` as described in the module docstring."""
+    out = cfg.out.rstrip("/") if has_scheme(cfg.out) else str(Path(cfg.out).expanduser().resolve())
     photos = load_clean_photos(cfg.clean_photos, cfg.size, max_pixels) if cfg.clean_photos else None
-    paired, pool = out / "paired", out / "pool"
+    paired, pool = f"{out}/paired", f"{out}/pool"
+    height, width = cfg.size
     written = 0
-    paired_rows, pool_rows = [], []
+    pairs, pool_rows = [], []
     jobs = [(PAIRED_SPLIT, i) for i in range(cfg.num_paired)] + [
         (POOL_SPLIT, i) for i in range(cfg.num_unlabeled)
     ]
@@ -100,26 +112,33 @@ def generate(cfg: SynthConfig, *, max_pixels: int = 50_000_000) -> SynthResult:
         params = sample_params(weather, cfg, rng)
         degraded_png = encode_png(degrade(clean, depth, weather, params, rng))
         name = f"{weather}_{index:05d}"
-        common = {"name": name, "weather": weather, "seed": cfg.seed, "index": index, "source": source,
-                  "params": json.dumps(params, sort_keys=True)}  # fmt: skip
         if split == PAIRED_SPLIT:
-            input_path, target_path = paired / "input" / f"{name}.png", paired / "target" / f"{name}.png"
-            written += write_if_changed(input_path, degraded_png)
-            written += write_if_changed(target_path, encode_png(clean))
-            paired_rows.append({**common, "input": str(input_path), "target": str(target_path)})
+            input_uri, target_uri = f"{paired}/input/{name}.png", f"{paired}/target/{name}.png"
+            written += write_if_changed(input_uri, degraded_png)
+            written += write_if_changed(target_uri, encode_png(clean))
+            # Index within its weather: weathers take turns, so pair i is the (i // #weathers)-th of its weather.
+            u = sequence_fraction(index // len(cfg.weathers))
+            pair_split = split_for(u, cfg.val_fraction, cfg.test_fraction)
+            pairs.append(
+                PairRecord(
+                    f"synth/{name}", "synth", pair_split, weather, input_uri, target_uri, width, height
+                )
+            )
         else:
-            uri = pool / weather / f"{name}.png"
+            uri = f"{pool}/{weather}/{name}.png"
             written += write_if_changed(uri, degraded_png)
-            pool_rows.append({**common, "uri": str(uri)})
-    for folder, rows in ((paired, paired_rows), (pool, pool_rows)):
-        folder.mkdir(parents=True, exist_ok=True)
-        if rows:
-            write_manifest(folder / "manifest.parquet", rows)
+            pool_rows.append({"name": name, "weather": weather, "seed": cfg.seed, "index": index, "source": source,
+                              "params": json.dumps(params, sort_keys=True), "uri": uri})  # fmt: skip
+    fs, pool_path = filesystem_for(pool)
+    fs.create_dir(pool_path, recursive=True)  # the label stage lists it even when it is empty
+    if pool_rows:
+        write_manifest(f"{pool}/manifest.parquet", pool_rows)
     return SynthResult(
-        paired_dir=str(paired),
-        pool_dir=str(pool),
-        num_paired=len(paired_rows),
+        paired_dir=paired,
+        pool_dir=pool,
+        num_paired=len(pairs),
         num_unlabeled=len(pool_rows),
         files_written=written,
         source=cfg.clean_photos or "procedural",
+        pairs=tuple(pairs),
     )

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .loader import NON_NEGATIVE, UNIT_INTERVAL, Range, check_ordered_pairs, check_ranges
+from .loader import (
+    NON_NEGATIVE,
+    UNIT_INTERVAL,
+    FieldRangeError,
+    Range,
+    check_ordered_pairs,
+    check_ranges,
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,14 @@ class SynthConfig:
             veil_beta=NON_NEGATIVE,
             rain_angle_deg=Range(-90, 90),
             snow_opacity=UNIT_INTERVAL,
+            val_fraction=UNIT_INTERVAL,
+            test_fraction=UNIT_INTERVAL,
             **dict.fromkeys(fractions, UNIT_INTERVAL),
         )
         check_ordered_pairs(self, "haze_beta", "veil_beta", "rain_angle_deg", "snow_opacity", *fractions)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise FieldRangeError(
+                "test_fraction",
+                f"val_fraction + test_fraction must be below 1 (some pairs must train), "
+                f"got {self.val_fraction} + {self.test_fraction}",
+            )
