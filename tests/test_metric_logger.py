@@ -1,10 +1,20 @@
-"""The metric-logger protocol: disk logger for tests, MLflow on a local SQLite store."""
+"""The metric-logger protocol: disk logger for tests, MLflow on a local SQLite store, stage run hygiene."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import fairweather
 from fairweather.contracts.config import load_config
 from fairweather.contracts.metric_logger import DiskLogger, MetricLogger, NullLogger
-from fairweather.stages.tracking import MLflowLogger, open_logger
+from fairweather.stages.tracking import MLflowLogger, code_commit, open_logger, stage_run
 
 
 def test_disk_and_null_loggers_follow_the_protocol(tmp_path):
@@ -34,3 +44,50 @@ def test_mlflow_logger_on_local_sqlite(tmp_path):
     assert (tmp_path / "mlflow.db").exists()
     assert [a.path for a in logger.client.list_artifacts(logger.run_id, "notes")] == ["notes/note.txt"]
     assert isinstance(open_logger(cfg, "rank1", rank=1, stage="test"), NullLogger)
+
+
+def test_every_stage_run_records_config_version_commit_and_process(tmp_path):
+    cfg = load_config("smoke", [f"runtime.runs_dir={tmp_path}", "label.batch_size=3"])
+    with stage_run(cfg, "test") as logger:
+        pass
+    run = logger.client.get_run(logger.run_id)
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["fairweather.version"] == fairweather.__version__ and tags["fairweather.profile"] == "smoke"
+    assert tags["fairweather.host"] == socket.gethostname() and tags["fairweather.pid"] == str(os.getpid())
+    # The commit tag exists exactly when the package is a git checkout (the test does not require one).
+    commit = code_commit()
+    assert tags.get("fairweather.commit") == commit
+    assert commit is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", commit)
+    folder = logger.client.download_artifacts(logger.run_id, "config.yaml", str(tmp_path / "download"))
+    assert load_config(folder) == cfg
+
+
+def test_stage_run_closes_failed_on_errors_and_killed_on_ctrl_c(tmp_path):
+    cfg = load_config("smoke", [f"runtime.runs_dir={tmp_path}"])
+    for error, status in ((ValueError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")):
+        with pytest.raises(type(error)), stage_run(cfg, "test") as logger:
+            raise error
+        assert logger.client.get_run(logger.run_id).info.status == status
+
+
+def test_a_run_whose_process_was_killed_is_marked_killed_by_the_next_run(tmp_path):
+    cfg = load_config("smoke", [f"runtime.runs_dir={tmp_path}"])
+    script = (
+        "import os, signal, sys\n"
+        "from fairweather.contracts.config import load_config\n"
+        "from fairweather.stages.tracking import open_logger\n"
+        f"logger = open_logger(load_config('smoke', ['runtime.runs_dir={tmp_path}']), stage='test')\n"
+        "print(logger.run_id, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    stale_id = killed.stdout.split()[-1]
+    with stage_run(cfg, "other-stage") as other:  # another stage's run leaves it alone
+        assert other.client.get_run(stale_id).info.status == "RUNNING"
+    alive = open_logger(cfg, stage="test")  # a RUNNING run whose process (this one) is alive stays RUNNING
+    with stage_run(cfg, "test") as logger:
+        assert logger.client.get_run(stale_id).info.status == "KILLED"
+        assert logger.client.get_run(alive.run_id).info.status == "RUNNING"
+    alive.close()

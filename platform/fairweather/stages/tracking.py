@@ -2,25 +2,43 @@
 
 Uses an explicit ``MlflowClient`` bound to one tracking URI (no process-global ``mlflow.set_tracking_uri``), so
 several stages, Ray workers and Tune trials in one process cannot log into each other's runs.
+
+:func:`open_logger` (or the :func:`stage_run` context manager around it) is the one place a stage's run is opened,
+so every stage gets the same record: the flattened config as params, the resolved config as ``config.yaml``, the
+package version, code commit, profile, stage, host and PID as tags, and the repair of runs left RUNNING by a killed
+process of the same stage.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import math
-from collections.abc import Mapping
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from fairweather.contracts.config import FairweatherConfig, flatten
+import fairweather
+from fairweather.contracts.config import FairweatherConfig, flatten, to_yaml
 from fairweather.contracts.metric_logger import MetricLogger, NullLogger
 
 from .runtime import artifact_root, tracking_uri
 
+log = logging.getLogger(__name__)
+
 #: MLflow rejects param values longer than this.
 _MAX_PARAM_LEN = 6000
+#: Tags that identify the process owning a run; the stale-run repair reads them.
+HOST_TAG, PID_TAG, STAGE_TAG = "fairweather.host", "fairweather.pid", "fairweather.stage"
 
 
 class MLflowLogger:
@@ -29,24 +47,12 @@ class MLflowLogger:
     def __init__(self, uri: str, experiment: str, run_name: str, artifact_location: str | None = None):
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
-        experiment_id = (
+        self.experiment_id = (
             found.experiment_id
             if found is not None
             else self.client.create_experiment(experiment, artifact_location=artifact_location)
         )
-        self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
-
-    @classmethod
-    def attach(cls, uri: str, run_id: str) -> MLflowLogger:
-        """A logger for an existing run (no new run is created)."""
-        logger = cls.__new__(cls)
-        logger.client, logger.run_id = MlflowClient(tracking_uri=uri), run_id
-        return logger
-
-    def __reduce__(self) -> tuple:
-        # Pickled into a Ray actor (the Train controller that runs the logging callback): re-attach there to the
-        # same run instead of shipping a client with open database connections.
-        return (MLflowLogger.attach, (self.client.tracking_uri, self.run_id))
+        self.run_id = self.client.create_run(self.experiment_id, run_name=run_name).info.run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         batch = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in params.items()]
@@ -54,8 +60,6 @@ class MLflowLogger:
             self.client.log_batch(self.run_id, params=batch[start : start + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import time
-
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if math.isfinite(float(v))]
         if batch:
@@ -71,16 +75,108 @@ class MLflowLogger:
         self.client.set_terminated(self.run_id, status)
 
 
-def open_logger(cfg: FairweatherConfig, run_name: str, *, rank: int = 0, stage: str) -> MetricLogger:
-    """A logger for one stage run: MLflow on rank 0 (config logged as params, tags set), a no-op elsewhere."""
+@functools.cache
+def code_commit() -> str | None:
+    """The git commit of the package source (``+dirty`` when it has uncommitted changes), or None.
+
+    None outside a git checkout, and also for an install whose files git does not track (a wheel inside a venv
+    that happens to sit in a checkout), so the tag never names a commit the code did not come from.
+    """
+    package = Path(fairweather.__file__).resolve().parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        if git("ls-files", "--error-unmatch", "__init__.py").returncode != 0:
+            return None
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = git("diff", "--quiet", "HEAD", "--", ".").returncode != 0
+    except (OSError, subprocess.SubprocessError):  # no git on this machine
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def _process_gone(pid: int) -> bool:
+    """True when no process with ``pid`` exists on this host (a reused PID reads as alive: the safe side)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def repair_stale_runs(client: MlflowClient, experiment_id: str, stage: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of ``stage`` whose recorded process, on this host, no longer exists.
+
+    A process killed by SIGKILL or a lost node cannot close its own run; without this it would stay RUNNING in the
+    UI forever. Runs of other hosts are left alone (their PIDs cannot be checked from here). Returns the run ids.
+    """
+    host = socket.gethostname()
+    running = client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{STAGE_TAG}` = '{stage}'"
+    )
+    repaired = []
+    for run in running:
+        tags = run.data.tags
+        pid = tags.get(PID_TAG, "")
+        if tags.get(HOST_TAG) == host and pid.isdigit() and _process_gone(int(pid)):
+            client.set_tag(run.info.run_id, "fairweather.end", "its process was gone; marked by the next run")
+            client.set_terminated(run.info.run_id, "KILLED")
+            repaired.append(run.info.run_id)
+    if repaired:
+        log.warning("marked %d %s run(s) KILLED whose process was gone: %s", len(repaired), stage, repaired)
+    return repaired
+
+
+def open_logger(
+    cfg: FairweatherConfig, run_name: str | None = None, *, rank: int = 0, stage: str
+) -> MetricLogger:
+    """A logger for one stage run: MLflow on rank 0, a no-op elsewhere. The caller closes it (or uses
+    :func:`stage_run`). The run carries the config (params + ``config.yaml``) and the tags listed above."""
     if rank != 0:
         return NullLogger()
     logger = MLflowLogger(
         tracking_uri(cfg.runtime),
         cfg.runtime.experiment,
-        run_name,
+        run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
         artifact_location=artifact_root(cfg.runtime),
     )
-    logger.set_tags({"fairweather.stage": stage, "fairweather.profile": cfg.profile})
+    repair_stale_runs(logger.client, logger.experiment_id, stage)
+    tags = {
+        STAGE_TAG: stage,
+        "fairweather.profile": cfg.profile,
+        "fairweather.version": fairweather.__version__,
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+    }
+    if commit := code_commit():
+        tags["fairweather.commit"] = commit
+    logger.set_tags(tags)
     logger.log_params(flatten(cfg))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(to_yaml(cfg))
+        logger.log_artifact(path)
     return logger
+
+
+@contextlib.contextmanager
+def stage_run(
+    cfg: FairweatherConfig, stage: str, run_name: str | None = None, *, rank: int = 0
+) -> Iterator[MetricLogger]:
+    """Open a stage's run (:func:`open_logger`) and close it FINISHED, FAILED on an error, KILLED on Ctrl-C."""
+    logger = open_logger(cfg, run_name, rank=rank, stage=stage)
+    try:
+        yield logger
+    except KeyboardInterrupt:
+        logger.close("KILLED")
+        raise
+    except BaseException:
+        logger.close("FAILED")
+        raise
+    logger.close()
