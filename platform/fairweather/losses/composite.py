@@ -1,81 +1,100 @@
-"""The training objective as a list of named, weighted terms summed generically.
+"""The training objective as a list of named, weighted terms, each acting on its own domains, summed generically.
 
 Paper A: ``L = L_sup + w1·L_ps + w2·L_wpl + w3·L_sem + w4·L_feat`` (+ Tan et al.'s CLIP-SRD as ``srd``). Term names
 are the keys of ``LossConfig.weights`` (``sup``, ``ps``, ``wpl``, ``sem``, ``feat``, ``srd``), so a Tune search space
 over ``loss.weights.*`` addresses exactly these terms. A zero weight means the term is never built: no CLIP or
-Depth Anything forward is spent on it. A term whose inputs a batch lacks (no target on real images, no
-pseudo-label yet) is skipped for that batch, not counted as zero.
+Depth Anything forward is spent on it. A term acts only on the domains ``loss.domains.<term>`` names (paired
+pairs, real images), and skips a batch that lacks its inputs (no pseudo-label yet): skipped, not counted as zero.
+
+The result is a fixed-order vector of term values plus an "applied" mask, the same shape on every rank whatever
+each rank's batch held, so a cross-rank all-reduce of sums and counts needs no agreement on keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from collections.abc import Collection, Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from fairweather.contracts.config.loss import LossConfig
+from fairweather.contracts.config.loss import LossConfig, LossDomains
+
+from .context import LossContext, LossTerm
+from .depth_feature import DepthFeatureLoss
+from .pixel import PixelLoss, PseudoLabelLoss, SupervisedLoss
+from .semantic import SemanticLoss
+from .srd import CLIPSoftResidualDistillation
+from .weather_prompts import WeatherPromptLoss
 
 
-@dataclass
-class LossContext:
-    """Everything a loss term may read for one batch. Images are ``(N, 3, H, W)`` in [0, 1].
+class LossOutput(NamedTuple):
+    """``total``: scalar weighted sum (differentiable). ``values``: ``(T,)`` float32, detached, the unweighted value of
+    each term in ``CompositeLoss.names`` order (0 where not applied). ``applied``: ``(T,)`` bool."""
 
-    restored: ŷ, the network output.  degraded: the network input.  target: clean target (labeled pairs) or None.
-    pseudo_label: current pseudo-labels (real images) or None; has_pseudo: ``(N,)`` bool, which rows have one.
-    d_pos / d_neg: N clear-weather / original descriptions (real images) or None.
-    aux: side outputs of the network, e.g. ``"sar_residual"`` for CLIP-SRD.
-    """
-
-    restored: torch.Tensor
-    degraded: torch.Tensor
-    target: torch.Tensor | None = None
-    pseudo_label: torch.Tensor | None = None
-    has_pseudo: torch.Tensor | None = None
-    d_pos: Sequence[str] | None = None
-    d_neg: Sequence[str] | None = None
-    aux: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-@runtime_checkable
-class LossTerm(Protocol):
-    """One named term: ``applies(ctx)`` says whether the batch has its inputs; calling it returns a scalar."""
-
-    name: str
-
-    def applies(self, ctx: LossContext) -> bool: ...
-
-    def __call__(self, ctx: LossContext) -> torch.Tensor: ...
+    total: torch.Tensor
+    values: torch.Tensor
+    applied: torch.Tensor
 
 
 class CompositeLoss(nn.Module):
-    """Weighted sum of terms. ``forward(ctx) -> (total, {name: value})``; values are detached, for logging."""
+    """Weighted sum of terms over one or more domain contexts: ``forward(*contexts) -> LossOutput``.
 
-    def __init__(self, terms: Sequence[tuple[LossTerm, float]]):
+    A term that applies to several of the given contexts (e.g. ``loss.domains.wpl=[paired, real]``) contributes
+    the mean of its per-context values, so its weight means the same whichever domains it acts on.
+
+    Args:
+        terms: ``(term, weight)`` pairs, in the order of the output vector.
+        domains: term name -> domains it acts on; a term not named here gets the method's default
+            (:class:`~fairweather.contracts.config.loss.LossDomains`).
+    """
+
+    def __init__(
+        self,
+        terms: Sequence[tuple[LossTerm, float]],
+        domains: Mapping[str, Collection[str]] | None = None,
+    ):
         super().__init__()
         names = [term.name for term, _ in terms]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate loss term names: {names}")
         self.terms = nn.ModuleList([term for term, _ in terms])  # type: ignore[misc]
         self.weights = {term.name: float(weight) for term, weight in terms}
+        defaults = dataclasses.asdict(LossDomains())
+        given = dict(domains or {})
+        self.domains = {name: frozenset(given.get(name, defaults.get(name, ()))) for name in names}
+        inert = [name for name, acts_on in self.domains.items() if not acts_on]
+        if inert:
+            raise ValueError(f"loss terms {inert} act on no domain; give them domains (paired / real)")
 
     @property
     def names(self) -> list[str]:
         return [term.name for term in self.terms]
 
-    def forward(self, ctx: LossContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        total = ctx.restored.new_zeros(())
-        values: dict[str, torch.Tensor] = {}
-        for term in self.terms:
-            if not term.applies(ctx):
+    @property
+    def needs_aux(self) -> bool:
+        """True when a term reads the network's side outputs: run it as ``model(x, return_aux=True)``."""
+        return any(term.needs_aux for term in self.terms)
+
+    def forward(self, *contexts: LossContext) -> LossOutput:
+        if not contexts:
+            raise ValueError("CompositeLoss needs at least one LossContext")
+        device = contexts[0].restored.device
+        total = contexts[0].restored.new_zeros((), dtype=torch.float32)
+        values = torch.zeros(len(self.terms), dtype=torch.float32, device=device)
+        applied = torch.zeros(len(self.terms), dtype=torch.bool, device=device)
+        for index, term in enumerate(self.terms):
+            parts = [
+                term(ctx) for ctx in contexts if ctx.domain in self.domains[term.name] and term.applies(ctx)
+            ]
+            if not parts:
                 continue
-            value = term(ctx)
-            values[term.name] = value.detach()
+            value = torch.stack(parts).float().mean()
+            values[index] = value.detach()
+            applied[index] = True
             total = total + self.weights[term.name] * value
-        return total, values
+        return LossOutput(total, values, applied)
 
 
 def build_composite_loss(
@@ -85,22 +104,14 @@ def build_composite_loss(
     depth: nn.Module | None = None,
     prompts: nn.Module | None = None,
 ) -> CompositeLoss:
-    """The terms of ``cfg.weights`` with a non-zero weight. Encoders are needed only by the terms that use them:
-    ``wpl`` (clip + frozen ``WeatherPrompts``), ``sem`` (clip), ``feat`` (depth), ``srd`` (clip)."""
-    from .depth_feature import DepthFeatureLoss
-    from .pixel import PixelLoss, PseudoLabelLoss, SupervisedLoss
-    from .semantic import SemanticLoss
-    from .weather_prompts import WeatherPromptLoss
+    """The terms of ``cfg.weights`` with a non-zero weight, acting on ``cfg.domains``. Encoders are needed only by
+    the terms that use them: ``wpl`` (clip + frozen ``WeatherPrompts``), ``sem`` (clip), ``feat`` (depth),
+    ``srd`` (clip)."""
 
     def need(module: nn.Module | None, what: str, term: str) -> nn.Module:
         if module is None:
             raise ValueError(f"loss.weights.{term} > 0 needs {what}; pass it or set loss.weights.{term}=0")
         return module
-
-    def srd() -> nn.Module:
-        from .srd import CLIPSoftResidualDistillation  # Tan et al.'s term, only with the CLIP-prior network
-
-        return CLIPSoftResidualDistillation(need(clip, "a CLIP encoder", "srd"))
 
     pixel = PixelLoss(cfg.pixel, cfg.charbonnier_eps)
     constructors = {
@@ -109,9 +120,10 @@ def build_composite_loss(
         "wpl": lambda: WeatherPromptLoss(need(prompts, "learned WeatherPrompts", "wpl")),
         "sem": lambda: SemanticLoss(need(clip, "a CLIP encoder", "sem")),
         "feat": lambda: DepthFeatureLoss(need(depth, "a Depth Anything encoder", "feat")),
-        "srd": srd,
+        "srd": lambda: CLIPSoftResidualDistillation(need(clip, "a CLIP encoder", "srd")),
     }
     weights = dataclasses.asdict(cfg.weights)
     if set(weights) != set(constructors):
         raise ValueError(f"loss terms {sorted(constructors)} and loss.weights keys {sorted(weights)} differ")
-    return CompositeLoss([(constructors[name](), w) for name, w in weights.items() if w != 0])
+    terms = [(constructors[name](), w) for name, w in weights.items() if w != 0]
+    return CompositeLoss(terms, dataclasses.asdict(cfg.domains))

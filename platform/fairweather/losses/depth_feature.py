@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .composite import LossContext
+from fairweather.encoders.frozen import share_encoder
+
+from .context import LossContext
 
 
 class DepthFeatureLoss(nn.Module):
@@ -17,13 +19,14 @@ class DepthFeatureLoss(nn.Module):
     """
 
     name = "feat"
+    needs_aux = False
 
     def __init__(self, depth: nn.Module):
         super().__init__()
-        object.__setattr__(self, "depth", depth)  # shared frozen encoder, not a parameter of the loss
+        share_encoder(self, "depth", depth)
 
     def applies(self, ctx: LossContext) -> bool:
-        return True
+        return True  # needs only images; which domains it acts on is loss.domains.feat
 
     @staticmethod
     def reference(ctx: LossContext) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .composite import LossContext
+from .context import LossContext
 
 
 class PixelLoss(nn.Module):
@@ -34,6 +34,7 @@ class SupervisedLoss(nn.Module):
     """``sup``: L_sup = pixel(ŷ, y) on labeled pairs."""
 
     name = "sup"
+    needs_aux = False
 
     def __init__(self, pixel: PixelLoss):
         super().__init__()
@@ -50,6 +51,7 @@ class PseudoLabelLoss(nn.Module):
     """``ps``: L_ps = L_app(ŷ, y_ps) = mean L1 to the pseudo-label over the images that have one (``has_pseudo``)."""
 
     name = "ps"
+    needs_aux = False
 
     def applies(self, ctx: LossContext) -> bool:
         return ctx.pseudo_label is not None and (ctx.has_pseudo is None or bool(ctx.has_pseudo.any()))

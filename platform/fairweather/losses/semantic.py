@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .composite import LossContext
+from fairweather.encoders.frozen import share_encoder
+
+from .context import LossContext
 
 
 class TextEmbeddingCache:
@@ -37,10 +39,11 @@ class SemanticLoss(nn.Module):
     """
 
     name = "sem"
+    needs_aux = False
 
     def __init__(self, clip: nn.Module):
         super().__init__()
-        object.__setattr__(self, "clip", clip)  # shared frozen encoder, not a parameter of the loss
+        share_encoder(self, "clip", clip)
         self.texts = TextEmbeddingCache(clip)
 
     def applies(self, ctx: LossContext) -> bool:

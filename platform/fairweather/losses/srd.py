@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fairweather.losses.composite import LossContext
+from fairweather.encoders.frozen import share_encoder
+
+from .context import LossContext
 
 
 def clip_residual_target(clip: nn.Module, degraded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -48,15 +50,16 @@ class CLIPSoftResidualDistillation(nn.Module):
 
     Args:
         clip: the frozen CLIP shared with the network (``encode_image_tokens`` ``(N,3,H,W) -> (N, L, C)``,
-            ``token_dim`` C, ``grid_size`` (gh, gw) with ``gh * gw == L``). Kept unregistered, like in the network,
-            so its weights never join this loss module's parameters or state_dict.
+            ``token_dim`` C, ``grid_size`` (gh, gw) with ``gh * gw == L``), held with ``share_encoder`` like in the
+            network, so its weights never join this loss module's parameters or state_dict.
     """
 
     name = "srd"
+    needs_aux = True
 
     def __init__(self, clip: nn.Module):
         super().__init__()
-        object.__setattr__(self, "clip", clip)
+        share_encoder(self, "clip", clip)
 
     def distance(self, predicted: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """``predicted`` ``(N, C, gh, gw)`` vs ``residual`` ``(N, L, C)`` -> scalar loss (formula in module docs)."""

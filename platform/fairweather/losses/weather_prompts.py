@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .composite import LossContext
+from fairweather.encoders.frozen import share_encoder
+
+from .context import LossContext
 
 #: Class order of every logit vector; index 0 (clear) is the target of L_wpl.
 WEATHERS = ("clear", "rain", "haze", "snow")
@@ -22,7 +24,7 @@ _PLACEHOLDER = "x"  # one CLIP BPE token per context slot; its embedding is repl
 
 
 class WeatherPrompts(nn.Module):
-    """Four learnable prompts over a shared frozen CLIP (kept unregistered: its weights are not ours to train).
+    """Four learnable prompts over a shared frozen CLIP (held with ``share_encoder``: its weights are not ours).
 
     ``forward() -> (4, D)`` normalised prompt embeddings; ``logits(images) -> (N, 4)`` scaled cosine similarities.
     """
@@ -31,7 +33,7 @@ class WeatherPrompts(nn.Module):
         super().__init__()
         if context_len < 1:
             raise ValueError(f"prompt context length must be >= 1, got {context_len}")
-        object.__setattr__(self, "clip", clip)
+        share_encoder(self, "clip", clip)
         texts = [" ".join([_PLACEHOLDER] * context_len) + f" {word}." for word in CLASS_WORDS]
         tokens = clip.tokenize(texts)
         with torch.no_grad():
@@ -113,6 +115,7 @@ class WeatherPromptLoss(nn.Module):
     """``wpl``: L_wpl = −log softmax over {t_c, t_r, t_h, t_s} of s·cos(E_I(ŷ), E_T(t)) at t_c, batch mean."""
 
     name = "wpl"
+    needs_aux = False
 
     def __init__(self, prompts: WeatherPrompts):
         super().__init__()
@@ -123,7 +126,7 @@ class WeatherPromptLoss(nn.Module):
         self.prompts = prompts
 
     def applies(self, ctx: LossContext) -> bool:
-        return True
+        return True  # needs only the restored image; which domains it acts on is loss.domains.wpl
 
     def forward(self, ctx: LossContext) -> torch.Tensor:
         logits = self.prompts.logits(ctx.restored)

@@ -18,9 +18,13 @@ No code is public, so dimensions and placement below are our design choices (siz
   adds ``attn(q=features, k=v=prior)`` to the features (decoder pixels are the queries). Full resolution is skipped
   by default: attention over every pixel is the costliest and fine detail there is not weather semantics.
 
-The CLIP encoder is shared and frozen: it is stored with ``object.__setattr__`` so it is *not* a registered
-submodule. Its weights therefore never appear in ``state_dict()``/``parameters()`` (checkpoints and optimisers see
-only this network), and ``.to(device)`` does not move it: the owner of the CLIP places it on the input's device.
+The CLIP encoder is shared and frozen: it is held with :func:`~fairweather.encoders.frozen.share_encoder`, so it is
+*not* a registered submodule. Its weights never appear in ``state_dict()``/``parameters()`` (checkpoints and
+optimisers see only this network), deep copies (``AveragedModel``) share it, and ``.to(device)`` does not move it:
+whoever created the CLIP places it on the input's device, once for every network and loss that shares it.
+
+The SRD side outputs are computed only by ``forward(x, return_aux=True)``; ``srd_head`` is this network's
+``aux_heads`` (call ``freeze_aux_heads()`` before DDP when no loss reads them).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fairweather.contracts.config.model import CLIPPriorConfig
+from fairweather.encoders.frozen import share_encoder
 from fairweather.models.common import LayerNorm2d, RestorationNet
 
 
@@ -97,14 +102,16 @@ class CLIPPriorNet(RestorationNet):
 
     Args:
         cfg: network sizes.
-        clip: frozen CLIP encoder (``fairweather.encoders.clip.FrozenCLIP`` or anything with
+        clip: frozen CLIP encoder (``fairweather.encoders.clip.FrozenCLIP`` or a ``FrozenModule`` with
             ``encode_image_and_tokens`` ``(N,3,H,W) -> ((N, D), (N, L, C))`` and attributes ``embed_dim`` D,
-            ``token_dim`` C, ``grid_size`` (gh, gw)). Kept as an unregistered reference (not trained, not saved).
+            ``token_dim`` C, ``grid_size`` (gh, gw)). Shared, not owned (not trained, not saved).
 
     ``forward(x)`` -> ``(N, 3, H, W)``; ``forward(x, return_aux=True)`` -> ``(restored, aux)`` with
     ``aux["sar_residual"]``: ``(N, clip.token_dim, gh, gw)`` projected SAR residual for CLIP-SRD and
     ``aux["sar_gate"]``: ``(N, 1, h, w)`` in [0, 1], the gate of the last bottleneck block (``h = ceil(H / 2**levels)``).
     """
+
+    aux_heads = ("srd_head",)
 
     def __init__(self, cfg: CLIPPriorConfig, clip: nn.Module):
         super().__init__()
@@ -113,7 +120,7 @@ class CLIPPriorNet(RestorationNet):
         for attr in ("encode_image_and_tokens", "embed_dim", "token_dim", "grid_size"):
             if not hasattr(clip, attr):
                 raise TypeError(f"CLIPPriorNet: clip of type {type(clip).__name__} has no attribute {attr!r}")
-        object.__setattr__(self, "clip", clip)  # unregistered on purpose: see the module docstring
+        share_encoder(self, "clip", clip)  # not a submodule: see the module docstring
         self.cfg = cfg
         self.size_multiple = 2**cfg.levels
         self.grid_hw = _grid_hw(clip.grid_size)
@@ -128,7 +135,7 @@ class CLIPPriorNet(RestorationNet):
             nn.Conv2d(widths[lv], widths[lv + 1], 4, stride=2, padding=1) for lv in range(cfg.levels)
         )
         self.bottleneck = nn.ModuleList(SARBlock(widths[-1]) for _ in range(cfg.blocks_per_level))
-        self.srd_head = nn.Conv2d(widths[-1], int(clip.token_dim), 1)
+        self.srd_head = nn.Conv2d(widths[-1], int(clip.token_dim), 1)  # read only by CLIP-SRD: see aux_heads
 
         # CWP embedding: sample-specific projections of CLIP features + distribution-specific learnable tokens.
         self.patch_proj = nn.Linear(int(clip.token_dim), cfg.prior_dim) if cfg.use_patch_tokens else None
@@ -179,11 +186,9 @@ class CLIPPriorNet(RestorationNet):
             parts.append(self.prior_tokens.unsqueeze(0).expand(x.shape[0], -1, -1))
         return self.prior_norm(torch.cat(parts, dim=1))
 
-    def predict_residual_and_aux(
-        self, x: torch.Tensor, size: tuple[int, int]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Padded ``(N, 3, Hp, Wp)`` in [0, 1] -> residual ``(N, 3, Hp, Wp)`` and the SRD side outputs
-        (``size`` = unpadded (H, W); see the class docstring for the aux shapes)."""
+    def _restore(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded ``(N, 3, Hp, Wp)`` in [0, 1] -> ``(residual (N, 3, Hp, Wp), gated SAR residual (N, C, hb, wb),
+        gate (N, 1, hb, wb))`` of the last bottleneck block, ``hb = Hp / 2**levels``."""
         prior = self.weather_prior(x)
         feats = self.stem(x)
         skips = []
@@ -200,6 +205,18 @@ class CLIPPriorNet(RestorationNet):
         ):
             feats = blocks(fuse(torch.cat([up(feats), skip], dim=1)))
             feats = self._attend(level, feats, prior)
+        return self.head(feats), sar_residual, sar_gate
+
+    def predict_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """Padded ``(N, 3, Hp, Wp)`` in [0, 1] -> residual ``(N, 3, Hp, Wp)``; the SRD head is not run."""
+        return self._restore(x)[0]
+
+    def predict_residual_and_aux(
+        self, x: torch.Tensor, size: tuple[int, int]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Padded ``(N, 3, Hp, Wp)`` in [0, 1] -> residual ``(N, 3, Hp, Wp)`` and the SRD side outputs
+        (``size`` = unpadded (H, W); see the class docstring for the aux shapes)."""
+        residual, sar_residual, sar_gate = self._restore(x)
         # Drop the bottom/right cells that only see padding, then keep the centred square: FrozenCLIP.preprocess
         # resizes the shortest side and centre-crops, so CLIP's patch grid covers exactly that square of the image.
         h, w = (-(-side // self.size_multiple) for side in size)
@@ -208,5 +225,4 @@ class CLIPPriorNet(RestorationNet):
         seen_by_clip = sar_residual[..., top : top + side, left : left + side]
         # Pool first, then project: the 1x1 head is linear, so the order does not matter and pooling first is cheaper.
         projected = self.srd_head(F.adaptive_avg_pool2d(seen_by_clip, self.grid_hw))
-        aux = {"sar_residual": projected, "sar_gate": sar_gate[..., :h, :w]}
-        return self.head(feats), aux
+        return residual, {"sar_residual": projected, "sar_gate": sar_gate[..., :h, :w]}

@@ -66,6 +66,8 @@ class RestorationNet(nn.Module):
     """
 
     size_multiple: int = 1
+    #: Submodules that feed only the side outputs of ``forward(x, return_aux=True)`` (e.g. CLIP-SRD's projection).
+    aux_heads: tuple[str, ...] = ()
 
     def predict_residual(self, x: torch.Tensor) -> torch.Tensor:
         """Map a padded ``(N, 3, Hp, Wp)`` image in [0, 1] to its ``(N, 3, Hp, Wp)`` residual."""
@@ -80,14 +82,29 @@ class RestorationNet(nn.Module):
         """
         return self.predict_residual(x), {}
 
+    def freeze_aux_heads(self) -> None:
+        """Stop training :attr:`aux_heads`, for runs where no loss reads the side outputs.
+
+        Side outputs are computed only when asked for, so an unread head gets no gradient, and DDP (which expects
+        one for every parameter that requires it) fails at the next step with "Expected to have finished
+        reduction in the prior iteration". Call before wrapping in DDP and before building the optimiser. The
+        heads stay in ``state_dict``, so checkpoints keep one layout whichever losses a run used.
+        """
+        for name in self.aux_heads:
+            getattr(self, name).requires_grad_(False)
+
     def forward(
         self, x: torch.Tensor, return_aux: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Restore ``x``: ``(N, 3, H, W)`` in [0, 1], any H and W -> ``(N, 3, H, W)``; with ``return_aux`` also
-        the side-output dict of :meth:`predict_residual_and_aux`."""
+        the side-output dict of :meth:`predict_residual_and_aux` (computed only then: an output nobody reads would
+        leave its head without gradient, which DDP does not allow)."""
         check_image_batch(x)
         padded, size = pad_to_multiple(x, self.size_multiple)
-        residual, aux = self.predict_residual_and_aux(padded, size)
+        if return_aux:
+            residual, aux = self.predict_residual_and_aux(padded, size)
+        else:
+            residual, aux = self.predict_residual(padded), {}
         if residual.shape != padded.shape:
             raise RuntimeError(
                 f"{type(self).__name__} predicted a residual of shape {tuple(residual.shape)}, "
