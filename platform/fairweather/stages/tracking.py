@@ -54,6 +54,18 @@ class MLflowLogger:
         )
         self.run_id = self.client.create_run(self.experiment_id, run_name=run_name).info.run_id
 
+    @classmethod
+    def attach(cls, uri: str, run_id: str) -> MLflowLogger:
+        """A logger for an existing run (no new run is created)."""
+        logger = cls.__new__(cls)
+        logger.client, logger.run_id = MlflowClient(tracking_uri=uri), run_id
+        return logger
+
+    def __reduce__(self) -> tuple:
+        # Pickled into a Ray actor (the Train controller that runs the logging callback): re-attach there to the
+        # same run instead of shipping a client with open database connections.
+        return (MLflowLogger.attach, (self.client.tracking_uri, self.run_id))
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         batch = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in params.items()]
         for start in range(0, len(batch), 100):  # MLflow's batch limit is 100 params
