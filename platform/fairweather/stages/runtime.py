@@ -20,6 +20,7 @@ import ray
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.config.runtime import RuntimeConfig
 from fairweather.contracts.errors import FairweatherError
+from fairweather.contracts.io import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +71,17 @@ def ray_session(cfg: FairweatherConfig) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def check_output_locations(cfg: FairweatherConfig) -> None:
+    """Prove every folder a stage writes to (tables, runs, model cache) is writable, before Ray or MLflow start.
+
+    Raises :class:`fairweather.contracts.io.LocationError` naming the config key, so a bad ``data.tables`` is
+    found in a second instead of at the first flush after all the work.
+    """
+    for key, uri in (
+        ("data.tables", cfg.data.tables),
+        ("runtime.runs_dir", cfg.runtime.runs_dir),
+        ("runtime.model_cache_dir", cfg.runtime.model_cache_dir),
+    ):
+        check_writable(uri, key)
