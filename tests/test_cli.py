@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
+import zipfile
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from fairweather.cli import COMMANDS, build_parser, main
+from fairweather.contracts.config import load_config
 
 from .conftest import REPO
 
@@ -84,3 +91,87 @@ def test_prefetch_of_an_unreachable_model_is_one_line(tmp_path):
         "cannot fetch the vlm model 'nobody/no-such-model'" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def test_help_of_every_subcommand_tells_how_to_see_the_config_keys(capsys):
+    for name in COMMANDS:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([name, "--help"])
+        assert "fairweather config show" in capsys.readouterr().out
+
+
+def test_config_show_prints_the_resolved_config_as_yaml(tmp_path, capsys):
+    overrides = ["label.batch_size=3", "synth.size=[64, 48]"]
+    assert main(["config", "show", "--config", "paper", *overrides]) == 0
+    shown = tmp_path / "shown.yaml"
+    shown.write_text(capsys.readouterr().out)
+    assert load_config(shown) == load_config("paper", overrides)
+    assert main(["config", "show", "model.arch=unet"]) == 2
+    assert "'model.arch'" in capsys.readouterr().err
+
+
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert main(["synth", "--config", str(binary)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"fairweather synth: error: in {binary}: not a YAML text file (it is not UTF-8 text)"
+    )
+    (tmp_path / "pool").mkdir()
+    Image.new("RGB", (32, 32), "gray").save(tmp_path / "pool" / "a.png")
+    runs_file = tmp_path / "runs"
+    runs_file.write_text("not a folder")
+    assert main(["label", f"runtime.runs_dir={runs_file}", f"data.pool={tmp_path / 'pool'}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "runtime.runs_dir" in err and "Traceback" not in err
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+    out = tmp_path / "data"
+    command = [
+        sys.executable,
+        "-m",
+        "fairweather.cli",
+        "synth",
+        f"synth.out={out}",
+        "synth.num_paired=100000",
+    ]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not any(out.rglob("*.png")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+        "fairweather synth: interrupted;"
+    )
+    assert "rerun the same command to resume" in err
+
+
+def test_shipped_profiles_load_from_a_wheel_install_and_are_not_shadowed(tmp_path):
+    """Build a wheel from a copy of the source, unpack it, and load `--config smoke` from it in a folder that has a
+    `smoke/` folder of its own."""
+    source = tmp_path / "src"
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(
+        REPO / "platform", source / "platform", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__")
+    )
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--isolated", "-q"]
+    subprocess.run([*build, "-w", str(tmp_path / "wheel"), str(source)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "wheel").glob("fairweather-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "site")
+    (tmp_path / "smoke").mkdir()
+    code = "import fairweather; from fairweather.contracts.config import load_config as l; print(fairweather.__file__, l('smoke').profile)"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    module_file, profile = result.stdout.split()
+    assert Path(module_file).is_relative_to(tmp_path / "site") and profile == "smoke"

@@ -198,3 +198,11 @@ def test_sweep_num_samples_must_be_positive(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"bad.yaml at 'num_samples': must be >= 1, got 0"):
         load_sweep_space(bad)
+
+
+def test_a_profile_name_is_not_shadowed_by_a_folder_of_that_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smoke").mkdir()
+    assert load_config("smoke").profile == "smoke"
+    with pytest.raises(ConfigError, match=r"smoke.*cannot read"):
+        load_config("./smoke")  # a path names the folder

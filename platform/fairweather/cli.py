@@ -1,7 +1,9 @@
 """``fairweather`` command line: parse, load the config, call one stage function. Nothing else lives here.
 
 Every subcommand takes ``--config`` (a shipped profile name or a YAML path) and dotted ``key=value``
-overrides, e.g. ``fairweather label --config smoke label.concurrency=2 vlm.max_new_tokens=32``.
+overrides, e.g. ``fairweather label --config smoke label.concurrency=2 vlm.max_new_tokens=32``;
+``fairweather config show`` prints the resolved config. Expected errors are one line with exit code 2, Ctrl-C one
+line with exit code 130.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fairweather.contracts.config import FairweatherConfig, load_config, to_yaml
 from fairweather.contracts.errors import FairweatherError
 
 
@@ -73,23 +76,38 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+#: Printed under every subcommand's --help: where the config keys are listed.
+CONFIG_KEYS_HELP = (
+    "Every config key and its value: fairweather config show --config <profile or YAML> [key=value ...]. "
+    "Overrides use the YAML's dotted keys, e.g. label.concurrency=2 data.pool=s3://bucket/pool.csv."
+)
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default="smoke",
+        help="shipped profile name (smoke, paper; a folder of that name in the current directory does not "
+        "shadow it) or a YAML file (default: smoke)",
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairweather",
         description="Semi-supervised adverse-weather image restoration on Ray (Xu et al. 2024; Tan et al. 2023).",
-        epilog="Overrides use the YAML's dotted keys, e.g. loss.weights.ps=0.3 label.concurrency=2 data.pool=s3://bucket/pool.csv.",
+        epilog=CONFIG_KEYS_HELP,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         text = command.help if command.target else f"{command.help} [not built yet: {command.pending}]"
-        p = sub.add_parser(name, help=text, description=text)
-        p.add_argument(
-            "--config",
-            default="smoke",
-            help="shipped profile name (smoke, paper) or a YAML file (default: smoke)",
-        )
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+        _add_config_arguments(sub.add_parser(name, help=text, description=text, epilog=CONFIG_KEYS_HELP))
+    config = sub.add_parser("config", help="Inspect configs.", description="Inspect configs.")
+    actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    text = "Print the resolved config (profile or YAML file + overrides, validated) as YAML."
+    _add_config_arguments(actions.add_parser("show", help=text, description=text))
     return parser
 
 
@@ -100,16 +118,24 @@ def _print_summary(summary: object) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def run_command(name: str, config: str, overrides: Sequence[str]) -> object:
-    """Load the config and call the subcommand's stage function; returns its summary."""
-    from fairweather.contracts.config import load_config
-
+def run_stage(name: str, cfg: FairweatherConfig) -> object:
+    """Call the subcommand's stage function on a loaded config; returns its summary."""
     command = COMMANDS[name]
-    cfg = load_config(config, overrides)
     if command.target is None:
         raise FairweatherError(f"'{name}' is not built yet: its stage arrives with {command.pending}")
     module, function = command.target.split(":")
     return getattr(importlib.import_module(module), function)(cfg)
+
+
+def _interrupted(name: str, cfg: FairweatherConfig | None) -> str:
+    """The one line printed on Ctrl-C: what was kept and how to resume."""
+    if cfg is None:
+        return f"fairweather {name}: interrupted before anything ran"
+    kept = f"tables in {cfg.data.tables}, data in {cfg.synth.out}, runs in {cfg.runtime.runs_dir}"
+    return (
+        f"fairweather {name}: interrupted; finished outputs are kept ({kept}; every file and table part is "
+        "written atomically); rerun the same command to resume"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,11 +143,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    name = f"{args.command} {args.action}" if args.command == "config" else args.command
+    cfg = None
     try:
-        _print_summary(run_command(args.command, args.config, args.overrides))
-    except (FairweatherError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
-        # Expected errors: one clear line, no traceback.
-        print(f"fairweather {args.command}: error: {err}", file=sys.stderr)
+        cfg = load_config(args.config, args.overrides)
+        if args.command == "config":
+            print(to_yaml(cfg), end="")
+        else:
+            _print_summary(run_stage(args.command, cfg))
+    except KeyboardInterrupt:
+        print(_interrupted(name, cfg), file=sys.stderr)
+        return 130  # the shell's code for "ended by SIGINT"
+    except (FairweatherError, OSError) as err:
+        # Expected errors (bad input or environment: missing, unreadable or misplaced files): one line.
+        print(f"fairweather {name}: error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -57,13 +57,17 @@ def check_override_key(path: list[str], text: str) -> None:
 
 
 def resolve_profile(name_or_path: str | Path) -> Path:
-    """A profile name (``smoke``) or a YAML path -> the YAML path."""
+    """A shipped profile name (``smoke``) or a YAML path -> the YAML path.
+
+    A bare name of a shipped profile always means the profile, even when the current folder holds a file or
+    folder of that name (``./smoke`` names that one).
+    """
     candidate = Path(name_or_path)
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if "/" not in str(name_or_path) and not candidate.suffix and shipped.is_file():
+        return shipped
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         return candidate
-    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
-    if shipped.exists():
-        return shipped
     known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
     raise ConfigError(f"no such config file or profile (profiles: {known})", source=str(name_or_path))
 
