@@ -135,8 +135,31 @@ def test_cmyk_and_exif_keep_the_picture():
 def test_pixel_limit_is_checked_before_decoding():
     data = _encode(Image.new("RGB", (100, 100)), "PNG")
     assert decode_image(data, max_pixels=10_000).shape == (100, 100, 3)
-    with pytest.raises(ImageDecodeError, match="exceeds the limit of 9999 pixels"):
+    with pytest.raises(ImageDecodeError, match=r"10000 pixels exceed data\.max_image_pixels=9999"):
         decode_image(data, max_pixels=9_999)
+    with pytest.raises(ImageDecodeError, match=r"10000 pixels exceed data\.max_image_pixels=1000"):
+        decode_image(data, max_pixels=1_000)  # over twice the limit: Pillow's own check fires first
+
+
+def _png_without_pixels(width: int, height: int) -> bytes:
+    """A PNG claiming ``width x height`` with an empty IDAT: a cheap stand-in for a huge photo's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+
+
+def test_configured_pixel_limit_above_pillows_own_governs():
+    header = _png_without_pixels(20_000, 10_000)  # 200 Mpx: above Pillow's default bomb limit (~179 Mpx)
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(header, max_pixels=300_000_000)
+    assert info.value.reason != "too_large"  # it got past the size check; it fails only for lack of pixels
+    with pytest.raises(ImageDecodeError, match=r"data\.max_image_pixels=100000000"):
+        decode_image(header, max_pixels=100_000_000)
 
 
 def test_limit_short_side_downscales_only():

@@ -9,6 +9,7 @@ The container format is sniffed from the bytes, never trusted from the file name
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -39,29 +40,37 @@ def _to_uint8(image: Image.Image) -> Image.Image:
     return image
 
 
+def _too_large(pixels: str, max_pixels: int) -> ImageDecodeError:
+    return ImageDecodeError("too_large", f"{pixels} pixels exceed data.max_image_pixels={max_pixels}")
+
+
 def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
     """Decode image bytes to ``(H, W, 3)`` uint8 RGB with EXIF orientation applied.
 
     Raises :class:`ImageDecodeError` with reason ``empty``, ``not_an_image``, ``too_large``, ``truncated`` or
-    ``corrupt``. ``max_pixels`` guards against decompression bombs before any pixel is decoded.
+    ``corrupt``. ``max_pixels`` (``data.max_image_pixels``) guards against decompression bombs before any pixel
+    is decoded, and it governs: Pillow's own process-wide limit is set to it, so a limit above Pillow's default
+    (about 179 Mpx) takes effect and a bomb is reported against the configured key.
     """
     if not data:
         raise ImageDecodeError("empty", "zero-byte file")
+    # Pillow raises in Image.open above 2 x MAX_IMAGE_PIXELS. Every decode in this package passes the one
+    # configured limit, so setting the global here cannot make two callers disagree.
+    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
-            # PIL warns (and above 2x its limit raises) on huge images; we apply our own limit below instead.
+            # PIL warns between its limit and 2x it; our own check below is the one that decides.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageDecodeError(
-                    "too_large", f"{width}x{height} exceeds the limit of {max_pixels} pixels"
-                )
+                raise _too_large(f"{width}x{height} = {width * height}", max_pixels)
             image.load()
     except ImageDecodeError:
         raise
-    except Image.DecompressionBombError as err:
-        raise ImageDecodeError("too_large", str(err)) from err
+    except Image.DecompressionBombError as err:  # above 2 x max_pixels: Pillow refused before we saw the size
+        size = re.search(r"\((\d+) pixels\)", str(err))
+        raise _too_large(size[1] if size else "over twice the limit's", max_pixels) from err
     except UnidentifiedImageError as err:
         raise ImageDecodeError("not_an_image", "bytes are not a known image format") from err
     except (OSError, SyntaxError, ValueError) as err:
