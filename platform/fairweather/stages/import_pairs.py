@@ -1,0 +1,91 @@
+"""``fairweather import-pairs``: list a paired set from disk (Outdoor-Rain, RainDrop, SPA, OTS, Snow100K, or a
+generic ``input/`` + ``target/`` folder) in the ``paired`` table, next to the generated pairs.
+
+Only the table is written: the images stay where they are and the rows point at them (relative to ``data.tables``
+for local folders, full URIs for cloud ones). Reading headers is light driver work, so no Ray is needed. Rerunning on
+the same folder writes nothing; a folder that gained images adds only their rows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from fairweather.contracts.config import FairweatherConfig
+from fairweather.contracts.tables import TableStore
+from fairweather.data.paired_folders import FolderImport, PairedFolderError, scan_paired_folder
+from fairweather.synth.paired import write_pairs
+
+#: How many file names of each problem the console shows (the summary holds all of them).
+_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    found: FolderImport
+    #: ``paired`` rows added or changed (0 on an identical rerun).
+    rows_written: int
+    seconds: float
+
+
+def _problems(found: FolderImport) -> list[str]:
+    lines = []
+    for what, items in (
+        ("inputs without a target", found.unmatched),
+        ("unreadable images", found.unreadable),
+        ("pairs of different sizes", found.size_mismatch),
+        ("repeated names (another suffix)", found.duplicates),
+    ):
+        if items:
+            more = f" (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
+            lines.append(f"  {len(items)} {what}, skipped: {', '.join(items[:_SHOWN])}{more}")
+    for reason, uris in found.skipped.items():
+        lines.append(f"  {len(uris)} listing entries skipped ({reason}): {', '.join(uris[:_SHOWN])}")
+    if found.unused_targets or found.other_files:
+        lines.append(
+            f"  {found.unused_targets} target(s) no input used; {found.other_files} image(s) outside the input "
+            f"and target folders (not part of the layout)"
+        )
+    return lines
+
+
+def run_import_pairs(
+    cfg: FairweatherConfig,
+    folder: str,
+    layout: str,
+    dataset: str,
+    *,
+    weather: str | None = None,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
+) -> ImportSummary:
+    """Scan ``folder`` as ``layout`` (:data:`fairweather.data.paired_folders.LAYOUTS`) and add its pairs to the
+    ``paired`` table under ``data.tables`` as dataset ``dataset``.
+
+    The split fractions default to the generated data's (``synth.val_fraction``, ``synth.test_fraction``); a set
+    with its own train/test folders keeps them. Raises :class:`PairedFolderError` when no pair was found.
+    """
+    start = time.perf_counter()
+    found = scan_paired_folder(
+        folder,
+        layout,
+        dataset,
+        weather=weather,
+        val_fraction=cfg.synth.val_fraction if val_fraction is None else val_fraction,
+        test_fraction=cfg.synth.test_fraction if test_fraction is None else test_fraction,
+    )
+    problems = _problems(found)
+    if not found.pairs:
+        raise PairedFolderError(f"no pairs found in {folder} as layout '{layout}':\n" + "\n".join(problems))
+    rows = write_pairs(TableStore(cfg.data.tables), found.pairs)
+    summary = ImportSummary(found=found, rows_written=rows, seconds=round(time.perf_counter() - start, 2))
+    splits = Counter(pair.split for pair in found.pairs)
+    print(
+        f"import-pairs: {len(found.pairs)} {found.pairs[0].weather} pairs from {folder} as '{dataset}' ({layout}), "
+        f"train/val/test {splits['train']}/{splits['val']}/{splits['test']}; {rows} table row(s) written to "
+        f"{cfg.data.tables} in {summary.seconds:.1f}s"
+    )
+    for line in problems:
+        print(line)
+    return summary
