@@ -89,6 +89,7 @@ def measure_terms(args: argparse.Namespace, device: torch.device) -> dict[str, f
     gh, gw = clip.grid_size
     sar_residual = torch.randn(args.batch, clip.token_dim, gh, gw, device=device, requires_grad=True)
     ctx = LossContext(
+        domain="paired",
         restored=restored,
         degraded=torch.rand(shape, device=device),
         target=torch.rand(shape, device=device),

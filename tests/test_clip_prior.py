@@ -73,7 +73,7 @@ def test_clip_is_not_part_of_the_network(clip: FrozenCLIP) -> None:
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     restored, aux = net(degraded, return_aux=True)
     loss = F.l1_loss(restored, clean) + srd(
-        LossContext(restored=restored, degraded=degraded, target=clean, aux=aux)
+        LossContext(domain="paired", restored=restored, degraded=degraded, target=clean, aux=aux)
     )
     loss.backward()
     opt.step()
@@ -107,7 +107,9 @@ def test_overfits_a_32x32_pair(clip: FrozenCLIP) -> None:
         opt.zero_grad()
         restored, aux = net(degraded, return_aux=True)
         l1 = F.l1_loss(restored, clean)
-        srd_value = srd(LossContext(restored=restored, degraded=degraded, target=clean, aux=aux))
+        srd_value = srd(
+            LossContext(domain="paired", restored=restored, degraded=degraded, target=clean, aux=aux)
+        )
         (l1 + 0.1 * srd_value).backward()
         opt.step()
         pixel.append(l1.item())
@@ -136,7 +138,7 @@ def test_srd_gradient_reaches_sar_encoder_not_clip(clip: FrozenCLIP) -> None:
     degraded, clean = _pair()
     restored, aux = net(degraded, return_aux=True)
     loss = CLIPSoftResidualDistillation(clip)(
-        LossContext(restored=restored, degraded=degraded, target=clean, aux=aux)
+        LossContext(domain="paired", restored=restored, degraded=degraded, target=clean, aux=aux)
     )
     assert loss > 0
     loss.backward()
@@ -146,27 +148,53 @@ def test_srd_gradient_reaches_sar_encoder_not_clip(clip: FrozenCLIP) -> None:
     assert all(p.grad is None for p in net.head.parameters())  # the decoder is not what SRD trains
 
 
-def test_srd_term_in_composite_loss_skips_unpaired_batches(clip: FrozenCLIP) -> None:
+def test_srd_term_in_composite_loss_acts_on_pairs_only(clip: FrozenCLIP) -> None:
     srd = CLIPSoftResidualDistillation(clip)
-    assert isinstance(srd, LossTerm) and srd.name == "srd"
+    assert isinstance(srd, LossTerm) and srd.name == "srd" and srd.needs_aux
     composite = CompositeLoss([(srd, 0.5)])
+    assert composite.needs_aux
     assert not any(id(p) in {id(q) for q in clip.parameters()} for p in composite.parameters())
     net = _net(clip)
     degraded, clean = _pair()
     restored, aux = net(degraded, return_aux=True)
-    total, values = composite(LossContext(restored=restored, degraded=degraded, target=None, aux=aux))
-    assert values == {} and total.item() == 0
-    total, values = composite(LossContext(restored=restored, degraded=degraded, target=clean, aux=aux))
-    assert set(values) == {"srd"} and total.item() == pytest.approx(0.5 * values["srd"].item())
+    # Even a real batch that (wrongly) carried a target is not a domain SRD acts on.
+    total, values, applied = composite(
+        LossContext(domain="real", restored=restored, degraded=degraded, target=clean, aux=aux)
+    )
+    assert not applied.any() and values.tolist() == [0.0] and total.item() == 0
+    total, values, applied = composite(
+        LossContext(domain="paired", restored=restored, degraded=degraded, target=clean, aux=aux)
+    )
+    assert applied.tolist() == [True] and total.item() == pytest.approx(0.5 * values[0].item())
+
+
+def test_side_outputs_only_when_asked(clip: FrozenCLIP) -> None:
+    """Without return_aux the SRD head does not run, so it gets no gradient; freeze_aux_heads stops training it."""
+    net = _net(clip)
+    calls = []
+    net.srd_head.register_forward_hook(lambda *_: calls.append(1))
+    degraded, clean = _pair()
+    F.l1_loss(net(degraded), clean).backward()
+    assert calls == [] and all(p.grad is None for p in net.srd_head.parameters())
+    assert all(p.grad is not None for name, p in net.named_parameters() if not name.startswith("srd_head"))
+    restored, aux = net(degraded, return_aux=True)
+    assert calls == [1]
+    torch.testing.assert_close(restored, net(degraded))  # the same restoration either way
+    assert set(aux) == {"sar_residual", "sar_gate"}
+    net.freeze_aux_heads()
+    assert net.aux_heads == ("srd_head",)
+    assert not any(p.requires_grad for p in net.srd_head.parameters())
+    assert all(p.requires_grad for name, p in net.named_parameters() if not name.startswith("srd_head"))
+    assert any(key.startswith("srd_head") for key in net.state_dict())  # one checkpoint layout for every run
 
 
 def test_srd_needs_target_and_aux(clip: FrozenCLIP) -> None:
     srd = CLIPSoftResidualDistillation(clip)
     degraded, clean = _pair()
     with pytest.raises(ValueError, match="target"):
-        srd(LossContext(restored=degraded, degraded=degraded, target=None, aux={}))
+        srd(LossContext(domain="real", restored=degraded, degraded=degraded, target=None, aux={}))
     with pytest.raises(KeyError, match="sar_residual"):
-        srd(LossContext(restored=degraded, degraded=degraded, target=clean, aux={}))
+        srd(LossContext(domain="paired", restored=degraded, degraded=degraded, target=clean, aux={}))
     assert not list(srd.parameters())
 
 

@@ -64,7 +64,7 @@ def test_wpl_matches_formula_and_sends_gradient_to_the_image(
     loss = WeatherPromptLoss(prompts)
     torch.manual_seed(0)
     image = torch.rand(3, 3, 32, 32, requires_grad=True)
-    value = loss(LossContext(restored=image, degraded=image.detach()))
+    value = loss(LossContext(domain="real", restored=image, degraded=image.detach()))
     logits = prompts.clip.logit_scale * prompts.clip.encode_image(image) @ prompts().T
     expected = -F.log_softmax(logits, dim=-1)[:, 0].mean()
     torch.testing.assert_close(value, expected)
@@ -89,7 +89,9 @@ def test_wpl_is_smallest_for_an_image_that_looks_like_t_clear(
         optimizer.step()
     loss = WeatherPromptLoss(prompts)
     with torch.no_grad():
-        per_image = [float(loss(LossContext(restored=im[None], degraded=im[None]))) for im in images]
+        per_image = [
+            float(loss(LossContext(domain="real", restored=im[None], degraded=im[None]))) for im in images
+        ]
     assert per_image[0] == min(per_image)
     assert per_image[0] < min(per_image[1:]) - 0.1
 
