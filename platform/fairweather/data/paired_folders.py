@@ -3,18 +3,16 @@
 Each layout names the folder that holds the degraded inputs, the folder beside it that holds the clean targets, and
 how an input's name maps to its target's name (looked up in each set's release and the loaders that use it):
 
-============  =======  ==================  ==============  ==============================================
-layout        weather  inputs              targets         input name -> target name (suffix free)
-============  =======  ==================  ==============  ==============================================
-outdoor_rain  rain     ``in/``, ``input/``  ``gt/``         ``im_0001_s80_a04`` -> ``im_0001`` (Li et al. 2019)
-raindrop      rain     ``data/``           ``gt/``         ``12_rain`` -> ``12_clean`` (Qian et al. 2018)
-spa           rain     ``rain/``           ``norain/``,    same name, or ``rain-7`` -> ``norain-7``, ``007`` ->
-                                           ``gt/``         ``007gt``, ``7_rain`` -> ``7_gt`` (Wang et al. 2019)
-ots           haze     ``hazy/``, ``haze/``  ``clear/``,     ``0001_0.8_0.2`` -> ``0001`` (RESIDE OTS / SOTS)
-                                           ``gt/``
-snow100k      snow     ``synthetic/``      ``gt/``         same name; ``mask/`` is not an input
-generic       given    ``input/``          ``target/``     same name
-============  =======  ==================  ==============  ==============================================
+- ``outdoor_rain`` (Outdoor-Rain, Li et al. 2019; rain): ``in/`` or ``input/`` -> ``gt/``,
+  ``im_0001_s80_a04`` -> ``im_0001``;
+- ``raindrop`` (RainDrop, Qian et al. 2018; rain): ``data/`` -> ``gt/``, ``12_rain`` -> ``12_clean``;
+- ``spa`` (SPA-Data, Wang et al. 2019; rain): ``rain/`` -> ``norain/`` or ``gt/``, the same name or the
+  conventions of its repackagings: ``rain-7`` -> ``norain-7``, ``007`` -> ``007gt``, ``7_rain`` -> ``7_gt``
+  (the original training release, ``real_world/`` + ``real_world_gt/`` paired by ``real_world.txt``, is a list,
+  not a layout: it is not read here);
+- ``ots`` (RESIDE OTS / SOTS; haze): ``hazy/`` or ``haze/`` -> ``clear/`` or ``gt/``, ``0001_0.8_0.2`` -> ``0001``;
+- ``snow100k`` (Snow100K; snow): ``synthetic/`` -> ``gt/``, the same name (``mask/`` is not an input);
+- ``generic`` (weather given by the caller): ``input/`` -> ``target/``, the same name.
 
 An input is an image below an input folder (sub-folders allowed, as in OTS's ``haze/part1/``); its target is looked
 up below a target folder with the same parent, any image suffix (SOTS pairs ``.jpg`` inputs with ``.png`` targets).
@@ -142,6 +140,38 @@ def _check_arguments(layout: str, dataset: str, weather: str | None) -> tuple[La
     return rules, weather
 
 
+_Group = tuple[str, ...]  # the path parts above an input or target folder: pairs come from one group
+
+
+def _index(
+    uris: list[str], root: str, rules: Layout
+) -> tuple[list[tuple[_Group, tuple[str, ...], str]], dict[tuple[_Group, str, str], str], int]:
+    """Sort the listed images into inputs ``(group, relative parts, uri)``, targets ``{(group, target folder,
+    stem): uri}`` and a count of the others."""
+    inputs, targets, other = [], {}, 0
+    input_dirs, target_dirs = set(rules.input_dirs), set(rules.target_dirs)
+    for uri in uris:
+        parts = _relative_parts(uri, root)
+        folders = [p.lower() for p in parts[:-1]]
+        # The nearest input or target folder above the file decides its role.
+        role = next(
+            (i for i in reversed(range(len(folders))) if folders[i] in input_dirs | target_dirs), None
+        )
+        if role is None:
+            other += 1
+        elif folders[role] in input_dirs:
+            inputs.append((parts[:role], parts, uri))
+        else:
+            # Register the target under every target folder above it with no input folder between, so nested
+            # releases such as OTS's clear/clear/0001.jpg pair with haze/part1/0001_0.8_0.2.jpg.
+            for i in range(role, -1, -1):
+                if folders[i] in input_dirs:
+                    break
+                if folders[i] in target_dirs:
+                    targets.setdefault((parts[:i], folders[i], PurePosixPath(parts[-1]).stem), uri)
+    return inputs, targets, other
+
+
 def scan_paired_folder(
     folder: str,
     layout: str,
@@ -159,29 +189,7 @@ def scan_paired_folder(
     rules, weather = _check_arguments(layout, dataset, weather)
     listing = list_files(folder, suffixes=IMAGE_SUFFIXES)
     root = filesystem_for(folder)[1]
-    inputs: list[tuple[tuple[str, ...], tuple[str, ...], str]] = []  # (group, relative parts, uri)
-    targets: dict[tuple[tuple[str, ...], str, str], str] = {}  # (group, target dir, stem) -> uri
-    input_dirs, target_dirs = set(rules.input_dirs), set(rules.target_dirs)
-    other = 0
-    for uri in listing.files:
-        parts = _relative_parts(uri, root)
-        folders = [p.lower() for p in parts[:-1]]
-        # The nearest input or target folder above the file decides its role.
-        role = next(
-            ((i, f) for i, f in reversed(list(enumerate(folders))) if f in input_dirs | target_dirs), None
-        )
-        if role is None:
-            other += 1
-        elif role[1] in input_dirs:
-            inputs.append((parts[: role[0]], parts, uri))
-        else:
-            # Register the target under every target folder above it with no input folder between, so nested
-            # releases such as OTS's clear/clear/0001.jpg pair with haze/part1/0001_0.8_0.2.jpg.
-            for i in range(role[0], -1, -1):
-                if folders[i] in input_dirs:
-                    break
-                if folders[i] in target_dirs:
-                    targets.setdefault((parts[:i], folders[i], PurePosixPath(parts[-1]).stem), uri)
+    inputs, targets, other = _index(listing.files, root, rules)
     if not inputs:
         raise PairedFolderError(
             f"no images below an input folder ({', '.join(f'{d}/' for d in rules.input_dirs)}) of layout "
