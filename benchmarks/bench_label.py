@@ -35,6 +35,7 @@ from fairweather.contracts.config import FairweatherConfig, load_config
 from fairweather.imaging import decode_image, limit_short_side
 from fairweather.stages.label import label_dataset
 from fairweather.stages.label_io import list_pool, read_bytes
+from fairweather.tiny import resolve_model_ref
 from fairweather.vlm import build_backend, label_images
 
 
@@ -50,7 +51,7 @@ def make_pool(folder: Path, count: int, size: int, seed: int = 0) -> None:
 
 def loop_batches(cfg: FairweatherConfig, items: list[dict]) -> Iterable[int]:
     uris = [str(item["uri"]) for item in items]
-    backend = build_backend(cfg.vlm, cfg.runtime.model_cache_dir)
+    backend = build_backend(cfg.vlm, resolve_model_ref(cfg.vlm.model_id, cfg.runtime.model_cache_dir))
     for start in range(0, len(uris), cfg.label.batch_size):
         images = []
         for uri in uris[start : start + cfg.label.batch_size]:
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{len(items)} images of {args.size}px, model {cfg.vlm.model_id}, batch {cfg.label.batch_size}, "
               f"max_new_tokens {cfg.vlm.max_new_tokens}, {args.num_cpus} CPUs")  # fmt: skip
         # Materialise tiny models once, outside the timings.
-        build_backend(cfg.vlm, cfg.runtime.model_cache_dir)
+        build_backend(cfg.vlm, resolve_model_ref(cfg.vlm.model_id, cfg.runtime.model_cache_dir))
         torch.set_num_threads(args.loop_threads)
         loop = compare("loop", lambda part: loop_batches(cfg, part), items, args.base_images)
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)

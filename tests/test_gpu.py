@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from fairweather.contracts.config.model import ModelConfig
 from fairweather.contracts.config.vlm import VLMConfig
 from fairweather.models import build_model
+from fairweather.tiny import resolve_model_ref
 from fairweather.vlm import build_backend, rate_images
 
 pytestmark = [
@@ -28,11 +29,12 @@ def test_vllm_rating_matches_transformers_on_the_tiny_vlm(model_cache):
     pytest.importorskip("vllm", reason="the [vllm] extra is not installed")
     images = [np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8) for i in range(4)]
     common = VLMConfig(model_id="tiny:llava", dtype="float32", max_new_tokens=8)
+    model_path = resolve_model_ref(common.model_id, model_cache)
     reference = rate_images(
-        build_backend(dataclasses.replace(common, device="cuda"), model_cache), images, common
+        build_backend(dataclasses.replace(common, device="cuda"), model_path), images, common
     )
     vllm_cfg = dataclasses.replace(common, backend="vllm", max_model_len=512, gpu_memory_utilization=0.3)
-    ratings = rate_images(build_backend(vllm_cfg, model_cache), images, vllm_cfg)
+    ratings = rate_images(build_backend(vllm_cfg, model_path), images, vllm_cfg)
     assert all(rating.complete for rating in ratings)  # all five ids came back
     for got, want in zip(ratings, reference, strict=True):
         assert got.r_vlm == pytest.approx(want.r_vlm, abs=1e-3)

@@ -36,7 +36,7 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def backend(cache_dir):
     torch.manual_seed(0)
-    return build_backend(CFG, cache_dir)
+    return build_backend(CFG, resolve_model_ref(CFG.model_id, cache_dir))
 
 
 def _images(count: int, seed: int = 0) -> list[np.ndarray]:
@@ -152,4 +152,4 @@ def test_tiny_build_is_deterministic(tmp_path, cache_dir):
 
 def test_unknown_backend_raises(cache_dir):
     with pytest.raises(ValueError, match="unknown VLM backend"):
-        build_backend(replace(CFG, backend="onnx"), cache_dir)  # type: ignore[arg-type]
+        build_backend(replace(CFG, backend="onnx"), resolve_model_ref(CFG.model_id, cache_dir))  # type: ignore[arg-type]

@@ -33,6 +33,7 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.schemas import WEATHER_CLASSES
 from fairweather.contracts.tables import TableStore
+from fairweather.tiny import resolve_model_ref
 from fairweather.vlm import ImageLabel, VLMBackend, build_backend, label_images, prompt_versions
 
 from .label_io import RESULT_SCHEMA, ResultWriter, item_pixels, list_pool, read_decode_batch
@@ -103,7 +104,10 @@ class LabelActor:
         self, vlm: VLMConfig, cache_dir: str, backend_factory: Callable[[], VLMBackend] | None
     ) -> None:
         self.vlm = vlm
-        self.backend = backend_factory() if backend_factory is not None else build_backend(vlm, cache_dir)
+        if backend_factory is not None:
+            self.backend = backend_factory()
+        else:
+            self.backend = build_backend(vlm, resolve_model_ref(vlm.model_id, cache_dir))
 
     def _label(self, rows: list[dict]) -> list[dict | Exception]:
         """Label fields per row, or the exception that row hit."""
@@ -212,7 +216,7 @@ def run_label(
 
     logger: the tracking run to log into (default: a new MLflow run via ``open_logger``, closed here).
     backend_factory: picklable zero-argument callable that builds the backend inside each actor (tests and
-    benchmarks); default ``build_backend(cfg.vlm, cfg.runtime.model_cache_dir)``.
+    benchmarks); default ``build_backend`` on ``cfg.vlm.model_id`` resolved under ``cfg.runtime.model_cache_dir``.
     """
     items = list_pool(cfg.data.pool)  # raises PoolError before any run is opened
     own_logger = logger is None

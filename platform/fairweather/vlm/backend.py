@@ -12,7 +12,6 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from fairweather.contracts.config.vlm import VLMConfig
-from fairweather.tiny import resolve_model_ref
 
 from .prompts import rating_prompt
 
@@ -44,13 +43,14 @@ class VLMBackend(Protocol):
         ...
 
 
-def build_backend(cfg: VLMConfig, cache_dir: str | Path) -> VLMBackend:
-    """Load the model of ``cfg`` into the engine of ``cfg.backend``.
+def build_backend(cfg: VLMConfig, model_path: str | Path) -> VLMBackend:
+    """Load the model at ``model_path`` (a Hugging Face id or a local folder) into the engine of ``cfg.backend``.
 
-    ``tiny:llava`` is materialised under ``cache_dir`` first. The rating token ids of the configured rating prompt
-    are resolved here, so a tokenizer that cannot give five distinct ids fails at start-up, not mid-job.
+    ``model_path`` is ``cfg.model_id`` already resolved by the caller (``fairweather.tiny.resolve_model_ref``
+    materialises ``tiny:llava``): the tiny builders import this package's prompts, so this package must not import
+    them back. The rating token ids of the configured rating prompt are resolved here, so a tokenizer that cannot
+    give five distinct ids fails at start-up, not mid-job.
     """
-    model_path = resolve_model_ref(cfg.model_id, cache_dir)
     # Engines are imported on demand: the vLLM module needs the optional extra only when chosen.
     if cfg.backend == "transformers":
         from .transformers_backend import TransformersBackend
