@@ -41,15 +41,19 @@ def build_teacher(model_cfg: ModelConfig, student: nn.Module, clip: nn.Module | 
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
     """In place: ``teacher ← teacher + (1 − decay)·(student − teacher)`` for every parameter; buffers are copied.
 
-    ``student`` may be DDP-wrapped; both must come from the same ``ModelConfig`` (checked by parameter name).
+    ``student`` may be DDP-wrapped; both must come from the same ``ModelConfig`` (checked by parameter name and shape).
     """
     if not 0.0 <= decay <= 1.0:
         raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
     net = unwrap(student)
     pairs = list(zip(teacher.named_parameters(), net.named_parameters(), strict=True))
-    mismatched = [(t, s) for (t, _), (s, _) in pairs if t != s]
+    mismatched = [
+        (f"{t} {tuple(tp.shape)}", f"{s} {tuple(sp.shape)}")
+        for (t, tp), (s, sp) in pairs
+        if (t, tp.shape) != (s, sp.shape)
+    ]
     if mismatched:
-        raise ValueError(f"teacher and student differ in parameter names, e.g. {mismatched[0]}")
+        raise ValueError(f"teacher and student differ in parameter names or shapes, e.g. {mismatched[0]}")
     torch._foreach_lerp_([t for (_, t), _ in pairs], [s.detach() for _, (_, s) in pairs], 1.0 - decay)
     for teacher_buffer, student_buffer in zip(teacher.buffers(), net.buffers(), strict=True):
         teacher_buffer.copy_(student_buffer)
