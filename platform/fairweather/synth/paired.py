@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,8 +72,9 @@ def paired_table(records: Iterable[PairRecord], root: str, created_at: datetime 
     if bad:
         raise ValueError(f"unknown split(s) {bad}; expected one of {SPLITS}")
     ids = [r.pair_id for r in records]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"duplicate pair_id(s): {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
+    repeated = sorted(pair_id for pair_id, n in Counter(ids).items() if n > 1)
+    if repeated:
+        raise ValueError(f"duplicate pair_id(s): {repeated[:5]}")
     now = created_at or datetime.now(UTC)
     columns = {
         "pair_id": ids,
