@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,15 +25,21 @@ from .conftest import REPO
 LAUNCHER_KEYS = {"cluster_name", "provider", "head_node_type", "available_node_types"}
 
 
+#: Folders of generated or installed files, never part of the source (a source tarball has none of them).
+NOT_SOURCE = {"runs", "build", "dist", "node_modules", "__pycache__"}
+
+
 def repo_yaml_files() -> list[Path]:
-    tracked = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.yaml", "*.yml"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    return sorted(REPO / p for p in tracked)
+    """Every YAML file of the source tree, found by walking it (no git: a source tarball has no checkout)."""
+    found = []
+    for folder, subfolders, files in os.walk(REPO):
+        subfolders[:] = [
+            d
+            for d in subfolders
+            if not d.startswith(".") and d not in NOT_SOURCE and not d.endswith(".egg-info")
+        ]
+        found += [Path(folder) / f for f in files if f.endswith((".yaml", ".yml"))]
+    return sorted(found)
 
 
 def validate_yaml(path: Path) -> None:
@@ -206,3 +213,8 @@ def test_a_profile_name_is_not_shadowed_by_a_folder_of_that_name(tmp_path, monke
     assert load_config("smoke").profile == "smoke"
     with pytest.raises(ConfigError, match=r"smoke.*cannot read"):
         load_config("./smoke")  # a path names the folder
+
+
+def test_finding_the_yaml_files_needs_no_git(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git executable to be found
+    assert REPO / "cluster.yaml" in repo_yaml_files()

@@ -9,7 +9,12 @@ from fairweather.contracts.tables import TableStore
 
 def test_demo_runs_end_to_end_and_reruns_idempotently(tmp_path, monkeypatch, model_cache, capsys):
     monkeypatch.chdir(tmp_path)  # the smoke profile's relative runs/ paths land here
-    overrides = [f"runtime.model_cache_dir={model_cache}", "synth.num_paired=3", "synth.num_unlabeled=6"]
+    overrides = [
+        f"runtime.model_cache_dir={model_cache}",
+        "runtime.num_cpus=2",  # not every CPU of the machine: the demo's private Ray needs 2 (1 actor + reading)
+        "synth.num_paired=3",
+        "synth.num_unlabeled=6",
+    ]
     assert main(["demo", *overrides]) == 0
     out = capsys.readouterr().out
     assert "still to come" in out and "6 labeled" in out
