@@ -147,12 +147,13 @@ def test_run_synth_prints_a_summary_and_writes_the_paired_table(tmp_path, capsys
         "synth.size=[32,32]",
     ]
     summary = run_synth(load_config("smoke", overrides))
-    assert (summary.result.num_paired, summary.result.num_unlabeled, summary.result.files_written) == (
+    assert (summary.num_paired, summary.num_unlabeled, summary.files_written, summary.rows_written) == (
         2,
         1,
         5,
+        2,
     )
-    assert summary.rows_written == 2
+    assert sum(summary.splits.values()) == 2
     assert TableStore(str(tmp_path / "tables")).read("paired").num_rows == 2
     out = capsys.readouterr().out
     assert "synth: 2 paired" in out and "2 table row(s) written" in out

@@ -12,14 +12,21 @@ from dataclasses import dataclass
 
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.tables import TableStore
-from fairweather.synth import SynthResult, generate, write_pairs
+from fairweather.synth import SPLITS, generate, write_pairs
 
 
 @dataclass(frozen=True)
 class SynthSummary:
-    result: SynthResult
-    #: ``paired`` rows added or changed (0 on an identical rerun).
+    paired_dir: str
+    pool_dir: str
+    num_paired: int
+    num_unlabeled: int
+    #: Generated pairs per split (train / val / test).
+    splits: dict[str, int]
+    #: Image files written or rewritten, and ``paired`` rows added or changed (both 0 on an identical rerun).
+    files_written: int
     rows_written: int
+    source: str
     seconds: float
 
 
@@ -29,12 +36,22 @@ def run_synth(cfg: FairweatherConfig) -> SynthSummary:
     start = time.perf_counter()
     result = generate(cfg.synth, max_pixels=cfg.data.max_image_pixels)
     rows = write_pairs(TableStore(cfg.data.tables), result.pairs)
-    summary = SynthSummary(result=result, rows_written=rows, seconds=round(time.perf_counter() - start, 2))
-    splits = Counter(pair.split for pair in result.pairs)
+    counts = Counter(pair.split for pair in result.pairs)
+    summary = SynthSummary(
+        paired_dir=result.paired_dir,
+        pool_dir=result.pool_dir,
+        num_paired=result.num_paired,
+        num_unlabeled=result.num_unlabeled,
+        splits={split: counts[split] for split in SPLITS},
+        files_written=result.files_written,
+        rows_written=rows,
+        source=result.source,
+        seconds=round(time.perf_counter() - start, 2),
+    )
     print(
-        f"synth: {result.num_paired} paired -> {result.paired_dir} "
-        f"(train/val/test {splits['train']}/{splits['val']}/{splits['test']}; {rows} table row(s) written to "
-        f"{cfg.data.tables}), {result.num_unlabeled} unlabeled -> {result.pool_dir} from {result.source}; "
+        f"synth: {result.num_paired} paired -> {result.paired_dir} (train/val/test "
+        f"{'/'.join(str(n) for n in summary.splits.values())}; {rows} table row(s) written to {cfg.data.tables}), "
+        f"{result.num_unlabeled} unlabeled -> {result.pool_dir} from {result.source}; "
         f"{result.files_written} file(s) written in {summary.seconds:.1f}s"
     )
     return summary
