@@ -152,6 +152,8 @@ def test_generic_layout_needs_a_weather_and_arguments_are_checked(tmp_path):
     assert scan_paired_folder(str(root), "generic", "mine", weather="haze").pairs[0].weather == "haze"
     with pytest.raises(PairedFolderError, match="unknown layout 'nope'"):
         scan_paired_folder(str(root), "nope", "mine")
+    with pytest.raises(PairedFolderError, match="sum below 1"):
+        scan_paired_folder(str(root), "generic", "mine", weather="rain", val_fraction=0.5, test_fraction=0.5)
     with pytest.raises(PairedFolderError, match="not 'synth'"):
         scan_paired_folder(str(root), "generic", "synth", weather="rain")
     with pytest.raises(PairedFolderError, match=r"no images below an input folder \(in/, input/\)"):

@@ -187,6 +187,10 @@ def scan_paired_folder(
     weather: overrides the layout's weather (required for ``generic``).
     """
     rules, weather = _check_arguments(layout, dataset, weather)
+    if min(val_fraction, test_fraction) < 0 or val_fraction + test_fraction >= 1:
+        raise PairedFolderError(
+            f"val_fraction and test_fraction must be >= 0 with a sum below 1; got {val_fraction}, {test_fraction}"
+        )
     listing = list_files(folder, suffixes=IMAGE_SUFFIXES)
     root = filesystem_for(folder)[1]
     inputs, targets, other = _index(listing.files, root, rules)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.tables import TableStore
 from fairweather.data.paired_folders import FolderImport, PairedFolderError, scan_paired_folder
-from fairweather.synth.paired import write_pairs
+from fairweather.synth.paired import SPLITS, write_pairs
 
 #: How many file names of each problem the console shows (the summary holds all of them).
 _SHOWN = 5
@@ -23,9 +23,20 @@ _SHOWN = 5
 
 @dataclass(frozen=True)
 class ImportSummary:
-    found: FolderImport
+    dataset: str
+    weather: str
+    num_pairs: int
+    #: Imported pairs per split (train / val / test).
+    splits: dict[str, int]
     #: ``paired`` rows added or changed (0 on an identical rerun).
     rows_written: int
+    #: Every image that was not paired, by reason (see :class:`FolderImport`).
+    unmatched: tuple[str, ...]
+    unreadable: tuple[str, ...]
+    size_mismatch: tuple[str, ...]
+    duplicates: tuple[str, ...]
+    unused_targets: int
+    other_files: int
     seconds: float
 
 
@@ -79,11 +90,24 @@ def run_import_pairs(
     if not found.pairs:
         raise PairedFolderError(f"no pairs found in {folder} as layout '{layout}':\n" + "\n".join(problems))
     rows = write_pairs(TableStore(cfg.data.tables), found.pairs)
-    summary = ImportSummary(found=found, rows_written=rows, seconds=round(time.perf_counter() - start, 2))
-    splits = Counter(pair.split for pair in found.pairs)
+    counts = Counter(pair.split for pair in found.pairs)
+    summary = ImportSummary(
+        dataset=dataset,
+        weather=found.pairs[0].weather,
+        num_pairs=len(found.pairs),
+        splits={split: counts[split] for split in SPLITS},
+        rows_written=rows,
+        unmatched=found.unmatched,
+        unreadable=found.unreadable,
+        size_mismatch=found.size_mismatch,
+        duplicates=found.duplicates,
+        unused_targets=found.unused_targets,
+        other_files=found.other_files,
+        seconds=round(time.perf_counter() - start, 2),
+    )
     print(
-        f"import-pairs: {len(found.pairs)} {found.pairs[0].weather} pairs from {folder} as '{dataset}' ({layout}), "
-        f"train/val/test {splits['train']}/{splits['val']}/{splits['test']}; {rows} table row(s) written to "
+        f"import-pairs: {summary.num_pairs} {summary.weather} pairs from {folder} as '{dataset}' ({layout}), "
+        f"train/val/test {'/'.join(str(n) for n in summary.splits.values())}; {rows} table row(s) written to "
         f"{cfg.data.tables} in {summary.seconds:.1f}s"
     )
     for line in problems:
