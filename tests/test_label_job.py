@@ -20,10 +20,11 @@ from PIL import Image
 
 from fairweather.cli import main as cli_main
 from fairweather.contracts.config import load_config
+from fairweather.contracts.io import read_bytes, resolve_uri
 from fairweather.contracts.metric_logger import DiskLogger, NullLogger
 from fairweather.contracts.tables import TableStore
-from fairweather.stages.label import Labeler, run_label
-from fairweather.stages.label_io import PoolError, list_pool, read_bytes
+from fairweather.stages.label import Labeler, NothingLabeledError, run_label
+from fairweather.stages.label_io import PoolError, list_pool
 
 from .test_imaging import MAX_PIXELS, hostile_files
 
@@ -55,8 +56,18 @@ def job_config(tmp: Path, pool: Path | str, *extra: str):
 
 
 def tables(cfg) -> dict[str, pa.Table]:
+    """The job's tables with their URIs resolved against the table root (they are stored relative to it)."""
     store = TableStore(cfg.data.tables)
-    return {name: store.read(name) for name in ("labels", "errors", "pool")}
+    out = {}
+    for name in ("labels", "errors", "pool"):
+        table = store.read(name)
+        uris = pa.array([resolve_uri(store.root, u) for u in table.column("uri").to_pylist()], pa.string())
+        out[name] = table.set_column(table.schema.get_field_index("uri"), "uri", uris)
+    return out
+
+
+def uris_of(pool: str, **kwargs) -> list[str]:
+    return [row["uri"] for row in list_pool(pool, **kwargs).items]
 
 
 class FakeBackend:
@@ -105,30 +116,30 @@ def test_list_pool_folder_glob_and_manifests(tmp_path):
     (tmp_path / "pool" / "notes.md").write_text("not listed")
     (tmp_path / "pool" / ".hidden.png").write_bytes(b"hidden")
     uris = sorted(str(p) for p in paths)
-    folder = list_pool(str(tmp_path / "pool"))
+    folder = list_pool(str(tmp_path / "pool")).items
     assert [row["uri"] for row in folder] == uris
     assert {row["uri"]: row["weather_hint"] for row in folder}[str(paths[0])] == "rain"
-    assert [row["uri"] for row in list_pool(f"{tmp_path}/pool/*/*.png")] == uris
-    assert [row["uri"] for row in list_pool(f"{tmp_path}/pool/s*/*.png")] == [str(paths[2])]
-    assert [row["uri"] for row in list_pool(f"file://{tmp_path}/pool")] == [f"file://{u}" for u in uris]
+    assert uris_of(f"{tmp_path}/pool/*/*.png") == uris
+    assert uris_of(f"{tmp_path}/pool/s*/*.png") == [str(paths[2])]
+    assert uris_of(f"file://{tmp_path}/pool") == [f"file://{u}" for u in uris]
     assert read_bytes(f"file://{paths[0]}") == paths[0].read_bytes()
 
     (tmp_path / "m.txt").write_text(f"# comment\npool/rain/0.png\n\n{paths[1]}\n")
-    assert [r["uri"] for r in list_pool(str(tmp_path / "m.txt"))] == [str(paths[1]), str(paths[0])]
+    assert [r["uri"] for r in list_pool(str(tmp_path / "m.txt")).items] == [str(paths[1]), str(paths[0])]
     (tmp_path / "m.csv").write_text(f"uri,weather\n{paths[0]},Snow\npool/haze/0.png,\n")
-    csv = {r["uri"]: r["weather_hint"] for r in list_pool(str(tmp_path / "m.csv"))}
+    csv = {r["uri"]: r["weather_hint"] for r in list_pool(str(tmp_path / "m.csv")).items}
     assert csv == {str(paths[0]): "snow", str(paths[1]): "haze"}  # manifest hint wins, else the folder
     pq.write_table(
         pa.table({"uri": [str(p) for p in paths], "weather_hint": ["clear"] * 3}), tmp_path / "m.parquet"
     )
-    assert {r["weather_hint"] for r in list_pool(str(tmp_path / "m.parquet"))} == {"clear"}
+    assert {r["weather_hint"] for r in list_pool(str(tmp_path / "m.parquet")).items} == {"clear"}
 
 
 def test_folder_name_aliases_give_weather_hints(tmp_path):
     for folder in ("clean", "foggy", "Rainy", "misc"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "a.png").write_bytes(b"x")
-    hints = {Path(r["uri"]).parent.name: r["weather_hint"] for r in list_pool(str(tmp_path))}
+    hints = {Path(r["uri"]).parent.name: r["weather_hint"] for r in list_pool(str(tmp_path)).items}
     assert hints == {"clean": "clear", "foggy": "haze", "Rainy": "rain", "misc": None}
 
 
@@ -159,7 +170,7 @@ def test_end_to_end_tiny_vlm_hostile_files_and_idempotent_rerun(tmp_path, local_
     cfg = job_config(
         tmp_path, pool, "vlm.model_id=tiny:llava", f"data.max_image_pixels={MAX_PIXELS}", "label.batch_size=4"
     )
-    listed = {row["uri"] for row in list_pool(str(pool))}
+    listed = {row["uri"] for row in list_pool(str(pool)).items}
     expected_errors = {str(pool / n): reason for n, (_, reason) in hostile.items() if reason != "ok"}
 
     first = run_label(cfg, DiskLogger(tmp_path / "log1"))
@@ -192,8 +203,17 @@ def test_end_to_end_tiny_vlm_hostile_files_and_idempotent_rerun(tmp_path, local_
     assert (log.folder / "artifacts" / "label" / "r_vlm_by_weather.png").stat().st_size > 0
     params = json.loads((log.folder / "params.json").read_text())
     assert params["labeler.model_id"] == "tiny:llava" and params["vlm.model_id"] == "tiny:llava"
-    assert params["labeler.rating_prompt_version"] == Labeler.of(cfg.vlm).rating_prompt_version
-    assert log.read_metrics()[-1]["labeled"] == first.labeled
+    assert params["labeler.rating_prompt_version"] == Labeler.of(cfg).rating_prompt_version
+    metrics = {k: v for record in log.read_metrics() for k, v in record.items()}
+    assert metrics["labeled"] == first.labeled
+    # what a user needs to trust the run: failures by reason, the failed files, rating statistics
+    assert metrics["failed.decode.too_large"] == 1 and metrics["failed.decode.empty"] == 1
+    assert metrics["rating_complete_share"] == 1.0
+    assert all(1 <= metrics[f"r_vlm_mean.{w}"] <= 5 for w in WEATHERS)
+    failed_csv = (log.folder / "artifacts" / "label" / "failed_files.csv").read_text()
+    assert all(uri in failed_csv for uri in expected_errors) and failed_csv.count("\n") == 1 + len(
+        expected_errors
+    )
 
     second = run_label(cfg, NullLogger())
     assert (second.labeled, second.skipped_done, second.failed) == (0, first.labeled, first.failed)
@@ -225,8 +245,10 @@ def test_backend_errors_fail_only_their_images(tmp_path, local_ray):
 def test_broken_backend_writes_every_image_to_errors(tmp_path, local_ray):
     paths = make_pool(tmp_path / "pool", per_weather=1)
     cfg = job_config(tmp_path, tmp_path / "pool")
-    summary = run_label(cfg, NullLogger(), backend_factory=FakeFactory("broken", tmp_path / "m"))
-    assert (summary.labeled, summary.failed) == (0, 3)
+    with pytest.raises(
+        NothingLabeledError, match=r"every one of the 3 listed files failed \(3 label.RuntimeError\)"
+    ):
+        run_label(cfg, NullLogger(), backend_factory=FakeFactory("broken", tmp_path / "m"))
     errors = tables(cfg)["errors"]
     assert sorted(errors.column("uri").to_pylist()) == sorted(str(p) for p in paths)
     assert set(errors.column("message").to_pylist()) == {"backend failure (broken)"}
@@ -254,8 +276,8 @@ def test_crashed_actor_is_restarted_and_its_batch_retried(tmp_path, local_ray):
 def test_actor_that_keeps_crashing_loses_no_uri(tmp_path, local_ray):
     paths = make_pool(tmp_path / "pool", per_weather=1)
     cfg = job_config(tmp_path, tmp_path / "pool", "label.max_restarts=1", "label.max_task_retries=1")
-    summary = run_label(cfg, NullLogger(), backend_factory=FakeFactory("crash_always", tmp_path / "marker"))
-    assert (summary.labeled, summary.failed) == (0, 3)
+    with pytest.raises(NothingLabeledError):
+        run_label(cfg, NullLogger(), backend_factory=FakeFactory("crash_always", tmp_path / "marker"))
     errors = tables(cfg)["errors"]
     assert sorted(errors.column("uri").to_pylist()) == sorted(str(p) for p in paths)
     assert set(errors.column("error_type").to_pylist()) == {"lost"}
@@ -281,12 +303,11 @@ def test_label_command_reports_expected_errors_without_traceback(tmp_path, capsy
 
 
 def test_failed_files_are_named_on_the_console_up_to_a_cap(tmp_path, caplog):
-    from fairweather.contracts.config.vlm import VLMConfig
-    from fairweather.contracts.tables import TableStore
-    from fairweather.stages.label_io import REPORTED_FAILURES, RESULT_SCHEMA, ResultWriter
+    from fairweather.stages.label_io import RESULT_SCHEMA
+    from fairweather.stages.label_tables import REPORTED_FAILURES, ResultWriter
 
-    labeler = {k: str(v) for k, v in vars(Labeler.of(VLMConfig())).items()}
-    writer = ResultWriter(TableStore(str(tmp_path)), labeler, flush_rows=10_000)
+    labeler = vars(Labeler.of(load_config("smoke")))
+    writer = ResultWriter(TableStore(str(tmp_path)), labeler, flush_rows=10_000, flush_seconds=3600)
     failed = {
         "status": "failed",
         "error_stage": "decode",

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-#: The five rating words in the order every probability vector uses.
-RATING_WORDS = ("excellent", "good", "fair", "poor", "bad")
-WEATHER_CLASSES = ("clear", "rain", "haze", "snow", "unknown")
+from .vocab import LABEL_KEY, RATING_WORDS
 
 _TIME = pa.timestamp("us", tz="UTC")
 
@@ -49,9 +47,12 @@ POOL = TableSpec(
 
 LABELS = TableSpec(
     name="labels",
-    version=1,
+    version=2,
     fields=(
         pa.field("image_id", pa.string(), nullable=False),
+        # sha256 of every setting that changes a label (model, prompt versions, generation, preprocessing)
+        pa.field("labeler_fingerprint", pa.string(), nullable=False),
+        pa.field("labeler_settings", pa.string(), nullable=False),  # those settings as sorted JSON
         pa.field("uri", pa.string(), nullable=False),
         pa.field("model_id", pa.string(), nullable=False),
         pa.field("rating_prompt", pa.string(), nullable=False),  # "visibility" or "quality"
@@ -67,7 +68,7 @@ LABELS = TableSpec(
         pa.field("weather_hint", pa.string()),
         pa.field("labeled_at", _TIME, nullable=False),
     ),
-    key=("image_id", "model_id", "rating_prompt_version", "description_prompt_version"),
+    key=LABEL_KEY,
 )
 
 ERRORS = TableSpec(

@@ -1,11 +1,12 @@
 """``fairweather label``: rate and describe every image of the real pool with a VLM, as one Ray Data job.
 
 Pipeline: pool URIs (driver) -> read + sha256 + decode + downscale (Ray tasks, ``label_io``) -> label batches in
-actors holding the VLM backend (``label.concurrency`` actors) -> the driver streams the results into the ``labels``,
-``errors`` and ``pool`` tables every ``label.flush_rows`` rows, so a crash keeps what was finished.
+actors holding the VLM backend (``label.concurrency`` actors) -> the driver streams the results into the ``pool``,
+``labels`` and ``errors`` tables every ``label.flush_rows`` rows or ``label.flush_seconds`` (``label_tables``), so
+a crash keeps what was finished; the job ends by compacting and checking the tables.
 
-Every listed file ends as exactly one of: labeled, skipped (its image_id is already labeled with the same model id
-and prompt versions: resume), or failed (one ``errors`` row with its URI and reason). A Python error in the backend
+Every listed file ends as exactly one of: labeled, skipped (its image_id is already labeled by the same labeler
+fingerprint: resume), or failed (one ``errors`` row with its URI and reason). A Python error in the backend
 fails only the images it hits (a failed batch is relabeled image by image); a crashed actor is restarted and its
 batch retried by Ray (``label.max_restarts`` / ``label.max_task_retries``); a batch that still fails is dropped by
 Ray Data and its block's URIs are written to ``errors`` as ``lost`` by the driver, which knows every URI it listed.
@@ -14,76 +15,93 @@ Ray Data and its block's URIs are written to ``errors`` as ``lost`` by the drive
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
-import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-from matplotlib.figure import Figure
+from ray.util.annotations import RayDeprecationWarning
 
 from fairweather.contracts.config import FairweatherConfig, flatten
 from fairweather.contracts.config.vlm import VLMConfig
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.metric_logger import MetricLogger
-from fairweather.contracts.schemas import WEATHER_CLASSES
 from fairweather.contracts.tables import TableStore
 from fairweather.tiny import resolve_model_ref
 from fairweather.vlm import ImageLabel, VLMBackend, build_backend, label_images, prompt_versions
 
-from .label_io import RESULT_SCHEMA, ResultWriter, item_pixels, list_pool, read_decode_batch
-from .runtime import is_private_local, ray_session
-from .tracking import open_logger
+from .label_io import RESULT_SCHEMA, PoolListing, item_pixels, list_pool, read_decode_batch
+from .label_report import log_label_report
+from .label_tables import ResultWriter, done_image_ids, finish_tables
+from .runtime import check_output_locations, is_private_local, ray_session
+from .tracking import stage_run
 
 log = logging.getLogger(__name__)
 
-#: The ``labels`` columns that, with image_id, make a label's key.
-_KEY_COLUMNS = ["model_id", "rating_prompt_version", "description_prompt_version"]
+
+class NothingLabeledError(FairweatherError):
+    """Every listed file failed: the run is recorded, but the command must not look like a success."""
 
 
 @dataclass(frozen=True)
 class Labeler:
-    """What a label depends on besides the image: the model and the prompt versions (``labels`` key minus image_id).
+    """Everything a label depends on besides the image, and its fingerprint (``labels`` key with image_id).
 
     d_pos depends on the rewrite as much as on the description prompt, so the rewrite's version is part of the
-    description version: changing either relabels.
+    description version. The fingerprint also covers the engine, dtype, generation length and the pixels the model
+    sees (``label.image_short_side``): changing any of them relabels instead of keeping stale labels.
     """
 
     model_id: str
     rating_prompt: str
     rating_prompt_version: str
     description_prompt_version: str
+    #: Sorted JSON of every setting above plus the generation and preprocessing settings.
+    labeler_settings: str
+    #: sha256 (hex, first 16) of ``labeler_settings``.
+    labeler_fingerprint: str
 
     @classmethod
-    def of(cls, vlm: VLMConfig) -> Labeler:
+    def of(cls, cfg: FairweatherConfig) -> Labeler:
+        vlm: VLMConfig = cfg.vlm
         versions = prompt_versions(vlm)
         description = f"{versions['description']}+{versions['rewrite']}"
-        return cls(vlm.model_id, vlm.rating_prompt, versions["rating"], description)
+        settings = {
+            "model_id": vlm.model_id,
+            "rating_prompt": vlm.rating_prompt,
+            "rating_prompt_version": versions["rating"],
+            "description_prompt_version": description,
+            "backend": vlm.backend,
+            "dtype": vlm.dtype,
+            "max_new_tokens": vlm.max_new_tokens,
+            "image_short_side": cfg.label.image_short_side,
+        }
+        text = json.dumps(settings, sort_keys=True)
+        fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return cls(vlm.model_id, vlm.rating_prompt, versions["rating"], description, text, fingerprint)
 
     def rows_of(self, labels: pa.Table) -> pa.Table:
         """The rows of a ``labels`` table made by this labeler."""
-        mask = pc.and_(
-            pc.equal(labels.column("model_id"), self.model_id),
-            pc.and_(
-                pc.equal(labels.column("rating_prompt_version"), self.rating_prompt_version),
-                pc.equal(labels.column("description_prompt_version"), self.description_prompt_version),
-            ),
-        )
-        return labels.filter(mask)
+        return labels.filter(pc.equal(labels.column("labeler_fingerprint"), self.labeler_fingerprint))
 
 
 @dataclass(frozen=True)
 class LabelSummary:
     listed: int
     labeled: int
-    #: Images whose image_id was already labeled with the same model id and prompt versions.
+    #: Images whose image_id was already labeled with the same labeler fingerprint.
     skipped_done: int
     failed: int
+    #: Entries the listing did not take (hidden, wrong suffix, dangling or outside links, ...), by reason.
+    not_listed: dict[str, int]
     seconds: float
     #: Labeled images per second of the Ray Data job (listing and tracking excluded).
     images_per_s: float
@@ -147,25 +165,30 @@ def label_dataset(
     done: frozenset[str],
     backend_factory: Callable[[], VLMBackend] | None,
 ) -> ray.data.Dataset:
-    """The lazy Ray Data pipeline: URIs -> decoded items (tasks) -> labeled rows (actor pool).
-
-    Raises FairweatherError when the actors would take every CPU of a private local Ray: the read tasks could then
-    never be scheduled and the job would hang instead of failing. (A remote cluster may autoscale, so it is trusted.)
-    """
+    """The lazy Ray Data pipeline: URIs -> decoded items (tasks) -> labeled rows (actor pool)."""
     job = cfg.label
-    cpus, actor_cpus = ray.cluster_resources().get("CPU", 0.0), job.concurrency * job.num_cpus_per_actor
-    if is_private_local(cfg.runtime) and actor_cpus + 1 > cpus:
-        raise FairweatherError(
-            f"label.concurrency x label.num_cpus_per_actor = {actor_cpus:g} CPUs leaves less than 1 of the cluster's "
-            f"{cpus:g} CPUs for reading and decoding images; lower one of them (fractions are fine) or add CPUs"
-        )
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / job.read_block_rows)))
     ds = ds.map_batches(
         read_decode_batch,
         batch_format="pyarrow",
         fn_kwargs={"max_pixels": cfg.data.max_image_pixels, "short_side": job.image_short_side, "done": done},
     )
-    ds = ds.map_batches(
+    with warnings.catch_warnings():
+        # Ray 2.60 has no named parameters for max_restarts / max_task_retries, so they can only pass as
+        # ray_remote_args; its deprecation warning about that is noise every run printed, not actionable here.
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
+        ds = _label_actors(ds, cfg, backend_factory)
+    # A block whose actor keeps crashing past its retries is dropped instead of failing the job; the driver
+    # accounts for its URIs (``lost`` rows, see _label_pool).
+    ds.context.max_errored_blocks = -1
+    return ds
+
+
+def _label_actors(
+    ds: ray.data.Dataset, cfg: FairweatherConfig, backend_factory: Callable[[], VLMBackend] | None
+) -> ray.data.Dataset:
+    job = cfg.label
+    return ds.map_batches(
         LabelActor,
         fn_constructor_kwargs={
             "vlm": cfg.vlm,
@@ -182,28 +205,27 @@ def label_dataset(
         max_restarts=job.max_restarts,
         max_task_retries=job.max_task_retries,
     )
-    # A block whose actor keeps crashing past its retries is dropped instead of failing the job; the driver
-    # accounts for its URIs (see ResultWriter.add_lost).
-    ds.context.max_errored_blocks = -1
-    return ds
 
 
-def plot_r_vlm(labels: pa.Table, path: Path) -> Path:
-    """Histogram of r_vlm per weather class (the folder/manifest hint, else the VLM's own class) -> PNG."""
-    hints, parsed = labels.column("weather_hint").to_pylist(), labels.column("weather").to_pylist()
-    classes = [hint or weather for hint, weather in zip(hints, parsed, strict=True)]
-    values = labels.column("r_vlm").to_pylist()
-    fig = Figure(figsize=(6, 4), dpi=100)
-    ax = fig.add_subplot()
-    bins = [1 + 0.2 * i for i in range(21)]
-    for name in [c for c in WEATHER_CLASSES if c in classes] + sorted(set(classes) - set(WEATHER_CLASSES)):
-        chosen = [v for v, c in zip(values, classes, strict=True) if c == name and math.isfinite(v)]
-        ax.hist(chosen, bins=bins, alpha=0.5, label=f"{name} (n={len(chosen)})")
-    ax.set(xlabel="r_vlm (1 = bad, 5 = excellent)", ylabel="images", title="VLM rating per weather class")
-    if classes:
-        ax.legend()
-    fig.savefig(path)
-    return path
+def check_cpu_budget(cfg: FairweatherConfig) -> None:
+    """Refuse, before Ray starts, actors that would take every CPU of a private local Ray.
+
+    The read tasks could then never be scheduled and the job would hang instead of failing. A remote cluster may
+    autoscale, so it is trusted. Counts the CPUs Ray itself would detect (cgroup limits included).
+    """
+    if not is_private_local(cfg.runtime):
+        return
+    if ray.is_initialized():
+        cpus = ray.cluster_resources().get("CPU", 0.0)
+    else:
+        cpus = cfg.runtime.num_cpus or ray._private.utils.get_num_cpus()  # what ray.init would give us
+    actor_cpus = cfg.label.concurrency * cfg.label.num_cpus_per_actor
+    if actor_cpus + 1 > cpus:
+        raise FairweatherError(
+            f"label.concurrency x label.num_cpus_per_actor = {actor_cpus:g} CPUs leaves less than 1 of the "
+            f"{cpus:g} CPUs of the local Ray for reading and decoding images; lower one of them (fractions are "
+            "fine) or set runtime.num_cpus / add CPUs"
+        )
 
 
 def run_label(
@@ -212,28 +234,27 @@ def run_label(
     *,
     backend_factory: Callable[[], VLMBackend] | None = None,
 ) -> LabelSummary:
-    """Label every image of ``cfg.data.pool`` not yet labeled with ``cfg.vlm``; write the tables; return counts.
+    """Label every image of ``cfg.data.pool`` not yet labeled by this labeler; write the tables; return counts.
 
-    logger: the tracking run to log into (default: a new MLflow run via ``open_logger``, closed here).
+    Every check that can fail without labeling anything (pool listing, writable output locations, the CPU
+    budget) runs before a tracking run is opened or Ray is started. Raises :class:`NothingLabeledError` (after
+    writing the tables and closing the run FAILED) when every listed file failed.
+
+    logger: the tracking run to log into (default: a new MLflow run via ``stage_run``, closed here).
     backend_factory: picklable zero-argument callable that builds the backend inside each actor (tests and
     benchmarks); default ``build_backend`` on ``cfg.vlm.model_id`` resolved under ``cfg.runtime.model_cache_dir``.
     """
-    items = list_pool(cfg.data.pool)  # raises PoolError before any run is opened
-    own_logger = logger is None
+    listing = list_pool(cfg.data.pool, follow_links_out=cfg.data.follow_links_out)
+    check_output_locations(cfg)
+    check_cpu_budget(cfg)
     if logger is None:
-        logger = open_logger(cfg, f"label-{time.strftime('%Y%m%d-%H%M%S')}", stage="label")
+        with stage_run(cfg, "label") as run:
+            summary = _label_pool(cfg, listing, run, backend_factory)
     else:
         logger.log_params(flatten(cfg))
-    try:
-        summary = _label_pool(cfg, items, logger, backend_factory)
-    except BaseException:
-        if own_logger:
-            logger.close("FAILED")
-        raise
-    if own_logger:
-        logger.close()
+        summary = _label_pool(cfg, listing, logger, backend_factory)
     print(
-        f"label: {summary.listed} listed, {summary.labeled} labeled, {summary.skipped_done} skipped (already done), "
+        f"label: {listing.summary()}; {summary.labeled} labeled, {summary.skipped_done} skipped (already done), "
         f"{summary.failed} failed in {summary.seconds:.1f}s ({summary.images_per_s:.2f} images/s)"
     )
     return summary
@@ -241,18 +262,19 @@ def run_label(
 
 def _label_pool(
     cfg: FairweatherConfig,
-    items: list[dict],
+    listing: PoolListing,
     logger: MetricLogger,
     backend_factory: Callable[[], VLMBackend] | None,
 ) -> LabelSummary:
-    """Run the Ray Data job over ``items``, write the tables, log counts, throughput and the r_vlm plot."""
+    """Run the Ray Data job over the listing, write and check the tables, log counts, failures and ratings."""
     store = TableStore(cfg.data.tables)
-    labeler = Labeler.of(cfg.vlm)
+    labeler = Labeler.of(cfg)
     logger.log_params({f"labeler.{k}": v for k, v in dataclasses.asdict(labeler).items()})
-    labeled_before = labeler.rows_of(store.read("labels", [*_KEY_COLUMNS, "image_id"]))
-    done = frozenset(labeled_before.column("image_id").to_pylist())
-    writer = ResultWriter(store, dataclasses.asdict(labeler), cfg.label.flush_rows)
-    try:
+    done = done_image_ids(store, labeler.labeler_fingerprint)
+    started, items = datetime.now(timezone.utc), listing.items
+    writer = ResultWriter(store, dataclasses.asdict(labeler), cfg.label.flush_rows, cfg.label.flush_seconds)
+    with writer:
+        writer.add_failures(listing.bad_names, "list", "bad_name", "file name is not UTF-8 (shown escaped)")
         with ray_session(cfg):
             start = time.perf_counter()
             batches = label_dataset(cfg, items, done, backend_factory).iter_batches(
@@ -261,18 +283,17 @@ def _label_pool(
             for batch in batches:
                 writer.add(batch)
             seconds = time.perf_counter() - start
-        lost = [str(item["uri"]) for item in items if item["uri"] not in writer.seen]
-        writer.add_lost(
-            lost, f"its block still failed after {cfg.label.max_task_retries} Ray retries (crashing actor)"
-        )
-    finally:
-        writer.flush()  # keep every finished row, even when the job dies
+        lost = [str(item["uri"]) for item in items if item["uri"] not in writer.outcomes]
+        reason = f"its block still failed after {cfg.label.max_task_retries} Ray retries (crashing actor)"
+        writer.add_failures(lost, "label", "lost", reason)
+    finish_tables(store, writer, labeler.labeler_fingerprint, started)
     counts = writer.counts
     summary = LabelSummary(
-        listed=len(items),
+        listed=listing.listed,
         labeled=counts["labeled"],
         skipped_done=counts["skipped"],
         failed=counts["failed"],
+        not_listed={reason: len(uris) for reason, uris in listing.skipped.items()},
         seconds=round(seconds, 3),
         images_per_s=round(counts["labeled"] / seconds, 3),
         labeler=labeler,
@@ -282,7 +303,12 @@ def _label_pool(
             f"label: outcome counts do not add up to the {summary.listed} listed files: {summary}"
         )
     logger.log_metrics({k: v for k, v in dataclasses.asdict(summary).items() if isinstance(v, int | float)})
-    with tempfile.TemporaryDirectory() as folder:
-        labels = labeler.rows_of(store.read("labels", [*_KEY_COLUMNS, "r_vlm", "weather", "weather_hint"]))
-        logger.log_artifact(plot_r_vlm(labels, Path(folder) / "r_vlm_by_weather.png"), "label")
+    labels = labeler.rows_of(store.read("labels"))
+    log_label_report(logger, labels, writer.failures, writer.failures_by_reason(), listing.skipped)
+    if summary.listed and summary.failed == summary.listed:
+        reasons = ", ".join(f"{n} {k}" for k, n in writer.failures_by_reason().most_common(3))
+        raise NothingLabeledError(
+            f"label: every one of the {summary.listed} listed files failed ({reasons}); "
+            f"the reasons are in the errors table under {cfg.data.tables}"
+        )
     return summary

@@ -1,46 +1,34 @@
-"""The labeling job's files and tables: list a pool of image URIs, read + hash + decode them, write the results.
+"""The labeling job's inputs: list a pool of image URIs, then read + hash + decode them in Ray Data tasks.
 
 A pool is a folder, a glob (``data/**/*.jpg``) or a manifest (``.txt`` one URI per line; ``.csv``/``.parquet``
 with a ``uri`` column and an optional ``weather``/``weather_hint`` column), on local disk or any pyarrow
-filesystem (``s3://``, ``gs://``, ``file://``). Only URIs are listed on the driver; bytes are read in the workers.
+filesystem (``s3://``, ``gs://``, ``file://``), listed under :mod:`fairweather.contracts.io`'s rules (no link
+loops, nothing skipped silently). Only URIs are listed on the driver; bytes are read in the workers.
 :func:`read_decode_batch` turns every URI into exactly one row: ``ok`` (pixels attached), ``skipped`` (already
-labeled) or ``failed`` (with the reason), so that no file can vanish between listing and the tables;
-:class:`ResultWriter` turns the labeled rows into ``labels`` / ``errors`` / ``pool`` parts on the driver.
+labeled) or ``failed`` (with the reason), so that no file can vanish between listing and the tables.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
-import re
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from fairweather.contracts.errors import FairweatherError
-from fairweather.contracts.tables import TableStore, filesystem_for
-from fairweather.contracts.vocab import IMAGE_SUFFIXES
+from fairweather.contracts.io import filesystem_for, full_uri, is_glob, list_files, list_glob, read_bytes
+from fairweather.contracts.vocab import HINT_FOLDERS, IMAGE_SUFFIXES
 from fairweather.imaging import ImageDecodeError, decode_image, limit_short_side
 
 log = logging.getLogger(__name__)
 
-#: Failed files named one by one on the console; the rest are counted (all of them are in the errors table).
-REPORTED_FAILURES = 20
-
-#: Folder name -> the weather hint it gives an image when the manifest has none.
-HINT_FOLDERS = {
-    **{name: name for name in ("rain", "haze", "snow", "clear")},
-    **{"rainy": "rain", "hazy": "haze", "fog": "haze", "foggy": "haze", "snowy": "snow", "clean": "clear"},
-}
 _MANIFEST_SUFFIXES = (".txt", ".csv", ".parquet")
-_GLOB_CHARS = re.compile(r"[*?\[]")
 
 #: One row per listed file after the read/decode stage. ``pixels`` is ``(pixel_height, pixel_width, 3)`` uint8
 #: RGB as raw bytes (empty unless ``status == "ok"``); width/height are the decoded size before any downscale.
@@ -81,26 +69,31 @@ class PoolError(FairweatherError):
     """The pool cannot be listed: missing path, unreadable manifest, or no images at all."""
 
 
-@functools.lru_cache(maxsize=16)
-def _cloud_filesystem(scheme: str, bucket: str) -> pafs.FileSystem:
-    # One filesystem per bucket and worker: building an S3 filesystem may itself cost a request (region lookup).
-    return pafs.FileSystem.from_uri(f"{scheme}://{bucket}")[0]
+@dataclass
+class PoolListing:
+    """The files of a pool and everything the listing did not take, so no file disappears silently.
 
+    items: ``{"uri", "weather_hint"}`` rows, sorted and unique by URI.
+    skipped: reason -> URIs (or manifest entries) not listed: ``hidden``, ``suffix``, ``dangling_link``,
+    ``link_outside_root``, ``seen_twice`` (a directory or file reached again through a link), ``not_a_file``,
+    ``unreadable_folder``, ``manifest_empty_uri``, ``duplicate``.
+    bad_names: files whose names are not UTF-8 (escaped names): the job records each as a failure.
+    """
 
-def _open(uri: str) -> tuple[pafs.FileSystem, str]:
-    """``(filesystem, path)`` for a URI; bucket-style schemes reuse a cached filesystem."""
-    scheme, sep, rest = uri.partition("://")
-    if sep and scheme in ("s3", "gs", "gcs"):
-        return _cloud_filesystem(scheme, rest.split("/", 1)[0]), rest
-    return filesystem_for(uri)
+    items: list[dict[str, str | None]]
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    bad_names: list[str] = field(default_factory=list)
 
+    @property
+    def listed(self) -> int:
+        """Files the job accounts for: the items plus the files it cannot even name."""
+        return len(self.items) + len(self.bad_names)
 
-def _full_uri(uri: str, path: str) -> str:
-    """The URI of ``path`` on the same filesystem as ``uri`` (local paths stay plain paths)."""
-    scheme, sep, _ = uri.partition("://")
-    if not sep:
-        return path
-    return f"file://{path}" if scheme == "file" else f"{scheme}://{path.lstrip('/')}"
+    def summary(self) -> str:
+        """``"12 listed, 3 not listed (1 hidden, 2 suffix)"``: the line that explains a count to the user."""
+        skipped = sum(len(v) for v in self.skipped.values())
+        reasons = ", ".join(f"{len(v)} {k}" for k, v in sorted(self.skipped.items()))
+        return f"{self.listed} listed, {skipped} not listed" + (f" ({reasons})" if reasons else "")
 
 
 def _folder_hint(uri: str) -> str | None:
@@ -108,46 +101,9 @@ def _folder_hint(uri: str) -> str | None:
     return HINT_FOLDERS.get(parent)
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """Shell glob -> regex: ``**/`` spans folders, ``*`` and ``?`` stay within one path component."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[" and "]" in pattern[i + 1 :]:
-            end = pattern.index("]", i + 1)
-            out.append("[" + pattern[i + 1 : end].replace("!", "^", 1) + "]")
-            i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def _list_files(fs: pafs.FileSystem, base: str) -> list[str]:
-    """Files below ``base``, recursively, skipping hidden files and folders (``.DS_Store``, ``.cache/``)."""
-    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
-    base = base.rstrip("/")
-    return [
-        info.path
-        for info in infos
-        if info.type == pafs.FileType.File
-        and not any(part.startswith(".") for part in PurePosixPath(info.path[len(base) :]).parts)
-    ]
-
-
-def _read_manifest(fs: pafs.FileSystem, path: str, uri: str) -> list[dict[str, str | None]]:
+def _read_manifest(uri: str, listing: PoolListing) -> list[dict[str, str | None]]:
     """Rows of a manifest; relative URIs in it are resolved against the manifest's folder."""
+    fs, path = filesystem_for(uri)
     suffix = PurePosixPath(path).suffix.lower()
     with fs.open_input_file(path) as source:
         if suffix == ".txt":
@@ -163,70 +119,62 @@ def _read_manifest(fs: pafs.FileSystem, path: str, uri: str) -> list[dict[str, s
     hints = table.column(hint_column).to_pylist() if hint_column else [None] * table.num_rows
     folder = str(PurePosixPath(path).parent)
     rows = []
-    for item, hint in zip(table.column("uri").to_pylist(), hints, strict=True):
+    for number, (item, hint) in enumerate(zip(table.column("uri").to_pylist(), hints, strict=True), 1):
         if not item:
+            listing.skipped.setdefault("manifest_empty_uri", []).append(f"{uri} row {number}")
             continue
         item = str(item)
         if "://" not in item and not item.startswith("/"):
-            item = _full_uri(uri, f"{folder}/{item}")
+            item = full_uri(uri, f"{folder}/{item}")
         hint = str(hint).strip().lower() if hint is not None and str(hint).strip() else _folder_hint(item)
         rows.append({"uri": item, "weather_hint": hint})
     return rows
 
 
-def _list_glob(pool: str, wildcard: int) -> list[str]:
-    """URIs matching a glob; the folder before the first wildcard is listed recursively and filtered."""
-    cut = pool.rfind("/", 0, wildcard)
-    base, rest = (pool[:cut] or "/", pool[cut + 1 :]) if cut >= 0 else (".", pool)
-    fs, base_path = _open(base)
-    pattern = _glob_regex(base_path.rstrip("/") + "/" + rest)
-    return [_full_uri(pool, p) for p in _list_files(fs, base_path) if pattern.match(p)]
-
-
-def list_pool(pool: str) -> list[dict[str, str | None]]:
-    """``[{"uri", "weather_hint"}, ...]`` for a folder, glob or manifest; sorted, unique by URI.
+def list_pool(pool: str, *, follow_links_out: bool = False) -> PoolListing:
+    """The files of a folder, glob or manifest (see :class:`PoolListing`); never leaves a file unaccounted for.
 
     A folder lists its image-suffixed files (the bytes decide the real format later); a glob lists exactly what
-    it matches. Raises :class:`PoolError` if the path does not exist or lists no file.
+    it matches; an existing path is never a glob, even with ``[`` or ``*`` in its name. Raises
+    :class:`PoolError` if the path does not exist or lists no file.
     """
+    listing = PoolListing(items=[])
     try:
-        rows = _list_rows(pool)
-    except (OSError, pa.ArrowInvalid) as err:  # missing, permission, credentials, bad CSV
+        rows = _list_rows(pool, follow_links_out, listing)
+    except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as err:  # missing, permission, credentials, bad CSV
         raise PoolError(f"pool {pool!r} cannot be listed: {err}") from err
+    unique: dict[str, dict[str, str | None]] = {}
     for row in rows:
         row["weather_hint"] = row["weather_hint"] or _folder_hint(str(row["uri"]))
-    unique = {str(row["uri"]): row for row in rows}
-    if not unique:
-        raise PoolError(f"pool {pool!r} lists no image files")
-    return [unique[uri] for uri in sorted(unique)]
+        if str(row["uri"]) in unique:
+            listing.skipped.setdefault("duplicate", []).append(str(row["uri"]))
+        unique[str(row["uri"])] = row
+    if not unique and not listing.bad_names:
+        raise PoolError(f"pool {pool!r} lists no image files ({listing.summary()})")
+    listing.items = [unique[uri] for uri in sorted(unique)]
+    return listing
 
 
-def _list_rows(pool: str) -> list[dict[str, str | None]]:
+def _list_rows(pool: str, follow_links_out: bool, listing: PoolListing) -> list[dict[str, str | None]]:
     """Unsorted ``{"uri", "weather_hint"}`` rows of a glob, folder or manifest (hints from the manifest only)."""
-    wildcard = _GLOB_CHARS.search(pool)
-    if wildcard:
-        return [{"uri": uri, "weather_hint": None} for uri in _list_glob(pool, wildcard.start())]
-    fs, path = _open(pool)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.Directory:
-        uris = [_full_uri(pool, p) for p in _list_files(fs, path)]
-        return [
-            {"uri": u, "weather_hint": None}
-            for u in uris
-            if PurePosixPath(u).suffix.lower() in IMAGE_SUFFIXES
-        ]
-    if info.type != pafs.FileType.File:
-        raise PoolError(f"pool {pool!r} does not exist")
-    if PurePosixPath(path).suffix.lower() not in _MANIFEST_SUFFIXES:
-        raise PoolError(f"pool {pool!r} is a file but not a manifest ({', '.join(_MANIFEST_SUFFIXES)})")
-    return _read_manifest(fs, path, pool)
-
-
-def read_bytes(uri: str) -> bytes:
-    """The whole file at ``uri`` (local path or filesystem URI)."""
-    fs, path = _open(uri)
-    with fs.open_input_stream(path) as stream:
-        return stream.read()
+    if is_glob(pool):
+        found = list_glob(pool, follow_links_out=follow_links_out)
+    else:
+        fs, path = filesystem_for(pool)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            if PurePosixPath(path).suffix.lower() not in _MANIFEST_SUFFIXES:
+                raise PoolError(
+                    f"pool {pool!r} is a file but not a manifest ({', '.join(_MANIFEST_SUFFIXES)})"
+                )
+            return _read_manifest(pool, listing)
+        if info.type != pafs.FileType.Directory:
+            raise PoolError(f"pool {pool!r} does not exist")
+        found = list_files(pool, suffixes=IMAGE_SUFFIXES, follow_links_out=follow_links_out)
+    listing.skipped, listing.bad_names = found.skipped, found.bad_names
+    for reason, uris in found.skipped.items():
+        log.info("listing skipped %d file(s) (%s), e.g. %s", len(uris), reason, uris[0])
+    return [{"uri": uri, "weather_hint": None} for uri in found.files]
 
 
 def _failed(uri: str, hint: str | None, stage: str, error_type: str, message: str) -> dict:
@@ -272,61 +220,3 @@ def item_pixels(row: dict) -> np.ndarray:
     """The ``(pixel_height, pixel_width, 3)`` uint8 RGB array of an ``ok`` row."""
     shape = (row["pixel_height"], row["pixel_width"], 3)
     return np.frombuffer(row["pixels"], dtype=np.uint8).reshape(shape)
-
-
-class ResultWriter:
-    """Buffers result rows and writes them as ``labels`` / ``errors`` / ``pool`` parts; counts every outcome."""
-
-    def __init__(self, store: TableStore, label_columns: dict[str, str], flush_rows: int) -> None:
-        """label_columns: the string columns every ``labels`` row of this job shares (model id, prompt versions)."""
-        self.store, self.label_columns, self.flush_rows = store, label_columns, flush_rows
-        self.pending: list[pa.Table] = []
-        self.counts = {"labeled": 0, "skipped": 0, "failed": 0}
-        self.seen: set[str] = set()
-        self.reported = 0  # failed files named on the console so far
-
-    def add(self, batch: pa.Table) -> None:
-        for status, count in zip(*pc.value_counts(batch.column("status")).flatten(), strict=True):
-            self.counts[status.as_py()] += count.as_py()
-        self.seen.update(batch.column("uri").to_pylist())
-        self.pending.append(batch)
-        if sum(t.num_rows for t in self.pending) >= self.flush_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        rows = pa.concat_tables(self.pending)
-        self.pending = []
-        now = pa.scalar(datetime.now(timezone.utc), pa.timestamp("us", tz="UTC"))
-        labeled = rows.filter(pc.equal(rows.column("status"), "labeled"))
-        for name, value in self.label_columns.items():
-            labeled = labeled.append_column(name, pa.array([value] * labeled.num_rows, pa.string()))
-        self.store.write("labels", labeled.append_column("labeled_at", pa.array([now] * labeled.num_rows)))
-        self.store.write("pool", rows.filter(pc.is_valid(rows.column("width"))))
-        failed = rows.filter(pc.equal(rows.column("status"), "failed")).rename_columns(
-            {"error_stage": "stage"}
-        )
-        self._report(failed)
-        self.store.write("errors", failed.append_column("time", pa.array([now] * failed.num_rows)))
-
-    def _report(self, failed: pa.Table) -> None:
-        """Name each failed file and its reason on the console, up to REPORTED_FAILURES per job."""
-        for row in failed.select(["uri", "error_type", "message"]).to_pylist():
-            self.reported += 1
-            if self.reported <= REPORTED_FAILURES:
-                kind, message = row["error_type"], row["message"]
-                reason = message if message.startswith(f"{kind}:") else f"{kind}: {message}"
-                log.warning("not labeled: %s (%s)", row["uri"], reason)
-            elif self.reported == REPORTED_FAILURES + 1:
-                log.warning("more files failed; every one is in the errors table under %s", self.store.root)
-
-    def add_lost(self, uris: list[str], reason: str) -> None:
-        """Rows Ray Data dropped after its retries (a crashing actor): one ``errors`` row each."""
-        self.counts["failed"] += len(uris)
-        self.seen.update(uris)
-        lost = [
-            {"uri": u, "status": "failed", "error_stage": "label", "error_type": "lost", "message": reason}
-            for u in uris
-        ]
-        self.pending.append(pa.Table.from_pylist(lost, schema=RESULT_SCHEMA))
