@@ -32,9 +32,10 @@ import torch
 from PIL import Image
 
 from fairweather.contracts.config import FairweatherConfig, load_config
+from fairweather.contracts.io import read_bytes
 from fairweather.imaging import decode_image, limit_short_side
 from fairweather.stages.label import label_dataset
-from fairweather.stages.label_io import list_pool, read_bytes
+from fairweather.stages.label_io import list_pool
 from fairweather.tiny import resolve_model_ref
 from fairweather.vlm import build_backend, label_images
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             *args.overrides,
         ]
         cfg = load_config(args.config, base)
-        items = list_pool(str(pool))
+        items = list_pool(str(pool)).items
         print(f"{len(items)} images of {args.size}px, model {cfg.vlm.model_id}, batch {cfg.label.batch_size}, "
               f"max_new_tokens {cfg.vlm.max_new_tokens}, {args.num_cpus} CPUs")  # fmt: skip
         # Materialise tiny models once, outside the timings.
