@@ -1,11 +1,11 @@
 """Write generated data sets: labeled pairs (listed as ``paired`` records) and unlabeled pools, deterministic.
 
-Image ``i`` of a split is drawn from ``numpy.random.default_rng([seed, split, i])``, so its pixels do not depend on
-how many images are generated or in which order; a pair's train/val/test split depends only on its index within its
-weather (:mod:`fairweather.synth.paired`). Files are written to a temporary name and renamed, unchanged files are not
-rewritten, and the pool manifest is written last: a rerun with the same config changes nothing, and a crash never
-leaves a manifest that names a missing or half-written file. The caller writes the returned pair records to the
-``paired`` table, after the files they name exist.
+Image ``i`` of a set is drawn from ``numpy.random.default_rng([seed, stream, i])`` (stream 0: pairs, 1: pool), so
+its pixels do not depend on how many images are generated or in which order; a pair's train/val/test split depends
+only on its index within its weather (:mod:`fairweather.synth.paired`). Files are written to a temporary name and
+renamed, unchanged files are not rewritten, and the pool manifest is written last: a rerun with the same config
+changes nothing, and a crash never leaves a manifest that names a missing or half-written file. The caller writes
+the returned pair records to the ``paired`` table, after the files they name exist.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from .scenes import fit_photo, photo_pseudo_depth, procedural_scene
 
 log = logging.getLogger(__name__)
 
-PAIRED_SPLIT, POOL_SPLIT = 0, 1
+#: Random streams: the paired set and the pool draw from separate seeds (not to be confused with train/val/test).
+PAIRED_STREAM, POOL_STREAM = 0, 1
 
 
 @dataclass(frozen=True)
@@ -102,17 +103,17 @@ def generate(cfg: SynthConfig, *, max_pixels: int = 50_000_000) -> SynthResult:
     height, width = cfg.size
     written = 0
     pairs, pool_rows = [], []
-    jobs = [(PAIRED_SPLIT, i) for i in range(cfg.num_paired)] + [
-        (POOL_SPLIT, i) for i in range(cfg.num_unlabeled)
+    jobs = [(PAIRED_STREAM, i) for i in range(cfg.num_paired)] + [
+        (POOL_STREAM, i) for i in range(cfg.num_unlabeled)
     ]
-    for split, index in tqdm(jobs, desc="synth", unit="img", disable=None):
-        rng = np.random.default_rng([cfg.seed, split, index])
+    for stream, index in tqdm(jobs, desc="synth", unit="img", disable=None):
+        rng = np.random.default_rng([cfg.seed, stream, index])
         weather = cfg.weathers[index % len(cfg.weathers)]
         clean, depth, source = _clean_sample(index, rng, cfg, photos)
         params = sample_params(weather, cfg, rng)
         degraded_png = encode_png(degrade(clean, depth, weather, params, rng))
         name = f"{weather}_{index:05d}"
-        if split == PAIRED_SPLIT:
+        if stream == PAIRED_STREAM:
             input_uri, target_uri = f"{paired}/input/{name}.png", f"{paired}/target/{name}.png"
             written += write_if_changed(input_uri, degraded_png)
             written += write_if_changed(target_uri, encode_png(clean))
