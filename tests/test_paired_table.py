@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pyarrow as pa
 import pytest
@@ -52,7 +52,7 @@ def test_schema_is_registered_with_its_key():
 def test_rows_round_trip_and_bad_rows_are_refused(tmp_path):
     store = TableStore(str(tmp_path / "tables"))
     record = PairRecord("x/a", "x", "train", "rain", str(tmp_path / "in/a.png"), "s3://b/t/a.png", 8, 6)
-    table = paired_table([record], store.root, created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    table = paired_table([record], store.root, created_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
     store.write("paired", table)
     row = store.read("paired").to_pylist()[0]
     assert row["input_uri"] == "../in/a.png" and row["target_uri"] == "s3://b/t/a.png"

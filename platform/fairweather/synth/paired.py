@@ -18,7 +18,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pyarrow as pa
 
@@ -75,7 +75,7 @@ def paired_table(records: Iterable[PairRecord], root: str, created_at: datetime 
     repeated = sorted(pair_id for pair_id, n in Counter(ids).items() if n > 1)
     if repeated:
         raise ValueError(f"duplicate pair_id(s): {repeated[:5]}")
-    now = created_at or datetime.now(UTC)
+    now = created_at or datetime.now(timezone.utc)
     columns = {
         "pair_id": ids,
         "dataset": [r.dataset for r in records],
