@@ -218,3 +218,12 @@ def test_a_profile_name_is_not_shadowed_by_a_folder_of_that_name(tmp_path, monke
 def test_finding_the_yaml_files_needs_no_git(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no git executable to be found
     assert REPO / "cluster.yaml" in repo_yaml_files()
+
+
+def test_sweep_bounds_must_be_finite(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "metric: m\nmode: max\nnum_samples: 2\nparams:\n  loss.weights.ps: {distribution: uniform, low: 0, high: .inf}\n"
+    )
+    with pytest.raises(ConfigError, match=r"at 'params.loss.weights.ps.high': must be a finite number"):
+        load_sweep_space(bad)

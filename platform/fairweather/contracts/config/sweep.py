@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .loader import AT_LEAST_ONE, ConfigError, build, check_ranges, read_yaml
+from .loader import AT_LEAST_ONE, FINITE, ConfigError, build, check_ranges, read_yaml
 from .root import check_override_key
 
 
@@ -18,6 +18,7 @@ class ParamSpace:
     values: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        check_ranges(self, low=FINITE, high=FINITE, values=FINITE)
         if self.distribution == "choice":
             if not self.values:
                 raise ValueError("a 'choice' parameter needs 'values'")
