@@ -21,6 +21,7 @@ import os
 import posixpath
 import re
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -177,51 +178,59 @@ def _inside(path: str, root: str) -> bool:
 
 
 def _walk_local(root: str, suffixes: tuple[str, ...] | None, follow_links_out: bool, out: Listing) -> None:
-    """Depth-first, sorted walk of a local folder under the rules of the module docstring."""
+    """Breadth-first walk of a local folder under the rules of the module docstring.
+
+    Links are followed only after every real entry has been seen, so a file is always listed under its real
+    path when it has one inside the root, and a link only ever adds what lies outside (when allowed).
+    """
     root_real = os.path.realpath(root)
     seen = {root_real}
-    stack = [root]
-    while stack:
-        folder = stack.pop()
+    folders, links = deque([root]), deque()
+
+    def take(path: str, is_dir: bool) -> None:
+        real, shown = os.path.realpath(path), escaped_name(path)
+        if real in seen:
+            out.skip("seen_twice", shown)
+        elif is_dir:
+            seen.add(real)
+            folders.append(path)
+        elif not os.path.isfile(path):
+            out.skip("not_a_file", shown)
+        elif suffixes is not None and PurePosixPath(path).suffix.lower() not in suffixes:
+            out.skip("suffix", shown)
+        else:
+            seen.add(real)
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:
+                out.bad_names.append(shown)
+                return
+            out.files.append(path)
+
+    while folders or links:
+        if not folders:
+            link = links.popleft()
+            real = os.path.realpath(link)
+            if not os.path.exists(real):
+                out.skip("dangling_link", escaped_name(link))
+            elif not follow_links_out and not _inside(real, root_real):
+                out.skip("link_outside_root", escaped_name(link))
+            else:
+                take(link, os.path.isdir(link))
+            continue
+        folder = folders.popleft()
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             out.skip("unreadable_folder", escaped_name(folder))
             continue
         for entry in entries:
-            path, shown = entry.path, escaped_name(entry.path)
             if entry.name.startswith("."):
-                out.skip("hidden", shown)
-                continue
-            if entry.is_symlink():
-                real = os.path.realpath(path)
-                if not os.path.exists(real):
-                    out.skip("dangling_link", shown)
-                    continue
-                if not follow_links_out and not _inside(real, root_real):
-                    out.skip("link_outside_root", shown)
-                    continue
-            if entry.is_dir():
-                real = os.path.realpath(path)
-                if real in seen:
-                    out.skip("seen_twice", shown)
-                else:
-                    seen.add(real)
-                    stack.append(path)
-            elif not entry.is_file():
-                out.skip("not_a_file", shown)
-            elif suffixes is not None and PurePosixPath(entry.name).suffix.lower() not in suffixes:
-                out.skip("suffix", shown)
-            elif os.path.realpath(path) in seen:
-                out.skip("seen_twice", shown)  # a second link to a file already listed
+                out.skip("hidden", escaped_name(entry.path))
+            elif entry.is_symlink():
+                links.append(entry.path)
             else:
-                seen.add(os.path.realpath(path))
-                try:
-                    path.encode("utf-8")
-                except UnicodeEncodeError:
-                    out.bad_names.append(shown)
-                    continue
-                out.files.append(path)
+                take(entry.path, entry.is_dir(follow_symlinks=False))
 
 
 def list_files(
