@@ -55,9 +55,11 @@ COMMANDS: dict[str, Command] = {
         "the pseudo-labeling issue",
     ),
     "train": Command(
-        "Train the restoration network with Ray Train (DDP) on labeled pairs and the pseudo-labeled real pool.",
-        None,
-        "the training issue",
+        "Train the restoration network with Ray Train (DDP workers: train.scaling.*) on the 'paired' table's "
+        "train split and the labeled real pool; MLflow gets every loss term, validation scores and images, and the "
+        "final EMA model. The same command resumes an interrupted run; a changed config starts a new one "
+        "(train.new_run=true forces one). Ends with input vs. EMA PSNR/SSIM on the test split per weather.",
+        "fairweather.stages.train:run_train",
     ),
     "sweep": Command(
         "Sweep the loss weights w1-w4 with Ray Tune; every trial is an MLflow run.", None, "the sweep issue"

@@ -1,0 +1,152 @@
+"""What the training driver does around the trainer: stage-1 prompts, the logging callback, the final test score.
+
+Everything here runs on the driver's node (the callback inside Ray Train's controller, which Ray pins there), so
+the embedded MLflow store has one writer; the final scoring runs as one Ray task on a GPU when training uses GPUs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import torch
+
+from fairweather.contracts.config import FairweatherConfig, to_yaml
+from fairweather.contracts.io import atomic_write_bytes, read_bytes
+from fairweather.contracts.metric_logger import MetricLogger
+from fairweather.metrics import WeightFreeScorer
+from fairweather.training.prompt_stage import learn_prompt_context, weather_examples
+from fairweather.training.setup import load_encoders, load_teacher
+from fairweather.training.state import load_state
+from fairweather.training.validate import score_pairs
+
+from .train_worker import GRID_FILE
+
+log = logging.getLogger(__name__)
+
+#: Name of the stage-1 prompt context file beside the run's checkpoints.
+PROMPTS_FILE = "weather_prompts.pt"
+
+
+class ReportToLogger(ray.train.UserCallback):
+    """Ray Train callback (runs in the controller): rank 0's metrics of every report, and each checkpoint's
+    validation grid, go to the run's logger."""
+
+    def __init__(self, logger: MetricLogger):
+        self.logger = logger
+
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: ray.train.Checkpoint | None
+    ):
+        reported = metrics[0]
+        step = int(reported["step"])
+        self.logger.log_metrics(
+            {k: float(v) for k, v in reported.items() if isinstance(v, int | float) and k != "step"},
+            step=step,
+        )
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
+            grid = Path(folder) / GRID_FILE
+            if grid.exists():
+                named = Path(out) / f"step-{step:07d}.png"
+                shutil.copyfile(grid, named)
+                self.logger.log_artifact(named, "validation")
+
+
+def learn_prompts(cfg: FairweatherConfig, rows: dict[str, list[dict]], run_folder: str, logger: MetricLogger):
+    """Stage 1 (weather prompts) once per run: reuse ``<run>/weather_prompts.pt`` when a rerun finds it.
+
+    Returns the context ``(4, M, D)``. Runs on the driver: it is a few hundred CLIP image embeddings and a small
+    optimisation of the prompt vectors only.
+    """
+    path = f"{run_folder}/{PROMPTS_FILE}"
+    try:
+        return torch.load(io.BytesIO(read_bytes(path)), weights_only=True)
+    except OSError:
+        pass  # first run of this name
+    clip, _ = load_encoders(cfg, torch.device("cpu"), depth=False)
+    examples = weather_examples(
+        rows["train"], rows["real"], cfg.train.prompt_images_per_weather, cfg.runtime.seed
+    )
+    context, history = learn_prompt_context(cfg, clip, examples)
+    for step, value in enumerate(history):
+        logger.log_metrics({"stage1/prompt_loss": value}, step=step)
+    buffer = io.BytesIO()
+    torch.save(context, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    print(
+        f"train: stage 1 learned the weather prompts on {len(examples)} images (loss {history[0]:.3f} -> {history[-1]:.3f})"
+    )
+    return context
+
+
+def _score_test(
+    cfg: FairweatherConfig, checkpoint: ray.train.Checkpoint, rows: list[dict]
+) -> dict[str, float]:
+    """The EMA teacher of ``checkpoint`` vs the untouched input on ``rows`` (PSNR/SSIM per weather)."""
+    device = torch.device("cuda" if cfg.train.scaling.use_gpu and torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(max(1, int(cfg.train.scaling.cpus_per_worker)))
+    with checkpoint.as_directory() as folder:
+        state = load_state(folder, arch=cfg.model.arch)
+    teacher = load_teacher(cfg, state, device)
+    metrics, _ = score_pairs(
+        teacher,
+        rows,
+        cfg.model,
+        WeightFreeScorer(device),
+        max_pixels=cfg.data.max_image_pixels,
+        device=device,
+        prefix="test",
+    )
+    return metrics
+
+
+def evaluate_checkpoint(
+    cfg: FairweatherConfig, checkpoint: ray.train.Checkpoint, rows: list[dict], logger: MetricLogger
+) -> dict[str, dict[str, float]]:
+    """Score the final checkpoint on the ``test`` split (a Ray task, on a GPU when training used them), log the
+    numbers and the model (teacher + student weights and the config) to ``logger``; ``{weather: {metric: value}}``."""
+    if not rows:
+        log.warning("the 'paired' table has no test split: nothing to score")
+        return {}
+    scaling = cfg.train.scaling
+    task = ray.remote(num_cpus=scaling.cpus_per_worker, num_gpus=1 if scaling.use_gpu else 0)(_score_test)
+    metrics = ray.get(task.remote(cfg, checkpoint, rows))
+    steps = 0
+    with checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
+        state = load_state(folder)
+        steps = int(state["step"])
+        model = {
+            k: state[k] for k in ("format", "arch", "model", "teacher", "prompt_context", "step", "config")
+        }
+        torch.save(model, Path(out) / "model.pt")
+        (Path(out) / "config.yaml").write_text(to_yaml(cfg))
+        logger.log_artifact(Path(out) / "model.pt", "model")
+        logger.log_artifact(Path(out) / "config.yaml", "model")
+    logger.log_metrics(metrics, step=steps)
+    table: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():  # "test/<metric>/<weather>"
+        _, metric, weather = key.split("/")
+        table.setdefault(weather, {})[metric] = value
+    return table
+
+
+def print_test_table(run_name: str, checkpoint: str, table: dict[str, dict[str, float]]) -> None:
+    """The input-vs-EMA table on the console."""
+    print(f"train: run {run_name}, final checkpoint {checkpoint}")
+    if not table:
+        return
+    print(f"{'weather':<10}{'input PSNR':>12}{'EMA PSNR':>10}{'gain':>8}{'input SSIM':>12}{'EMA SSIM':>10}")
+    for weather in sorted(table, key=lambda w: (w == "overall", w)):
+        row = table[weather]
+        gain = row["psnr"] - row["input_psnr"]
+        line = f"{weather:<10}{row['input_psnr']:>12.2f}{row['psnr']:>10.2f}{gain:>+8.2f}"
+        print(line + f"{row['input_ssim']:>12.4f}{row['ssim']:>10.4f}" if not math.isnan(gain) else line)

@@ -1,0 +1,207 @@
+"""The Ray Train worker: one training loop for single runs, rounds and Tune trials, read top to bottom.
+
+Everything that can run without Ray lives in the science layer (``fairweather.training``: the step, the EMA
+teacher, checkpoint state, validation; ``fairweather.data``: sampling and batches). This shell only adds what
+needs Ray Train: the rank, the dataset shards, DDP through ``prepare_model``, and ``report`` with checkpoints.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from fairweather.contracts.config import FairweatherConfig, to_dict
+from fairweather.contracts.io import atomic_write_bytes
+from fairweather.data.batches import BatchPrefetcher, PairedBatches, RealBatches
+from fairweather.data.sampling import ShardSampler
+from fairweather.metrics import WeightFreeScorer
+from fairweather.training.ema import ema_update, unwrap
+from fairweather.training.optim import build_optimizer, build_scheduler, ema_decay_at
+from fairweather.training.setup import build_training_parts
+from fairweather.training.state import load_state, restore_rng, save_state, training_state
+from fairweather.training.step import StepResult, TrainBatch, reduce_step_terms, train_step
+from fairweather.training.validate import image_grid, score_pairs, score_real
+
+#: Name of the validation image grid inside a checkpoint folder (the driver logs it to MLflow).
+GRID_FILE = "validation.png"
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What the driver hands every worker besides the datasets (``train_loop_config={"job": WorkerJob}``)."""
+
+    cfg: FairweatherConfig
+    #: Stage-1 weather prompt context ``(4, M, D)``, or None when ``loss.weights.wpl`` is 0.
+    prompt_context: torch.Tensor | None
+    table_versions: dict[str, str]
+    #: Train until this many steps are done (a round's end); the LR schedule always spans every round.
+    until_step: int
+    #: Called as ``hook(rank, step)`` after every finished step (tests use it to kill a worker mid-run).
+    step_hook: Callable[[int, int], None] | None = None
+
+
+def _rows(name: str) -> list[dict]:
+    """Every row of dataset ``name`` (each worker gets the whole index and picks its own disjoint share)."""
+    try:
+        shard = ray.train.get_dataset_shard(name)
+    except KeyError:  # the driver passes no dataset for an empty view (e.g. no labeled real images yet)
+        return []
+    return list(shard.iter_rows())
+
+
+class Window:
+    """Step results and timings since the last report."""
+
+    def __init__(self) -> None:
+        self.results: list[StepResult] = []
+        self.wait = self.busy = 0.0
+        self.images = 0
+        self.start = time.perf_counter()
+
+    def add(self, result: StepResult, wait: float, busy: float, images: int) -> None:
+        self.results.append(result)
+        self.wait, self.busy, self.images = self.wait + wait, self.busy + busy, self.images + images
+
+    def metrics(self, names: list[str], world_size: int) -> dict[str, float]:
+        """Loss terms reduced over ranks (collective: every rank must call it), plus this rank's throughput."""
+        terms = reduce_step_terms(self.results, names)
+        loss = torch.tensor([sum(r.loss for r in self.results), len(self.results)], dtype=torch.float64)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(loss)
+        elapsed = time.perf_counter() - self.start
+        return {
+            **{f"loss/{name}": value for name, value in terms.items()},
+            "loss/total": float(loss[0] / loss[1]),
+            "images_per_s": self.images * world_size / elapsed,
+            "data_wait_fraction": self.wait / max(self.wait + self.busy, 1e-9),
+        }
+
+
+def _validate(
+    cfg: FairweatherConfig, teacher: torch.nn.Module, val: list, real: list, device
+) -> tuple[dict, bytes]:
+    """EMA teacher on the synthetic val pairs (PSNR/SSIM) and a few real images (PIQE) + an image grid."""
+    scorer = WeightFreeScorer(device)
+    teacher.eval()
+    kw = {"max_pixels": cfg.data.max_image_pixels, "device": device}
+    metrics, examples = score_pairs(
+        teacher, val[: cfg.train.val_images or None], cfg.model, scorer, prefix="val", **kw
+    )
+    if cfg.train.val_real_images and real:
+        real_metrics, real_examples = score_real(
+            teacher, real[: cfg.train.val_real_images], cfg.model, scorer, prefix="val_real", **kw
+        )
+        metrics.update(real_metrics)
+        examples += real_examples
+    return metrics, image_grid(examples)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point; ``config["job"]`` is a :class:`WorkerJob`."""
+    job: WorkerJob = config["job"]
+    cfg, train = job.cfg, job.cfg.train
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(max(1, int(train.scaling.cpus_per_worker)))
+    cuda = device.type == "cuda"
+
+    parts = build_training_parts(cfg, device, job.prompt_context)
+    optimizer = build_optimizer(parts.model, train)
+    scheduler = build_scheduler(optimizer, train)
+    step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = load_state(folder, arch=cfg.model.arch)
+        parts.model.load_state_dict(state["model"])
+        parts.teacher.load_state_dict(state["teacher"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        restore_rng(state["rng"])
+        step = int(state["step"])
+    memory_format = torch.channels_last if cuda and train.channels_last else torch.contiguous_format
+    model = ray.train.torch.prepare_model(parts.model.to(memory_format=memory_format))
+
+    paired, real, val = _rows("paired"), _rows("real"), _rows("val")
+    seed = cfg.runtime.seed
+    max_pixels = cfg.data.max_image_pixels
+    builders = [
+        PairedBatches(
+            paired,
+            ShardSampler(len(paired), rank, world, train.batch_size, seed),
+            train.crop_size,
+            max_pixels,
+        )
+    ]
+    if real and train.real_batch_size:
+        sampler = ShardSampler(len(real), rank, world, train.real_batch_size, seed)
+        builders.append(RealBatches(real, sampler, train.crop_size, max_pixels))
+    loader = BatchPrefetcher(builders, step, train.loader_threads, train.prefetch_batches)
+    autocast = torch.bfloat16 if cuda and train.bf16 else None
+    window = Window()
+    try:
+        while step < job.until_step:
+            batch, wait = next(loader)
+            started = time.perf_counter()
+            result = train_step(
+                model,
+                parts.loss,
+                optimizer,
+                TrainBatch(**batch).to(device, memory_format),
+                step=step,
+                grad_clip=train.grad_clip or None,
+                autocast_dtype=autocast,
+                scheduler=scheduler,
+            )
+            ema_update(parts.teacher, unwrap(model), ema_decay_at(step, train.ema_decay))
+            step += 1
+            images = batch["paired_input"].shape[0] + (
+                batch["real_input"].shape[0] if "real_input" in batch else 0
+            )
+            window.add(result, wait, time.perf_counter() - started, images)
+            if job.step_hook is not None:
+                job.step_hook(rank, step)
+            save = step % train.checkpoint_every == 0 or step == job.until_step
+            if step % train.log_every and not save:
+                continue
+            metrics = {
+                **window.metrics(parts.loss.names, world),
+                "lr": scheduler.get_last_lr()[0],
+                "step": step,
+                "round": (step - 1) // train.iterations_per_round,
+            }
+            window = Window()
+            if not save:
+                ray.train.report(metrics)
+                continue
+            with tempfile.TemporaryDirectory() as folder:
+                if rank == 0:
+                    state = training_state(
+                        arch=cfg.model.arch,
+                        model=unwrap(model),
+                        teacher=parts.teacher,
+                        optimizer=optimizer,
+                        scheduler=scheduler,
+                        prompt_context=job.prompt_context,
+                        step=step,
+                        round_index=metrics["round"],
+                        config=to_dict(cfg),
+                        table_versions=job.table_versions,
+                    )
+                    save_state(state, folder)
+                    val_metrics, grid = _validate(cfg, parts.teacher, val, real, device)
+                    atomic_write_bytes(f"{folder}/{GRID_FILE}", grid)
+                    metrics.update(val_metrics)
+                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+                else:
+                    ray.train.report(metrics)
+    finally:
+        loader.close()

@@ -1,0 +1,125 @@
+"""Validation of a restoration network: PSNR/SSIM on labeled pairs per weather, PIQE on real images, an image grid.
+
+Images are restored whole (tiled with blending above ``model.tile``), never cropped, so the numbers are those of
+full images. PSNR/SSIM follow :mod:`fairweather.metrics.weight_free` (RGB, [0, 1], no border crop).
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from fairweather.contracts.config.model import ModelConfig
+from fairweather.data.batches import load_rgb, to_tensor
+from fairweather.metrics import WeightFreeScorer
+from fairweather.models import restore_tiled
+
+
+@torch.no_grad()
+def restore_image(
+    model: nn.Module, image: np.ndarray, model_cfg: ModelConfig, device: torch.device
+) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` restored in [0, 1] on CPU (``model`` must be in eval mode)."""
+    x = to_tensor([image]).to(device)
+    return restore_tiled(model, x, model_cfg.tile, model_cfg.tile_overlap).clamp(0, 1).float().cpu()
+
+
+def _means(values: dict[str, list[float]], prefix: str) -> dict[str, float]:
+    out = {f"{prefix}/{weather}": float(np.mean(v)) for weather, v in sorted(values.items())}
+    out[f"{prefix}/overall"] = (
+        float(np.mean([x for v in values.values() for x in v])) if values else float("nan")
+    )
+    return out
+
+
+def score_pairs(
+    model: nn.Module,
+    rows: Sequence[dict],
+    model_cfg: ModelConfig,
+    scorer: WeightFreeScorer,
+    *,
+    max_pixels: int,
+    device: torch.device,
+    prefix: str,
+) -> tuple[dict[str, float], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """PSNR/SSIM of ``model`` and of the untouched input against the targets, per weather and overall.
+
+    Returns ``({"<prefix>/psnr/<weather>": ..., "<prefix>/ssim/..", "<prefix>/input_psnr/..", ...}, examples)`` where
+    examples are ``(input, restored, target)`` uint8 images of the first rows, for :func:`image_grid`.
+    """
+    found: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    examples = []
+    for row in rows:
+        degraded, target = load_rgb(row["input_uri"], max_pixels), load_rgb(row["target_uri"], max_pixels)
+        restored = restore_image(model, degraded, model_cfg, device)
+        target_t = to_tensor([target])
+        for kind, image in (("", restored), ("input_", to_tensor([degraded]))):
+            for metric, value in scorer.full_reference(image, target_t).items():
+                found[f"{kind}{metric}"][row["weather"]].append(float(value[0]))
+        if len(examples) < 4:
+            examples.append((degraded, to_uint8(restored), target))
+    metrics: dict[str, float] = {}
+    for name, per_weather in found.items():
+        metrics.update(_means(per_weather, f"{prefix}/{name}"))
+    return metrics, examples
+
+
+def score_real(
+    model: nn.Module,
+    rows: Sequence[dict],
+    model_cfg: ModelConfig,
+    scorer: WeightFreeScorer,
+    *,
+    max_pixels: int,
+    device: torch.device,
+    prefix: str,
+) -> tuple[dict[str, float], list[tuple[np.ndarray, ...]]]:
+    """Mean PIQE (lower is better) of ``model``'s restorations of real images, and of the inputs, per weather.
+
+    Examples are ``(input, restored[, pseudo-label])`` uint8 images of the first rows.
+    """
+    found: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    examples = []
+    for row in rows:
+        degraded = load_rgb(row["uri"], max_pixels)
+        restored = restore_image(model, degraded, model_cfg, device)
+        found["piqe"][row["weather"]].append(float(scorer.piqe(restored)[0]))
+        found["input_piqe"][row["weather"]].append(float(scorer.piqe(to_tensor([degraded]))[0]))
+        if len(examples) < 4:
+            pseudo = [load_rgb(row["pseudo_uri"], max_pixels)] if row.get("pseudo_uri") else []
+            examples.append((degraded, to_uint8(restored), *pseudo))
+    metrics: dict[str, float] = {}
+    for name, per_weather in found.items():
+        metrics.update(_means(per_weather, f"{prefix}/{name}"))
+    return metrics, examples
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """``(1, 3, H, W)`` in [0, 1] -> ``(H, W, 3)`` uint8."""
+    return (image[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]], cell: int = 128) -> bytes:
+    """PNG of a grid: one line per example (input | restored | target or pseudo-label), each cell ``cell`` px high."""
+    lines = []
+    width = 0
+    for images in rows:
+        scaled = [
+            np.asarray(Image.fromarray(im).resize((max(1, im.shape[1] * cell // im.shape[0]), cell)))
+            for im in images
+        ]
+        line = np.concatenate(scaled, axis=1)
+        lines.append(line)
+        width = max(width, line.shape[1])
+    canvas = np.zeros((cell * max(1, len(lines)), max(width, 1), 3), np.uint8)
+    for i, line in enumerate(lines):
+        canvas[i * cell : (i + 1) * cell, : line.shape[1]] = line
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="PNG")
+    return buffer.getvalue()
