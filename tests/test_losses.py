@@ -333,3 +333,25 @@ def test_loss_config_rejects_out_of_range_values() -> None:
     assert load_config("smoke", ["loss.domains.wpl=[paired, real]"]).loss.domains.wpl == ("paired", "real")
     with pytest.raises(ValueError, match="must be >= 0"):  # NaN is never a valid weight, built in code or not
         LossWeights(ps=float("nan"))
+
+
+def test_losses_package_has_no_hidden_import_cycle() -> None:
+    """Terms import the context module, the composite imports the terms, and nothing imports inside a function."""
+    import ast
+    from pathlib import Path
+
+    import fairweather.losses
+
+    folder = Path(fairweather.losses.__file__).parent
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        functions = [
+            node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        ]
+        lazy = [n for f in functions for n in ast.walk(f) if isinstance(n, ast.Import | ast.ImportFrom)]
+        assert not lazy, f"{path.name} imports inside a function (line {lazy[0].lineno})"
+        if path.stem not in ("composite", "__init__"):
+            imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+            assert not any(m and m.endswith("composite") for m in imported), (
+                f"{path.name} imports the composite"
+            )
