@@ -29,6 +29,8 @@ from fairweather.imaging import ImageDecodeError, decode_image, limit_short_side
 log = logging.getLogger(__name__)
 
 _MANIFEST_SUFFIXES = (".txt", ".csv", ".parquet")
+#: Skipped entries named per reason in the log (all of them go to the run's ``listing_skipped.csv``).
+_NAMED_SKIPS = 5
 
 #: One row per listed file after the read/decode stage. ``pixels`` is ``(pixel_height, pixel_width, 3)`` uint8
 #: RGB as raw bytes (empty unless ``status == "ok"``); width/height are the decoded size before any downscale.
@@ -149,6 +151,11 @@ def list_pool(pool: str, *, follow_links_out: bool = False) -> PoolListing:
         if str(row["uri"]) in unique:
             listing.skipped.setdefault("duplicate", []).append(str(row["uri"]))
         unique[str(row["uri"])] = row
+    for reason, skipped in sorted(listing.skipped.items()):
+        more = f" and {len(skipped) - _NAMED_SKIPS} more" if len(skipped) > _NAMED_SKIPS else ""
+        log.warning(
+            "listing skipped %d (%s): %s%s", len(skipped), reason, ", ".join(skipped[:_NAMED_SKIPS]), more
+        )
     if not unique and not listing.bad_names:
         raise PoolError(f"pool {pool!r} lists no image files ({listing.summary()})")
     listing.items = [unique[uri] for uri in sorted(unique)]
@@ -172,8 +179,6 @@ def _list_rows(pool: str, follow_links_out: bool, listing: PoolListing) -> list[
             raise PoolError(f"pool {pool!r} does not exist")
         found = list_files(pool, suffixes=IMAGE_SUFFIXES, follow_links_out=follow_links_out)
     listing.skipped, listing.bad_names = found.skipped, found.bad_names
-    for reason, uris in found.skipped.items():
-        log.info("listing skipped %d file(s) (%s), e.g. %s", len(uris), reason, uris[0])
     return [{"uri": uri, "weather_hint": None} for uri in found.files]
 
 
