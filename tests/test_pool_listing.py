@@ -68,12 +68,14 @@ def test_an_existing_folder_with_brackets_is_a_folder_not_a_glob(tmp_path):
         list_pool(str(tmp_path / "no such [folder]"))  # missing: only then a glob (matching nothing here)
 
 
-def test_skipped_files_and_dropped_manifest_rows_are_counted(tmp_path):
+def test_skipped_files_and_dropped_manifest_rows_are_counted_and_named(tmp_path, caplog):
     (tmp_path / "a.png").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / ".DS_Store").write_bytes(b"x")
-    listing = list_pool(str(tmp_path))
+    with caplog.at_level("WARNING"):
+        listing = list_pool(str(tmp_path))
     assert listing.summary() == "1 listed, 2 not listed (1 hidden, 1 suffix)"
+    assert f"listing skipped 1 (suffix): {tmp_path}/notes.txt" in caplog.text
     manifest = tmp_path / "list.csv"
     manifest.write_text(f'uri\n{tmp_path}/a.png\n\n{tmp_path}/a.png\n""\n')
     listing = list_pool(str(manifest))
