@@ -292,6 +292,13 @@ def test_label_command_reports_expected_errors_without_traceback(tmp_path, capsy
         (["--config", "smoke", f"data.pool={tmp_path}/missing"], "does not exist"),
         (["--config", "smoke", f"data.pool={tmp_path}/empty"], "lists no image files"),
         (["--config", "smoke", "label.batch_size=0"], "'label.batch_size': must be >= 1"),
+        (["--config", "smoke", "vlm.max_new_tokens=0"], "'vlm.max_new_tokens': must be >= 1"),
+        (["--config", "smoke", "data.max_image_pixels=0"], "'data.max_image_pixels': must be >= 1"),
+        (["--config", "smoke", "label.flush_seconds=0"], "'label.flush_seconds': must be > 0"),
+        (
+            ["--config", "smoke", "vlm.gpu_memory_utilization=2"],
+            "'vlm.gpu_memory_utilization': must be in (0, 1]",
+        ),
         (["--config", "no-such-profile"], "no such config file or profile"),
     ]:
         assert cli_main(["label", *argv]) == 2
