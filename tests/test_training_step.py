@@ -226,3 +226,46 @@ def test_resume_equals_straight_run() -> None:
     for name, value in straight[1].state_dict().items():
         torch.testing.assert_close(teacher.state_dict()[name], value)
     assert straight_losses[-1] < straight_losses[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_channels_last_step_and_nccl_reduce(model_cache, tmp_path) -> None:
+    """On a GPU node: the CLIP-prior net with every term on trains in bf16 autocast and channels-last, the shared
+    encoders placed on the GPU by their creator, and the term reduction runs over NCCL (world size 1)."""
+    import torch.distributed as dist
+
+    from fairweather.contracts.config.encoders import CLIPEncoderConfig, DepthEncoderConfig
+    from fairweather.encoders import FrozenCLIP, FrozenDepthEncoder
+    from fairweather.losses import WeatherPrompts
+    from fairweather.training.step import reduce_step_terms
+
+    device = torch.device("cuda")
+    clip = FrozenCLIP.from_config(CLIPEncoderConfig(model_name="tiny:clip"), model_cache).to(device)
+    depth = FrozenDepthEncoder.from_config(
+        DepthEncoderConfig(model_id="tiny:depth-anything", input_size=28), model_cache
+    ).to(device)
+    prompts = WeatherPrompts(clip, context_len=2).freeze()
+    cfg = ModelConfig(arch="clip_prior")
+    model = build_model(cfg, clip).to(device, memory_format=torch.channels_last).train()
+    teacher = build_teacher(cfg, model)
+    every_term = LossConfig(weights=LossWeights(sup=1.0, ps=0.5, wpl=0.2, sem=0.05, feat=0.2, srd=0.1))
+    loss = build_composite_loss(every_term, clip=clip, depth=depth, prompts=prompts)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    results = []
+    for step in range(3):
+        on_gpu = batch(step, size=32).to(device, torch.channels_last)
+        results.append(
+            train_step(
+                model, loss, optimizer, on_gpu, step=step, grad_clip=1.0, autocast_dtype=torch.bfloat16
+            )
+        )
+        ema_update(teacher, model, 0.9)
+    assert all(math.isfinite(r.loss) and r.applied.all() for r in results)
+    assert next(teacher.parameters()).device.type == "cuda" and teacher.clip is clip
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        reduced = reduce_step_terms(results, loss.names)
+    finally:
+        dist.destroy_process_group()
+    assert set(reduced) == set(loss.names)
