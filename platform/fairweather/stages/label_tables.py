@@ -68,10 +68,16 @@ class ResultWriter:
         self._ticker.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self._stop.set()
         self._ticker.join()
-        self.flush()  # keep every finished row, even when the job dies
+        if exc_type is None:
+            self.flush()
+            return
+        try:
+            self.flush()  # keep every finished row, even when the job dies
+        except Exception:  # the job's own error is the one to report; this one goes to the log
+            log.exception("could not write the last finished rows while the job was failing")
 
     def _tick(self) -> None:
         while not self._stop.wait(self.flush_seconds):
