@@ -172,17 +172,17 @@ def train_step(
         "cpu", torch.float64
     )
     terms, total_value, norm_value = report[:-2], float(report[-2]), float(report[-1])
-    problem = _non_finite(loss.names, terms, applied.cpu(), total_value, norm_value)
+    applied = applied.cpu()
+    problem = _non_finite(loss.names, terms, applied, total_value, norm_value)
     if problem:
-        optimizer.zero_grad(
-            set_to_none=True
-        )  # nobody may step with these gradients, not even a caller that catches
+        # Nobody may step with these gradients, not even a caller that catches the error.
+        optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLossError(f"{problem} at step {step}; the optimizer step was skipped")
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss=total_value, terms=terms, applied=applied.cpu(), grad_norm=norm_value)
+    return StepResult(loss=total_value, terms=terms, applied=applied, grad_norm=norm_value)
 
 
 def _non_finite(
