@@ -201,7 +201,7 @@ def _label_actors(
         num_cpus=job.num_cpus_per_actor,
         num_gpus=job.num_gpus_per_actor,
         accelerator_type=job.accelerator_type,
-        # Ray 2.60 has no named parameters for these two yet (they pass as ray_remote_args, with a warning).
+        # Ray 2.60 has no named parameters for these two (they pass as ray_remote_args; see label_dataset).
         max_restarts=job.max_restarts,
         max_task_retries=job.max_task_retries,
     )
