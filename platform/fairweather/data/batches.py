@@ -73,9 +73,12 @@ class PairedBatches:
         return degraded, target
 
     def __call__(self, step: int) -> dict:
-        """``{"paired_input", "paired_target"}``: ``(B, 3, crop, crop)`` tensors of ``step``."""
-        inputs, targets = zip(*(self.sample(pick) for pick in self.sampler.batch(step)), strict=True)
-        return {"paired_input": to_tensor(inputs), "paired_target": to_tensor(targets)}
+        """``{"paired_input", "paired_target"}``: ``(B, 3, crop, crop)`` tensors of ``step``, and ``"paired_ids"``,
+        the B pair ids (what a rank trained on, for logs and tests)."""
+        picks = self.sampler.batch(step)
+        inputs, targets = zip(*(self.sample(pick) for pick in picks), strict=True)
+        ids = [self.rows[pick.index]["pair_id"] for pick in picks]
+        return {"paired_input": to_tensor(inputs), "paired_target": to_tensor(targets), "paired_ids": ids}
 
 
 class RealBatches:

@@ -132,11 +132,11 @@ def run_train(
     logger: MetricLogger | None = None,
     *,
     until_step: int | None = None,
-    step_hook: Callable[[int, int], None] | None = None,
+    step_hook: Callable[[int, int, list[str]], None] | None = None,
 ) -> TrainSummary:
     """Train until ``until_step`` (default: every round), log to ``logger`` (default: a new MLflow run).
 
-    step_hook: picklable ``hook(rank, step)`` called by every worker after each step (tests kill a worker with it).
+    step_hook: picklable ``hook(rank, step, pair_ids)`` called by every worker after each step (tests).
     """
     cfg = _absolute_paths(cfg)
     _check_cpu_budget(cfg)
@@ -163,7 +163,7 @@ def _train(
     name: str,
     storage: str,
     until_step: int | None,
-    step_hook: Callable[[int, int], None] | None,
+    step_hook: Callable[[int, int, list[str]], None] | None,
 ) -> TrainSummary:
     start = time.perf_counter()
     train = cfg.train

@@ -43,8 +43,9 @@ class WorkerJob:
     table_versions: dict[str, str]
     #: Train until this many steps are done (a round's end); the LR schedule always spans every round.
     until_step: int
-    #: Called as ``hook(rank, step)`` after every finished step (tests use it to kill a worker mid-run).
-    step_hook: Callable[[int, int], None] | None = None
+    #: Called as ``hook(rank, step, pair_ids)`` after every finished step with the pairs that step trained on
+    #: (tests use it to check the shards and to kill a worker mid-run).
+    step_hook: Callable[[int, int, list[str]], None] | None = None
 
 
 def _rows(name: str) -> list[dict]:
@@ -150,6 +151,7 @@ def train_loop_per_worker(config: dict) -> None:
     try:
         while step < job.until_step:
             batch, wait = next(loader)
+            pair_ids = batch.pop("paired_ids")
             started = time.perf_counter()
             result = train_step(
                 model,
@@ -168,7 +170,7 @@ def train_loop_per_worker(config: dict) -> None:
             )
             window.add(result, wait, time.perf_counter() - started, images)
             if job.step_hook is not None:
-                job.step_hook(rank, step)
+                job.step_hook(rank, step, pair_ids)
             save = step % train.checkpoint_every == 0 or step == job.until_step
             if step % train.log_every and not save:
                 continue

@@ -1,0 +1,125 @@
+"""`fairweather train` on a private local Ray: the real entry point on a tiny model and generated data."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import cloudpickle
+import pytest
+import torch
+
+from fairweather.contracts.metric_logger import DiskLogger
+from fairweather.stages.synth import run_synth
+
+from . import train_fixtures
+from .train_fixtures import read_records, tiny_config
+
+# Step hooks travel to the Ray workers by value: the tests package is not importable there.
+cloudpickle.register_pickle_by_value(train_fixtures)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory, model_cache):
+    root = tmp_path_factory.mktemp("train")
+    run_synth(tiny_config(root, model_cache))
+    return root
+
+
+def _loss_curve(logger: DiskLogger) -> dict[int, float]:
+    return {int(m["step"]): m["loss/total"] for m in logger.read_metrics() if "loss/total" in m}
+
+
+def test_train_logs_every_term_validates_and_scores_the_test_split(
+    local_ray, data_root, model_cache, tmp_path
+):
+    from fairweather.stages.train import run_train
+
+    logger = DiskLogger(tmp_path / "log")
+    summary = run_train(tiny_config(data_root, model_cache, **{"train.run_name": "logs"}), logger)
+    assert summary.steps == 6 and summary.run_name == "logs"
+    metrics = logger.read_metrics()
+    assert [m["step"] for m in metrics if "loss/sup" in m] == [1, 2, 3, 4, 5, 6]
+    for key in ("loss/total", "lr", "images_per_s", "data_wait_fraction"):
+        assert all(math.isfinite(m[key]) for m in metrics if "loss/sup" in m), key
+    validated = [m for m in metrics if "val/psnr/overall" in m]
+    assert [m["step"] for m in validated] == [3, 6]  # train.checkpoint_every=3 and the last step
+    assert {"val/input_psnr/overall", "val/ssim/overall"} <= set(validated[0])
+    assert set(summary.test) >= {"overall"} and set(summary.test["overall"]) == {
+        "psnr",
+        "ssim",
+        "input_psnr",
+        "input_ssim",
+    }
+    artifacts = {
+        p.relative_to(logger.folder / "artifacts").as_posix()
+        for p in (logger.folder / "artifacts").rglob("*")
+        if p.is_file()
+    }
+    assert {"model/model.pt", "model/config.yaml", "validation/step-0000003.png"} <= artifacts
+
+
+def test_resume_equals_a_straight_run(local_ray, data_root, model_cache, tmp_path):
+    """3 steps, stop, the same command to 6 steps == 6 straight steps (loss curve and final weights)."""
+    from fairweather.stages.train import run_train
+    from fairweather.training.state import load_state
+
+    straight, resumed = DiskLogger(tmp_path / "straight"), DiskLogger(tmp_path / "resumed")
+    a = run_train(tiny_config(data_root, model_cache, **{"train.run_name": "straight"}), straight)
+    cfg = tiny_config(data_root, model_cache, **{"train.run_name": "resumed"})
+    run_train(cfg, resumed, until_step=3)
+    b = run_train(cfg, resumed)
+    assert b.steps == 6
+    curve_a, curve_b = _loss_curve(straight), _loss_curve(resumed)
+    assert sorted(curve_b) == [1, 2, 3, 4, 5, 6]
+    for step, value in curve_a.items():
+        assert curve_b[step] == pytest.approx(value, rel=1e-5, abs=1e-7), step
+    state_a, state_b = load_state(a.checkpoint), load_state(b.checkpoint)
+    for key, value in state_a["teacher"].items():
+        torch.testing.assert_close(state_b["teacher"][key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint_and_the_step_counter_continues(
+    local_ray, data_root, model_cache, tmp_path
+):
+    from fairweather.stages.train import run_train
+
+    steps, marker = tmp_path / "steps.jsonl", tmp_path / "died"
+    hook = functools.partial(train_fixtures.record_then_die_once, str(steps), str(marker), 5)
+    cfg = tiny_config(data_root, model_cache, **{"train.run_name": "killed"})
+    summary = run_train(cfg, DiskLogger(tmp_path / "log"), step_hook=hook)
+    assert marker.exists() and summary.steps == 6
+    # Died after step 5, before its checkpoint at 6: the restarted worker continues after the checkpoint at 3.
+    assert [r["step"] for r in read_records(steps)] == [1, 2, 3, 4, 5, 4, 5, 6]
+
+
+def test_a_changed_config_is_a_new_run_and_new_run_forces_one(data_root, model_cache):
+    from fairweather.stages.train import run_name
+
+    versions = {"paired": "20:abc"}
+    base = run_name(tiny_config(data_root, model_cache), versions)
+    assert base.startswith("train-")
+    assert run_name(tiny_config(data_root, model_cache, **{"train.log_every": 5}), versions) == base
+    assert run_name(tiny_config(data_root, model_cache, **{"train.lr": 0.01}), versions) != base
+    assert run_name(tiny_config(data_root, model_cache), {"paired": "21:def"}) != base
+    forced = run_name(tiny_config(data_root, model_cache, **{"train.new_run": True}), versions)
+    assert forced.startswith(base + "-") and forced != base
+
+
+def test_no_pairs_is_a_clear_error(local_ray, model_cache, tmp_path):
+    from fairweather.contracts.errors import FairweatherError
+    from fairweather.stages.train import run_train
+
+    with pytest.raises(FairweatherError, match="fairweather synth"):
+        run_train(tiny_config(tmp_path, model_cache), DiskLogger(tmp_path / "log"))
+
+
+def test_workers_that_do_not_fit_the_local_cpus_are_refused_before_ray_starts(
+    data_root, model_cache, tmp_path
+):
+    from fairweather.contracts.errors import FairweatherError
+    from fairweather.stages.train import run_train
+
+    cfg = tiny_config(data_root, model_cache, **{"train.scaling.num_workers": 3})
+    with pytest.raises(FairweatherError, match="num_workers"):
+        run_train(cfg, DiskLogger(tmp_path / "log"))

@@ -1,0 +1,71 @@
+"""A tiny training setup for the training tests: generated 32-px pairs in a private table store, NAFNet, L_sup."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from fairweather.contracts.config import FairweatherConfig, load_config
+
+
+def tiny_overrides(root: Path, model_cache: Path, **extra: object) -> list[str]:
+    """Overrides of the smoke profile that train for a few seconds on generated data under ``root``."""
+    values: dict[str, object] = {
+        "runtime.runs_dir": root / "runs",
+        "runtime.model_cache_dir": model_cache,
+        "runtime.storage_path": root / "train",
+        "runtime.num_cpus": 2,
+        "data.tables": root / "tables",
+        "data.pool": root / "data" / "pool",
+        "synth.out": root / "data",
+        "synth.num_paired": 30,
+        "synth.val_fraction": 0.2,
+        "synth.test_fraction": 0.2,
+        "synth.num_unlabeled": 0,
+        "synth.size": "[32,32]",
+        "loss.weights.ps": 0,
+        "loss.weights.wpl": 0,
+        "loss.weights.sem": 0,
+        "loss.weights.feat": 0,
+        "train.iterations_per_round": 6,
+        "train.batch_size": 2,
+        "train.real_batch_size": 0,
+        "train.crop_size": 32,
+        "train.warmup_steps": 2,
+        "train.log_every": 1,
+        "train.checkpoint_every": 3,
+        "train.val_images": 2,
+        "train.val_real_images": 0,
+        "train.loader_threads": 1,
+        "train.prefetch_batches": 2,
+        "train.max_failures": 1,
+        "train.scaling.num_workers": 1,
+        "train.scaling.cpus_per_worker": 1,
+        **extra,
+    }
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+def tiny_config(root: Path, model_cache: Path, **extra: object) -> FairweatherConfig:
+    return load_config("smoke", tiny_overrides(root, model_cache, **extra))
+
+
+def record_steps(path: str, rank: int, step: int, pair_ids: list[str]) -> None:
+    """Step hook: append ``{"rank", "step", "ids"}`` to the JSON-lines file ``path``."""
+    with open(path, "a") as out:
+        out.write(json.dumps({"rank": rank, "step": step, "ids": pair_ids}) + "\n")
+
+
+def record_then_die_once(
+    path: str, marker: str, die_at: int, rank: int, step: int, pair_ids: list[str]
+) -> None:
+    """Step hook: record the step, and the first time rank 0 finishes step ``die_at`` kill its process."""
+    record_steps(path, rank, step, pair_ids)
+    if rank == 0 and step == die_at and not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(1)  # a hard crash: no exception, no cleanup, like an OOM kill
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
