@@ -1,0 +1,66 @@
+"""DDP across two Ray nodes (a `ray.cluster_utils.Cluster` on this machine), one worker per node."""
+
+from __future__ import annotations
+
+import functools
+
+import cloudpickle
+import pytest
+
+from fairweather.contracts.metric_logger import DiskLogger
+from fairweather.stages.synth import run_synth
+
+from . import train_fixtures
+from .train_fixtures import read_records, tiny_config
+
+cloudpickle.register_pickle_by_value(train_fixtures)
+
+
+@pytest.fixture()
+def two_nodes(tmp_path_factory):
+    """Two one-CPU nodes in a private cluster; this test's Ray only (refuses to run inside another session)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        pytest.skip("another Ray session is active in this process")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_two_nodes_train_on_disjoint_shards_that_cover_the_epoch(two_nodes, model_cache, tmp_path):
+    import ray
+
+    from fairweather.contracts.tables import TableStore
+    from fairweather.data.views import paired_view
+    from fairweather.stages.train import run_train
+
+    overrides = {
+        "train.run_name": "two-nodes",
+        "train.scaling.num_workers": 2,
+        "train.scaling.placement_strategy": "STRICT_SPREAD",
+        "train.iterations_per_round": 5,
+        "train.checkpoint_every": 5,
+    }
+    cfg = tiny_config(tmp_path, model_cache, **overrides)
+    run_synth(cfg)
+    train_ids = set(paired_view(TableStore(cfg.data.tables), "train").column("pair_id").to_pylist())
+    steps = tmp_path / "steps.jsonl"
+    summary = run_train(
+        cfg,
+        DiskLogger(tmp_path / "log"),
+        step_hook=functools.partial(train_fixtures.record_steps, str(steps)),
+    )
+    assert summary.steps == 5 and len(ray.nodes()) == 2
+    records = read_records(steps)
+    seen = {rank: [i for r in records if r["rank"] == rank for i in r["ids"]] for rank in (0, 1)}
+    n = len(train_ids)
+    per_rank = {0: (n + 1) // 2, 1: n // 2}  # positions r, r + 2, ... of each epoch's permutation
+    first_epoch = {rank: seen[rank][: per_rank[rank]] for rank in (0, 1)}
+    assert len(set(first_epoch[0])) == per_rank[0] and len(set(first_epoch[1])) == per_rank[1]
+    assert not set(first_epoch[0]) & set(first_epoch[1])
+    assert set(first_epoch[0]) | set(first_epoch[1]) == train_ids
