@@ -9,6 +9,7 @@ never unpickles code.
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def load_state(folder: str | Path, *, arch: str | None = None) -> dict[str, Any]
     path = f"{folder}/{STATE_FILE}"
     try:
         state = torch.load(io.BytesIO(read_bytes(path)), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as err:  # missing, truncated, or not a weights-only file
+    except (OSError, RuntimeError, pickle.UnpicklingError) as err:  # missing, truncated, not weights-only
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(

@@ -1,0 +1,131 @@
+"""Training data and state without Ray: per-rank sampling, seeded crops, checkpoint dicts, the pinned smoke loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fairweather.data.batches import crop_flip
+from fairweather.data.sampling import ShardSampler
+
+
+@pytest.mark.parametrize(("n", "world"), [(10, 1), (10, 2), (11, 2), (7, 3)])
+def test_ranks_cover_every_epoch_exactly_once(n, world):
+    samplers = [ShardSampler(n, rank, world, batch_size=3, seed=5) for rank in range(world)]
+    for epoch in range(3):
+        seen = []
+        for sampler in samplers:
+            picks = [p for step in range(40) for p in sampler.batch(step) if p.epoch == epoch]
+            seen += [p.index for p in picks]
+        assert sorted(seen) == list(range(n))
+
+
+def test_the_stream_is_a_pure_function_of_the_step_and_epochs_reshuffle():
+    sampler = ShardSampler(20, 1, 2, batch_size=4, seed=0)
+    assert sampler.batch(7) == ShardSampler(20, 1, 2, batch_size=4, seed=0).batch(7)
+    first, second = sampler.batch(0) + sampler.batch(1), sampler.batch(3) + sampler.batch(4)
+    assert [p.epoch for p in first] == [0] * 8 and [p.epoch for p in second][-1] == 1
+    assert [p.index for p in sampler.batch(0)] != [
+        p.index for p in ShardSampler(20, 1, 2, 4, seed=1).batch(0)
+    ]
+
+
+def test_fewer_images_than_workers_is_refused():
+    with pytest.raises(ValueError, match="num_workers"):
+        ShardSampler(1, 0, 2, batch_size=1, seed=0)
+
+
+def test_one_crop_and_flip_for_all_images_of_a_sample_seeded():
+    rng_image = np.random.default_rng(0)
+    a = rng_image.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    b = a.copy()
+    out1 = crop_flip([a, b], 32, np.random.default_rng([0, 1, 2]))
+    out2 = crop_flip([a, b], 32, np.random.default_rng([0, 1, 2]))
+    assert out1[0].shape == (32, 32, 3) and np.array_equal(out1[0], out1[1])
+    assert np.array_equal(out1[0], out2[0])
+    small = crop_flip([a[:20, :20]], 32, np.random.default_rng(0))[0]
+    assert small.shape == (32, 32, 3)  # reflect-padded up to the crop
+    with pytest.raises(ValueError, match="one size"):
+        crop_flip([a, a[:10]], 8, np.random.default_rng(0))
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_naming_both(tmp_path):
+    from fairweather.contracts.config.model import ModelConfig
+    from fairweather.contracts.config.train import TrainConfig
+    from fairweather.models import build_model
+    from fairweather.training.optim import build_optimizer, build_scheduler
+    from fairweather.training.state import CheckpointError, load_state, save_state, training_state
+
+    model = build_model(ModelConfig(arch="nafnet"))
+    optimizer = build_optimizer(model, TrainConfig())
+    state = training_state(
+        arch="nafnet",
+        model=model,
+        teacher=model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, TrainConfig()),
+        prompt_context=None,
+        step=3,
+        round_index=0,
+        config={"model": {"arch": "nafnet"}},
+        table_versions={"paired": "1:x"},
+    )
+    save_state(state, tmp_path)
+    assert load_state(tmp_path, arch="nafnet")["step"] == 3
+    with pytest.raises(CheckpointError, match=r"'nafnet'.*'msbdn'"):
+        load_state(tmp_path, arch="msbdn")
+    (tmp_path / "state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_state(tmp_path)
+
+
+def test_warmup_then_cosine_to_the_floor():
+    from fairweather.contracts.config.train import TrainConfig
+    from fairweather.training.optim import ema_decay_at, lr_factor
+
+    cfg = TrainConfig(rounds=1, iterations_per_round=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, cfg) == pytest.approx(1.0) and lr_factor(100, cfg) == pytest.approx(0.1)
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1) and ema_decay_at(10**6, 0.999) == 0.999
+
+
+def test_smoke_objective_is_pinned(clip, model_cache):
+    """Three steps of the smoke profile's full objective (every term, tiny encoders) from a fixed seed."""
+    from fairweather.contracts.config import load_config
+    from fairweather.training.optim import build_optimizer, build_scheduler
+    from fairweather.training.setup import build_training_parts
+    from fairweather.training.step import TrainBatch, train_step
+
+    cfg = load_config("smoke", [f"runtime.model_cache_dir={model_cache}", "encoders.depth.input_size=28"])
+    torch.manual_seed(0)
+    context = 0.02 * torch.randn(
+        4, cfg.loss.prompt_context_len, clip.token_embeddings(clip.tokenize(["x"])).shape[-1]
+    )
+    parts = build_training_parts(cfg, torch.device("cpu"), context)
+    assert parts.prompts is not None and not parts.prompts.context.requires_grad
+    optimizer = build_optimizer(parts.model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train)
+    generator = torch.Generator().manual_seed(1)
+    losses = []
+    for step in range(3):
+        images = torch.rand(6, 3, 32, 32, generator=generator)
+        batch = TrainBatch(
+            paired_input=images[:2],
+            paired_target=images[2:4],
+            real_input=images[4:],
+            real_pseudo=images[4:].flip(-1),
+            real_has_pseudo=torch.tensor([True, False]),
+            d_pos=["The weather looks good. a road.", "The weather looks good. a field."],
+            d_neg=["A rainy road.", "A hazy field."],
+        )
+        result = train_step(
+            parts.model, parts.loss, optimizer, batch, step=step, grad_clip=1.0, scheduler=scheduler
+        )
+        assert bool(result.applied.all()), dict(zip(parts.loss.names, result.applied.tolist(), strict=True))
+        losses.append(result.loss)
+    assert losses == pytest.approx(PINNED_SMOKE_LOSSES, rel=1e-4)
+
+
+#: Measured once on CPU (torch 2.13); a change here means the objective, the model or its init changed.
+PINNED_SMOKE_LOSSES = [0.9070672392845154, 0.9180328845977783, 0.9145145416259766]
