@@ -175,3 +175,39 @@ def test_shipped_profiles_load_from_a_wheel_install_and_are_not_shadowed(tmp_pat
     assert result.returncode == 0, result.stderr
     module_file, profile = result.stdout.split()
     assert Path(module_file).is_relative_to(tmp_path / "site") and profile == "smoke"
+
+
+def test_import_pairs_lists_every_layout_of_the_adapter():
+    from fairweather.cli import LAYOUT_NAMES
+    from fairweather.data.paired_folders import LAYOUTS
+
+    assert sorted(LAYOUT_NAMES) == sorted(LAYOUTS)
+
+
+def test_import_pairs_from_the_command_line(tmp_path, capsys):
+    from PIL import Image
+
+    from fairweather.cli import main
+
+    for folder in ("input", "target"):
+        (tmp_path / "set" / folder).mkdir(parents=True)
+        for name in ("a", "b"):
+            Image.new("RGB", (16, 16), (10, 20, 30)).save(tmp_path / "set" / folder / f"{name}.png")
+    argv = [
+        "import-pairs",
+        "--folder",
+        str(tmp_path / "set"),
+        "--layout",
+        "generic",
+        "--dataset",
+        "mine",
+        "--weather",
+        "rain",
+    ]
+    assert main([*argv, f"data.tables={tmp_path / 'tables'}"]) == 0
+    from fairweather.contracts.tables import TableStore
+
+    assert sorted(TableStore(str(tmp_path / "tables")).read("paired").column("pair_id").to_pylist()) == [
+        "mine/input/a",
+        "mine/input/b",
+    ]

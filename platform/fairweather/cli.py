@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from fairweather.contracts.config import FairweatherConfig, load_config, to_yaml
 from fairweather.contracts.errors import FairweatherError
 
+#: Layouts of ``fairweather import-pairs`` (kept in step with ``fairweather.data.paired_folders.LAYOUTS`` by a test;
+#: listed here so ``--help`` does not import the science packages).
+LAYOUT_NAMES = ("generic", "ots", "outdoor_rain", "raindrop", "snow100k", "spa")
+
 
 @dataclass(frozen=True)
 class Command:
@@ -32,7 +36,8 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "synth": Command(
-        "Generate procedural paired data (input/target + manifest) and an unlabeled weather pool.",
+        "Generate procedural paired data (input/ + target/ images, rows of the 'paired' table with train/val/test "
+        "splits) and an unlabeled weather pool.",
         "fairweather.stages.synth:run_synth",
     ),
     "prefetch": Command(
@@ -106,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         text = command.help if command.target else f"{command.help} [not built yet: {command.pending}]"
         _add_config_arguments(sub.add_parser(name, help=text, description=text, epilog=CONFIG_KEYS_HELP))
+    text = (
+        "Add a folder of labeled pairs in a paper data set's layout (Outdoor-Rain, RainDrop, SPA, OTS, Snow100K, or "
+        "generic input/ + target/) to the 'paired' table under data.tables, with train/val/test splits; "
+        "`fairweather train` then trains on it with the generated pairs."
+    )
+    pairs = sub.add_parser("import-pairs", help=text, description=text, epilog=CONFIG_KEYS_HELP)
+    pairs.add_argument("--folder", required=True, help="the data set's root folder (local path or URI)")
+    pairs.add_argument("--layout", required=True, choices=sorted(LAYOUT_NAMES), help="the folder layout")
+    pairs.add_argument(
+        "--dataset", required=True, help="name recorded in the table (pair ids are <dataset>/<name>)"
+    )
+    pairs.add_argument("--weather", choices=("rain", "haze", "snow"), help="weather of a generic layout")
+    _add_config_arguments(pairs)
     config = sub.add_parser("config", help="Inspect configs.", description="Inspect configs.")
     actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
     text = "Print the resolved config (profile or YAML file + overrides, validated) as YAML."
@@ -151,6 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         if args.command == "config":
             print(to_yaml(cfg), end="")
+        elif args.command == "import-pairs":
+            from fairweather.stages.import_pairs import run_import_pairs
+
+            _print_summary(
+                run_import_pairs(cfg, args.folder, args.layout, args.dataset, weather=args.weather)
+            )
         else:
             _print_summary(run_stage(args.command, cfg))
     except KeyboardInterrupt:
