@@ -12,12 +12,19 @@ def test_demo_runs_end_to_end_and_reruns_idempotently(tmp_path, monkeypatch, mod
     overrides = [
         f"runtime.model_cache_dir={model_cache}",
         "runtime.num_cpus=2",  # not every CPU of the machine: the demo's private Ray needs 2 (1 actor + reading)
-        "synth.num_paired=3",
+        "synth.num_paired=12",
         "synth.num_unlabeled=6",
+        "train.iterations_per_round=4",
+        "train.checkpoint_every=4",
+        "train.log_every=2",
+        "train.val_images=2",
+        "train.val_real_images=1",
+        "train.prompt_images_per_weather=2",
+        "loss.prompt_fit_steps=2",
     ]
     assert main(["demo", *overrides]) == 0
     out = capsys.readouterr().out
-    assert "still to come" in out and "6 labeled" in out
+    assert "still to come" in out and "6 labeled" in out and "EMA PSNR" in out
     cfg = load_config("smoke", overrides)
     labels = TableStore(cfg.data.tables).read("labels")
     assert labels.num_rows == 6 and len(set(labels.column("image_id").to_pylist())) == 6
