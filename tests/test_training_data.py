@@ -129,3 +129,11 @@ def test_smoke_objective_is_pinned(clip, model_cache):
 
 #: Measured once on CPU (torch 2.13); a change here means the objective, the model or its init changed.
 PINNED_SMOKE_LOSSES = [0.9070672392845154, 0.9180328845977783, 0.9145145416259766]
+
+
+def test_validation_subsets_cover_every_weather():
+    from fairweather.training.validate import balanced_subset
+
+    rows = [{"weather": w, "i": i} for w in ("haze", "rain", "snow") for i in range(5)]
+    assert [r["weather"] for r in balanced_subset(rows, 4)] == ["haze", "rain", "snow", "haze"]
+    assert len(balanced_subset(rows, 0)) == 15

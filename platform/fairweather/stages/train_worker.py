@@ -27,7 +27,7 @@ from fairweather.training.optim import build_optimizer, build_scheduler, ema_dec
 from fairweather.training.setup import build_training_parts
 from fairweather.training.state import load_state, restore_rng, save_state, training_state
 from fairweather.training.step import StepResult, TrainBatch, reduce_step_terms, train_step
-from fairweather.training.validate import image_grid, score_pairs, score_real
+from fairweather.training.validate import balanced_subset, image_grid, score_pairs, score_real
 
 #: Name of the validation image grid inside a checkpoint folder (the driver logs it to MLflow).
 GRID_FILE = "validation.png"
@@ -93,11 +93,16 @@ def _validate(
     teacher.eval()
     kw = {"max_pixels": cfg.data.max_image_pixels, "device": device}
     metrics, examples = score_pairs(
-        teacher, val[: cfg.train.val_images or None], cfg.model, scorer, prefix="val", **kw
+        teacher, balanced_subset(val, cfg.train.val_images), cfg.model, scorer, prefix="val", **kw
     )
     if cfg.train.val_real_images and real:
         real_metrics, real_examples = score_real(
-            teacher, real[: cfg.train.val_real_images], cfg.model, scorer, prefix="val_real", **kw
+            teacher,
+            balanced_subset(real, cfg.train.val_real_images),
+            cfg.model,
+            scorer,
+            prefix="val_real",
+            **kw,
         )
         metrics.update(real_metrics)
         examples += real_examples

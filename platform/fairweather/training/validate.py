@@ -7,6 +7,7 @@ full images. PSNR/SSIM follow :mod:`fairweather.metrics.weight_free` (RGB, [0, 1
 from __future__ import annotations
 
 import io
+import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -28,6 +29,18 @@ def restore_image(
     """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` restored in [0, 1] on CPU (``model`` must be in eval mode)."""
     x = to_tensor([image]).to(device)
     return restore_tiled(model, x, model_cfg.tile, model_cfg.tile_overlap).clamp(0, 1).float().cpu()
+
+
+def balanced_subset(rows: Sequence[dict], count: int) -> list[dict]:
+    """Up to ``count`` rows taken round-robin over their weathers (all rows when ``count`` is 0), so a small
+    validation subset still scores every weather."""
+    by_weather: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_weather[row["weather"]].append(row)
+    interleaved = [
+        row for group in itertools.zip_longest(*by_weather.values()) for row in group if row is not None
+    ]
+    return interleaved[: count or None]
 
 
 def _means(values: dict[str, list[float]], prefix: str) -> dict[str, float]:
