@@ -123,3 +123,31 @@ def test_workers_that_do_not_fit_the_local_cpus_are_refused_before_ray_starts(
     cfg = tiny_config(data_root, model_cache, **{"train.scaling.num_workers": 3})
     with pytest.raises(FairweatherError, match="num_workers"):
         run_train(cfg, DiskLogger(tmp_path / "log"))
+
+
+def test_a_loss_that_blows_up_stops_the_run_naming_the_step(local_ray, data_root, model_cache, tmp_path):
+    from fairweather.contracts.errors import FairweatherError
+    from fairweather.stages.train import run_train
+
+    overrides = {
+        "train.run_name": "nan",
+        "train.lr": "1.0e+30",
+        "train.warmup_steps": 0,
+        "train.grad_clip": 0,
+        "train.max_failures": 0,
+    }
+    with pytest.raises(FairweatherError, match=r"training stopped: .*step \d+"):
+        run_train(tiny_config(data_root, model_cache, **overrides), DiskLogger(tmp_path / "log"))
+
+
+def test_a_cluster_needs_a_shared_storage_path(data_root, model_cache, monkeypatch):
+    from fairweather.contracts.errors import FairweatherError
+    from fairweather.stages.train import storage_path
+
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    with pytest.raises(FairweatherError, match="local path"):
+        storage_path(tiny_config(data_root, model_cache))
+    assert (
+        storage_path(tiny_config(data_root, model_cache, **{"runtime.storage_path": "s3://b/runs"}))
+        == "s3://b/runs"
+    )

@@ -35,6 +35,7 @@ from fairweather.contracts.io import has_scheme
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import paired_view, real_view, table_versions
+from fairweather.training.step import NonFiniteLossError
 
 from .runtime import is_private_local, ray_session, runs_path
 from .tracking import stage_run
@@ -60,6 +61,15 @@ class TrainSummary:
 
 def storage_path(cfg: FairweatherConfig) -> str:
     """Where Ray Train keeps runs: ``runtime.storage_path``, else ``<runs_dir>/train`` on a private local Ray."""
+    if (
+        cfg.runtime.storage_path
+        and not has_scheme(cfg.runtime.storage_path)
+        and not is_private_local(cfg.runtime)
+    ):
+        raise FairweatherError(
+            f"runtime.storage_path={cfg.runtime.storage_path!r} is a local path, but Ray runs on a cluster: give a "
+            "URI every node can reach (s3://..., gs://..., or file:///<a mount every node shares>)"
+        )
     if cfg.runtime.storage_path:
         return (
             cfg.runtime.storage_path
@@ -69,7 +79,7 @@ def storage_path(cfg: FairweatherConfig) -> str:
     if not is_private_local(cfg.runtime):
         raise FairweatherError(
             "runtime.storage_path is required on a Ray cluster: a URI every node can reach (s3://..., gs://..., "
-            "or a shared mount), so checkpoints survive a node"
+            "or file:///<a mount every node shares>), so checkpoints survive a node"
         )
     return str(runs_path(cfg.runtime, "train"))
 
@@ -125,6 +135,23 @@ def _views(store: TableStore) -> dict[str, pa.Table]:
         )
     views["real"] = real_view(store)
     return views
+
+
+def _stopped_by_a_non_finite_loss(err: ray.train.WorkerGroupError) -> FairweatherError | None:
+    """A run that failed because a loss became NaN/inf, as one clear error naming the term and the step.
+
+    The step raises before the optimizer applies anything and before any checkpoint of that step is written, so
+    every saved checkpoint is clean. Ray retries a failed worker ``train.max_failures`` times from the last
+    checkpoint; a deterministic blow-up fails again at the same step, and this error is what remains.
+    """
+    for failure in err.worker_failures.values():
+        if isinstance(failure, NonFiniteLossError) or "NonFiniteLossError" in str(failure):
+            line = next((ln for ln in str(failure).splitlines() if "NonFiniteLossError:" in ln), str(failure))
+            return FairweatherError(
+                f"training stopped: {line.split('NonFiniteLossError:', 1)[-1].strip()} (no checkpoint of that "
+                "step was saved; lower train.lr, raise train.warmup_steps or check the data)"
+            )
+    return None
 
 
 def run_train(
@@ -198,7 +225,10 @@ def _train(
             # (fairweather.data.sampling): Ray's equal split would drop up to world_size - 1 images per epoch.
             dataset_config=ray.train.DataConfig(datasets_to_split=[]),
         )
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except ray.train.WorkerGroupError as err:
+            raise _stopped_by_a_non_finite_loss(err) or err from err
         if result.checkpoint is None:
             raise FairweatherError(f"training run {name} ended without a checkpoint")
         test = evaluate_checkpoint(cfg, result.checkpoint, rows["test"], logger)
