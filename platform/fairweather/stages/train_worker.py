@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import ray.data
 import ray.train
 import ray.train.torch
 import torch
@@ -136,6 +137,8 @@ def train_loop_per_worker(config: dict) -> None:
     memory_format = torch.channels_last if cuda and train.channels_last else torch.contiguous_format
     model = ray.train.torch.prepare_model(parts.model.to(memory_format=memory_format))
 
+    # The index datasets are tiny and read once: their progress bars would only flood the log.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     paired, real, val = _rows("paired"), _rows("real"), _rows("val")
     seed = cfg.runtime.seed
     max_pixels = cfg.data.max_image_pixels
