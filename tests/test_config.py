@@ -185,6 +185,11 @@ def test_sweep_space_addresses_loss_weight_keys(tmp_path):
         "synth.haze_beta=[2.0, 1.0]",
         "synth.rain_angle_deg=[-95, 10]",
         "synth.veil_beta=[0, .inf]",
+        "train.lr=0",
+        "train.ema_decay=1",
+        "train.crop_size=60",
+        "train.scaling.num_workers=0",
+        "train.real_batch_size=-1",
     ],
 )
 def test_out_of_range_values_are_rejected_at_load_time_naming_the_key(override):

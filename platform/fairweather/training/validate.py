@@ -43,12 +43,23 @@ def balanced_subset(rows: Sequence[dict], count: int) -> list[dict]:
     return interleaved[: count or None]
 
 
-def _means(values: dict[str, list[float]], prefix: str) -> dict[str, float]:
-    out = {f"{prefix}/{weather}": float(np.mean(v)) for weather, v in sorted(values.items())}
-    out[f"{prefix}/overall"] = (
-        float(np.mean([x for v in values.values() for x in v])) if values else float("nan")
-    )
-    return out
+class Scores:
+    """Per-image scores gathered per (metric, weather); ``means(prefix)`` flattens them to
+    ``{"<prefix>/<metric>/<weather>": mean, "<prefix>/<metric>/overall": mean over all images}``."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+
+    def add(self, metric: str, weather: str, value: float) -> None:
+        self.values[metric][weather].append(float(value))
+
+    def means(self, prefix: str) -> dict[str, float]:
+        out = {}
+        for metric, per_weather in self.values.items():
+            for weather, values in sorted(per_weather.items()):
+                out[f"{prefix}/{metric}/{weather}"] = float(np.mean(values))
+            out[f"{prefix}/{metric}/overall"] = float(np.mean([v for vs in per_weather.values() for v in vs]))
+        return out
 
 
 def score_pairs(
@@ -66,21 +77,16 @@ def score_pairs(
     Returns ``({"<prefix>/psnr/<weather>": ..., "<prefix>/ssim/..", "<prefix>/input_psnr/..", ...}, examples)`` where
     examples are ``(input, restored, target)`` uint8 images of the first rows, for :func:`image_grid`.
     """
-    found: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    examples = []
+    scores, examples = Scores(), []
     for row in rows:
         degraded, target = load_rgb(row["input_uri"], max_pixels), load_rgb(row["target_uri"], max_pixels)
         restored = restore_image(model, degraded, model_cfg, device)
-        target_t = to_tensor([target])
         for kind, image in (("", restored), ("input_", to_tensor([degraded]))):
-            for metric, value in scorer.full_reference(image, target_t).items():
-                found[f"{kind}{metric}"][row["weather"]].append(float(value[0]))
+            for metric, value in scorer.full_reference(image, to_tensor([target])).items():
+                scores.add(f"{kind}{metric}", row["weather"], value[0])
         if len(examples) < 4:
             examples.append((degraded, to_uint8(restored), target))
-    metrics: dict[str, float] = {}
-    for name, per_weather in found.items():
-        metrics.update(_means(per_weather, f"{prefix}/{name}"))
-    return metrics, examples
+    return scores.means(prefix), examples
 
 
 def score_real(
@@ -97,20 +103,16 @@ def score_real(
 
     Examples are ``(input, restored[, pseudo-label])`` uint8 images of the first rows.
     """
-    found: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    examples = []
+    scores, examples = Scores(), []
     for row in rows:
         degraded = load_rgb(row["uri"], max_pixels)
         restored = restore_image(model, degraded, model_cfg, device)
-        found["piqe"][row["weather"]].append(float(scorer.piqe(restored)[0]))
-        found["input_piqe"][row["weather"]].append(float(scorer.piqe(to_tensor([degraded]))[0]))
+        scores.add("piqe", row["weather"], scorer.piqe(restored)[0])
+        scores.add("input_piqe", row["weather"], scorer.piqe(to_tensor([degraded]))[0])
         if len(examples) < 4:
             pseudo = [load_rgb(row["pseudo_uri"], max_pixels)] if row.get("pseudo_uri") else []
             examples.append((degraded, to_uint8(restored), *pseudo))
-    metrics: dict[str, float] = {}
-    for name, per_weather in found.items():
-        metrics.update(_means(per_weather, f"{prefix}/{name}"))
-    return metrics, examples
+    return scores.means(prefix), examples
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:

@@ -9,10 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
+from .loader import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, FieldRangeError, Range, check_ranges
 
 
 @dataclass(frozen=True)
@@ -30,10 +27,7 @@ class ScalingConfig:
     accelerator_type: str | None = None
 
     def __post_init__(self) -> None:
-        _require(self.num_workers >= 1, f"train.scaling.num_workers must be >= 1, got {self.num_workers}")
-        _require(
-            self.cpus_per_worker > 0, f"train.scaling.cpus_per_worker must be > 0, got {self.cpus_per_worker}"
-        )
+        check_ranges(self, num_workers=AT_LEAST_ONE, cpus_per_worker=POSITIVE)
 
 
 @dataclass(frozen=True)
@@ -89,32 +83,34 @@ class TrainConfig:
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
 
     def __post_init__(self) -> None:
-        for name in ("rounds", "iterations_per_round", "batch_size", "crop_size", "log_every"):
-            _require(getattr(self, name) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("real_batch_size", "warmup_steps", "val_images", "val_real_images", "max_failures"):
-            _require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
-        _require(self.crop_size % 8 == 0, f"train.crop_size must be a multiple of 8, got {self.crop_size}")
-        _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
-        _require(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
-        _require(
-            0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"
+        check_ranges(
+            self,
+            **dict.fromkeys(
+                (
+                    "rounds",
+                    "iterations_per_round",
+                    "batch_size",
+                    "crop_size",
+                    "log_every",
+                    "checkpoint_every",
+                ),
+                AT_LEAST_ONE,
+            ),
+            **dict.fromkeys(("loader_threads", "prefetch_batches", "keep_checkpoints"), AT_LEAST_ONE),
+            prompt_images_per_weather=AT_LEAST_ONE,
+            **dict.fromkeys(
+                ("real_batch_size", "warmup_steps", "val_images", "val_real_images", "max_failures"),
+                NON_NEGATIVE,
+            ),
+            lr=POSITIVE,
+            weight_decay=NON_NEGATIVE,
+            min_lr_ratio=UNIT_INTERVAL,
+            grad_clip=NON_NEGATIVE,
+            ema_decay=Range(0, 1, high_open=True),
         )
-        _require(self.grad_clip >= 0, f"train.grad_clip must be >= 0, got {self.grad_clip}")
-        _require(0 <= self.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
-        _require(self.loader_threads >= 1, f"train.loader_threads must be >= 1, got {self.loader_threads}")
-        _require(
-            self.prefetch_batches >= 1, f"train.prefetch_batches must be >= 1, got {self.prefetch_batches}"
-        )
-        _require(
-            self.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}"
-        )
-        _require(
-            self.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}"
-        )
-        _require(
-            self.prompt_images_per_weather >= 1,
-            f"train.prompt_images_per_weather must be >= 1, got {self.prompt_images_per_weather}",
-        )
+        if self.crop_size % 8:
+            # Every backbone pads to its own multiple anyway; 8 keeps the crops aligned with three down-samplings.
+            raise FieldRangeError("crop_size", f"must be a multiple of 8, got {self.crop_size}")
 
     @property
     def total_steps(self) -> int:
