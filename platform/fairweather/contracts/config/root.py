@@ -11,6 +11,7 @@ from typing import get_type_hints
 
 from .data import DataConfig
 from .encoders import EncodersConfig
+from .evaluate import EvaluateConfig
 from .loader import ConfigError, apply_overrides, build, parse_override, read_yaml
 from .loss import LossConfig
 from .model import ModelConfig
@@ -36,6 +37,7 @@ class FairweatherConfig:
     encoders: EncodersConfig = field(default_factory=EncodersConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 def check_override_key(path: list[str], text: str) -> None:
