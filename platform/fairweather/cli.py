@@ -161,7 +161,9 @@ def _interrupted(name: str, cfg: FairweatherConfig | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        force=True,  # a second main() in one process (tests, notebooks) must not keep a stale stream
     )
     name = f"{args.command} {args.action}" if args.command == "config" else args.command
     cfg = None
