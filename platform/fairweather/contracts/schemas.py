@@ -105,19 +105,22 @@ PSEUDO_LABELS = TableSpec(
 
 METRICS = TableSpec(
     name="metrics",
-    version=1,
+    # v2: per-image rows next to the per-weather means, and method + resize policy in the key (two methods or
+    # two policies of one evaluation run no longer overwrite each other).
+    version=2,
     fields=(
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("method", pa.string(), nullable=False),
-        pa.field("dataset", pa.string(), nullable=False),
-        pa.field("weather", pa.string(), nullable=False),  # rain/haze/snow/overall
+        pa.field("run_id", pa.string(), nullable=False),  # the evaluation run's name
+        pa.field("method", pa.string(), nullable=False),  # "input", a checkpoint's or a baseline folder's name
+        pa.field("dataset", pa.string(), nullable=False),  # the test set ("paired:test", a folder's name, "all")
+        pa.field("resize_policy", pa.string(), nullable=False),  # scores depend on it: always recorded
+        pa.field("weather", pa.string(), nullable=False),  # rain/haze/snow/unknown, or "overall" on a mean row
+        pa.field("image", pa.string(), nullable=False),  # the image's name in its test set; "" on a mean row
         pa.field("metric", pa.string(), nullable=False),
         pa.field("value", pa.float64(), nullable=False),
-        pa.field("num_images", pa.int64(), nullable=False),
-        pa.field("resize_policy", pa.string(), nullable=False),  # scores depend on it: always recorded
+        pa.field("num_images", pa.int64(), nullable=False),  # 1 on a per-image row
         pa.field("created_at", _TIME, nullable=False),
     ),
-    key=("run_id", "dataset", "weather", "metric"),
+    key=("run_id", "method", "dataset", "resize_policy", "weather", "image", "metric"),
 )
 
 PAIRED = TableSpec(
