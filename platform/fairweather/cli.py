@@ -78,7 +78,10 @@ COMMANDS: dict[str, Command] = {
         "Run label -> pseudolabel -> train rounds -> evaluate as one job.", None, "the pipeline issue"
     ),
     "restore": Command(
-        "Restore a folder of weather images with a trained checkpoint.", None, "the training issue"
+        "Restore a folder (recursively) or one file of weather images with a trained checkpoint's EMA network: "
+        "names, sizes, format and metadata kept, pixels upright, tiled at full resolution; files that cannot be "
+        "decoded are reported and skipped.",
+        "fairweather.stages.restore:run_restore",
     ),
 }
 
@@ -100,6 +103,23 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
 
 
+def _add_restore_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", required=True, help="a training checkpoint folder (state.pt) or a run's model.pt"
+    )
+    parser.add_argument("--input", required=True, help="a folder of images (recursive) or one image file")
+    parser.add_argument("--output", required=True, help="folder for the results (never the input's folder)")
+    parser.add_argument(
+        "--device", default="auto", help="torch device (default auto: CUDA if present, else CPU)"
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="profile or YAML whose network must match the checkpoint's (default: the checkpoint's own config)",
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides (model.tile=256)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairweather",
@@ -110,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         text = command.help if command.target else f"{command.help} [not built yet: {command.pending}]"
-        _add_config_arguments(sub.add_parser(name, help=text, description=text, epilog=CONFIG_KEYS_HELP))
+        command_parser = sub.add_parser(name, help=text, description=text, epilog=CONFIG_KEYS_HELP)
+        (_add_restore_arguments if name == "restore" else _add_config_arguments)(command_parser)
     text = (
         "Add a folder of labeled pairs in a paper data set's layout (Outdoor-Rain, RainDrop, SPA, OTS, Snow100K, or "
         "generic input/ + target/) to the 'paired' table under data.tables, with train/val/test splits; "
@@ -168,9 +189,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = f"{args.command} {args.action}" if args.command == "config" else args.command
     cfg = None
     try:
-        cfg = load_config(args.config, args.overrides)
+        # restore without --config reads the config stored in its checkpoint.
+        cfg = load_config(args.config, args.overrides) if args.config else None
         if args.command == "config":
             print(to_yaml(cfg), end="")
+        elif args.command == "restore":
+            from fairweather.stages.restore import run_restore
+
+            _print_summary(
+                run_restore(
+                    args.checkpoint,
+                    args.input,
+                    args.output,
+                    cfg,
+                    config_source=f"--config {args.config}",
+                    overrides=args.overrides,
+                    device=args.device,
+                )
+            )
         elif args.command == "import-pairs":
             from fairweather.stages.import_pairs import run_import_pairs
 

@@ -1,0 +1,137 @@
+"""``fairweather restore``: restore a folder (or one file) of weather photos with a trained checkpoint.
+
+One process and one model copy, file after file, with a progress bar on a terminal. No Ray: a folder of photos
+is restored by a single network on one device, so Ray would only add start-up time; large sets are the
+evaluation stage's job. Each file is read and decoded under the labeling stage's rules
+(:func:`fairweather.stages.label_io.read_decode_one`: EXIF orientation applied, 16-bit/RGBA/CMYK/grayscale
+converted, empty, truncated, non-image and over-``data.max_image_pixels`` files rejected with a reason), restored
+in tiles of ``model.tile`` pixels (a 24-Mpx photo costs the image plus one tile of activations), and written
+atomically in its own format (:mod:`fairweather.stages.restore_files`). A file that fails is reported and skipped;
+the others are restored. The command fails only when every listed file failed.
+
+The network and its config come from the checkpoint by default, so any training run's checkpoint restores with
+no matching ``--config``; dotted overrides apply on top (``model.tile=256 data.max_image_pixels=80000000``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from fairweather.contracts.config import FairweatherConfig
+from fairweather.contracts.errors import FairweatherError
+from fairweather.contracts.io import atomic_write_bytes, check_writable, read_bytes
+from fairweather.training.restorer import Restorer, load_restorer
+
+from .label_io import item_pixels, read_decode_one
+from .restore_files import encode_like, plan_restore
+
+log = logging.getLogger(__name__)
+
+
+class NothingRestoredError(FairweatherError):
+    """Every listed file failed: the command must not look like a success."""
+
+
+@dataclass
+class RestoreSummary:
+    checkpoint: str
+    arch: str
+    step: int
+    device: str
+    output: str
+    #: Files the run accounts for (restored + failed).
+    listed: int
+    restored: int
+    failed: int
+    #: Entries of the input folder not listed, by reason (hidden, suffix, dangling_link, ...).
+    not_listed: dict[str, int]
+    #: One ``{"uri", "stage", "reason", "message"}`` per failed file (stage: list, read, decode, write).
+    failures: list[dict[str, str]]
+    seconds: float
+    images_per_s: float
+
+
+def _failure(uri: str, stage: str, reason: str, message: str) -> dict[str, str]:
+    return {"uri": uri, "stage": stage, "reason": reason, "message": message}
+
+
+def restore_file(restorer: Restorer, source: str, target: str) -> dict[str, str] | None:
+    """Restore ``source`` into ``target``; None when done, else the failure (never raises for a bad file)."""
+    row = read_decode_one(
+        source, None, max_pixels=restorer.cfg.data.max_image_pixels, short_side=0, done=frozenset()
+    )
+    if row["status"] != "ok":
+        return _failure(source, row["error_stage"], row["error_type"], row["message"])
+    restored = restorer.restore(item_pixels(row))
+    try:
+        # The original's bytes again for its format and metadata: the decode step keeps only the pixels.
+        atomic_write_bytes(target, encode_like(restored, read_bytes(source)))
+    except (OSError, ValueError) as err:  # the output went away, disk full, the input changed meanwhile
+        return _failure(source, "write", type(err).__name__, str(err))
+    return None
+
+
+def run_restore(
+    checkpoint: str,
+    source: str,
+    output: str,
+    cfg: FairweatherConfig | None = None,
+    *,
+    config_source: str = "--config",
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+) -> RestoreSummary:
+    """Restore every image of ``source`` (a folder, recursively, or one file) into folder ``output``.
+
+    cfg: an explicit config (named ``config_source`` in errors) whose network must be the checkpoint's; None
+    uses the checkpoint's stored config with ``overrides``. The checkpoint, the input listing and the output
+    location are all checked before the first file is written. Raises :class:`NothingRestoredError` when every
+    listed file failed.
+    """
+    restorer = load_restorer(checkpoint, cfg, source=config_source, overrides=overrides, device=device)
+    plan = plan_restore(source, output, follow_links_out=restorer.cfg.data.follow_links_out)
+    check_writable(output, "--output")
+    failures = [
+        _failure(n, "list", "bad_name", "file name is not UTF-8 (shown escaped)") for n in plan.bad_names
+    ]
+    start = time.perf_counter()
+    for source_uri, target in tqdm(plan.jobs, desc="restore", unit="image", disable=None):
+        failure = restore_file(restorer, source_uri, target)
+        if failure is not None:
+            log.warning("restore: skipped %s (%s: %s)", source_uri, failure["stage"], failure["message"])
+            failures.append(failure)
+    seconds = time.perf_counter() - start
+    restored = plan.listed - len(failures)
+    summary = RestoreSummary(
+        checkpoint=checkpoint,
+        arch=restorer.arch,
+        step=restorer.step,
+        device=str(restorer.device),
+        output=output,
+        listed=plan.listed,
+        restored=restored,
+        failed=len(failures),
+        not_listed={reason: len(entries) for reason, entries in sorted(plan.skipped.items())},
+        failures=failures,
+        seconds=round(seconds, 3),
+        images_per_s=round(restored / seconds, 3) if seconds > 0 else 0.0,
+    )
+    not_listed = ", ".join(f"{n} {reason}" for reason, n in summary.not_listed.items())
+    print(
+        f"restore: {summary.listed} listed, {sum(summary.not_listed.values())} not listed"
+        + (f" ({not_listed})" if not_listed else "")
+        + f"; {restored} restored into {output}, {len(failures)} failed in {seconds:.1f}s"
+    )
+    if failures and not restored:
+        reasons = Counter(f"{f['stage']}:{f['reason']}" for f in failures).most_common(3)
+        raise NothingRestoredError(
+            f"restore: every one of the {summary.listed} listed files failed "
+            f"({', '.join(f'{n} {reason}' for reason, n in reasons)})"
+        )
+    return summary
