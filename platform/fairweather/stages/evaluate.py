@@ -1,0 +1,328 @@
+"""``fairweather evaluate``: score methods on the same test images, as one Ray Data job, and write Paper A's tables.
+
+Pipeline: test sets listed on the driver (``evaluate_io``) -> one work row per (image, method) -> read + decode +
+resize by ``evaluate.resize`` (Ray tasks) -> restore with each checkpoint's EMA teacher (actor pool, only when
+checkpoints are given) -> score with every available metric (actor pool) -> the driver writes per-image rows and
+per-weather means to the ``metrics`` table, failures to ``errors``, and the report (``evaluate_report``) to
+``evaluate.report_dir``; everything is logged to an MLflow run tagged with the checkpoints' training runs.
+
+Start-up checks run before Ray or MLflow start: test sets list, baseline folders and checkpoints read, output
+folders writable, the actors leave a CPU for reading on a private local Ray, and every metric's weights are
+present. A metric whose weights are missing is reported (with the ``fairweather prefetch`` command that gets them)
+and shown as ``n/a (weights missing)`` in the report; the job fails only when no metric can run at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import re
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import ray
+
+from fairweather.contracts.config import FairweatherConfig
+from fairweather.contracts.errors import FairweatherError
+from fairweather.contracts.io import relative_uri
+from fairweather.contracts.metric_logger import MetricLogger
+from fairweather.contracts.tables import TableStore
+from fairweather.metrics import METRICS, missing_weights
+from fairweather.training.restorer import read_checkpoint
+
+from .evaluate_actors import CheckpointRef, RestoreActor, ScoreActor
+from .evaluate_io import INPUT_METHOD, BaselineOutputs, list_test_set, read_work_batch, work_rows
+from .evaluate_report import ReportInfo, weather_means, write_report
+from .runtime import check_output_locations, is_private_local, ray_session
+from .tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+#: Example images per test set in the report's grid.
+EXAMPLES = 4
+#: Work rows per read task.
+READ_BLOCK_ROWS = 16
+
+
+@dataclass(frozen=True)
+class EvaluateSummary:
+    run_name: str
+    report_dir: str
+    #: Test images listed over all test sets, and (image, method) rows scored / failed.
+    images: int
+    scored: int
+    failed: int
+    #: Metrics that could not run here, with the reason (shown as n/a in the report).
+    unavailable: dict[str, str]
+    seconds: float
+    #: Scored (image, method) rows per second of the Ray Data job.
+    rows_per_s: float
+    #: Seconds each metric took, summed over the actors (the cost split per metric).
+    metric_seconds: dict[str, float]
+
+
+def _checkpoints(cfg: FairweatherConfig) -> list[CheckpointRef]:
+    refs = [CheckpointRef.parse(entry) for entry in cfg.evaluate.checkpoints]
+    names = Counter(ref.name for ref in refs)
+    clashes = [name for name, n in names.items() if n > 1 or name == INPUT_METHOD]
+    if clashes:
+        raise FairweatherError(
+            f"evaluate.checkpoints: method names {clashes} repeat or clash with 'input'; use name=path"
+        )
+    for ref in refs:
+        read_checkpoint(ref.path)  # fails now, naming the file, rather than in every actor
+    return refs
+
+
+def _unavailable(cfg: FairweatherConfig) -> dict[str, str]:
+    """metric -> ``weights missing`` for every configured metric that cannot run here (reasons logged)."""
+    out = {}
+    for name in dict.fromkeys(cfg.evaluate.metrics + cfg.evaluate.reference_metrics):
+        reason = missing_weights(name, cfg.evaluate.scorer)
+        if reason:
+            log.warning("evaluate: metric %s cannot run: %s", name, reason)
+            out[name] = "weights missing"
+    if len(out) == len(set(cfg.evaluate.metrics + cfg.evaluate.reference_metrics)):
+        raise FairweatherError(
+            f"evaluate: no configured metric can run here ({', '.join(out)}: weights missing); "
+            "run `fairweather prefetch` with the same config"
+        )
+    return out
+
+
+def _check_cpu_budget(cfg: FairweatherConfig, pools: int) -> None:
+    """Refuse actors that would take every CPU of a private local Ray (the read tasks could never run)."""
+    if not is_private_local(cfg.runtime):
+        return
+    cpus = (
+        ray.cluster_resources().get("CPU", 0.0)
+        if ray.is_initialized()
+        else (cfg.runtime.num_cpus or ray._private.utils.get_num_cpus())
+    )
+    actor_cpus = pools * cfg.evaluate.concurrency * cfg.evaluate.num_cpus_per_actor
+    if actor_cpus + 1 > cpus:
+        raise FairweatherError(
+            f"{pools} actor pool(s) x evaluate.concurrency x evaluate.num_cpus_per_actor = {actor_cpus:g} CPUs leave "
+            f"less than 1 of the {cpus:g} CPUs of the local Ray for reading images; lower one of them (fractions are "
+            "fine) or set runtime.num_cpus"
+        )
+
+
+def evaluation_dataset(
+    cfg: FairweatherConfig,
+    rows: list[dict],
+    checkpoints: list[CheckpointRef],
+    metrics: tuple,
+    reference: tuple,
+    scorer_factory=None,
+) -> ray.data.Dataset:
+    """The lazy pipeline: work rows -> pixels (tasks) -> restorations (actors) -> scores (actors)."""
+    ev = cfg.evaluate
+    threads = max(1, int(ev.num_cpus_per_actor))
+    actors = {
+        "compute": ray.data.ActorPoolStrategy(size=ev.concurrency),
+        "num_cpus": ev.num_cpus_per_actor,
+        "num_gpus": ev.num_gpus_per_actor,
+        "batch_format": "pyarrow",
+    }
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / READ_BLOCK_ROWS)))
+    ds = ds.map_batches(
+        read_work_batch,
+        batch_format="pyarrow",
+        fn_kwargs={"max_pixels": cfg.data.max_image_pixels, "short_side": ev.resize_short_side},
+    )
+    if checkpoints:
+        paths = {ref.name: ref.path for ref in checkpoints}
+        # One image per batch: restoration is the heavy step, so small batches keep every actor busy.
+        ds = ds.map_batches(
+            RestoreActor,
+            fn_constructor_kwargs={
+                "checkpoints": paths,
+                "num_gpus": ev.num_gpus_per_actor,
+                "threads": threads,
+            },
+            batch_size=1,
+            **actors,
+        )
+    kwargs = {
+        "metrics": metrics,
+        "reference_metrics": reference,
+        "scorer": ev.scorer,
+        "threads": threads,
+        "scorer_factory": scorer_factory,
+    }
+    return ds.map_batches(ScoreActor, fn_constructor_kwargs=kwargs, batch_size=ev.scorer.batch_size, **actors)
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)
+
+
+def run_evaluate(
+    cfg: FairweatherConfig, logger: MetricLogger | None = None, *, scorer_factory=None
+) -> EvaluateSummary:
+    """Score ``evaluate.checkpoints``, the inputs and ``evaluate.baseline_folders`` on ``evaluate.test_sets``.
+
+    logger: the tracking run to log into (default: a new MLflow run, closed here).
+    scorer_factory: picklable ``name -> Scorer`` used in the actors instead of ``build_scorer`` (benchmarks).
+    """
+    ev, store = cfg.evaluate, TableStore(cfg.data.tables)
+    checkpoints = _checkpoints(cfg)
+    baselines = {
+        name.strip(): BaselineOutputs(folder.strip())
+        for name, _, folder in (entry.partition("=") for entry in ev.baseline_folders)
+    }
+    test_sets = [
+        list_test_set(spec, store, follow_links_out=cfg.data.follow_links_out) for spec in ev.test_sets
+    ]
+    rows, unmatched = work_rows(
+        test_sets, [c.name for c in checkpoints], baselines, include_input=ev.include_input, examples=EXAMPLES
+    )
+    if not rows:
+        raise FairweatherError(
+            f"evaluate: nothing to score (test sets {list(ev.test_sets)} list no image, or no method)"
+        )
+    unavailable = _unavailable(cfg)
+    check_output_locations(cfg)
+    _check_cpu_budget(cfg, 2 if checkpoints else 1)
+    run_name = f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}"
+    report_dir = ev.report_dir or f"{cfg.runtime.runs_dir}/reports/{run_name}"
+    methods = (
+        ((INPUT_METHOD,) if ev.include_input else ()) + tuple(c.name for c in checkpoints) + tuple(baselines)
+    )
+    notes = [
+        f"baseline {name}: no output for {len(missing)} test image(s), e.g. {missing[:3]}"
+        for name, missing in unmatched.items()
+        if missing
+    ]
+    notes += [
+        f"test set {t.name}: {n} entries not listed ({reason})"
+        for t in test_sets
+        for reason, n in t.not_listed.items()
+    ]
+    info = ReportInfo(
+        run_name,
+        ev.resize,
+        methods,
+        tuple(c.name for c in checkpoints),
+        tuple(ev.metrics),
+        tuple(ev.reference_metrics),
+        unavailable,
+        {c.name: c.training_run for c in checkpoints},
+        tuple(notes),
+    )
+    with stage_run(cfg, "evaluate", run_name) if logger is None else contextlib.nullcontext(logger) as run:
+        run.set_tags(
+            {
+                "fairweather.run_name": run_name,
+                **{f"fairweather.training_run.{c.name}": c.training_run for c in checkpoints},
+            }
+        )
+        if len({c.training_run for c in checkpoints}) == 1:
+            run.set_tags({"fairweather.training_run": checkpoints[0].training_run})
+        summary = _evaluate(cfg, run, rows, checkpoints, info, Path(report_dir), scorer_factory)
+    print(
+        f"evaluate: {summary.images} images x {len(methods)} method(s): {summary.scored} scored, {summary.failed} "
+        f"failed in {summary.seconds:.1f}s; report in {report_dir}"
+    )
+    return summary
+
+
+def _evaluate(
+    cfg, run, rows, checkpoints, info: ReportInfo, report_dir: Path, scorer_factory
+) -> EvaluateSummary:
+    ev, store = cfg.evaluate, TableStore(cfg.data.tables)
+    runnable = tuple(m for m in ev.metrics if m not in info.unavailable)
+    reference = tuple(m for m in ev.reference_metrics if m not in info.unavailable)
+    per_image, failures, seconds_by_metric = [], [], Counter()
+    thumbnails: dict[tuple[str, str], dict[str, bytes]] = defaultdict(dict)
+    with ray_session(cfg):
+        start = time.perf_counter()
+        for batch in evaluation_dataset(
+            cfg, rows, checkpoints, runnable, reference, scorer_factory
+        ).iter_batches(batch_size=None, batch_format="pyarrow"):
+            for row in batch.to_pylist():
+                if row["status"] != "ok":
+                    failures.append(row)
+                    continue
+                base = {k: row[k] for k in ("method", "dataset", "weather", "image")}
+                per_image += [{**base, "metric": m, "value": v} for m, v in json.loads(row["scores"]).items()]
+                seconds_by_metric.update(json.loads(row["seconds"]))
+                if row["message"]:
+                    log.warning("evaluate: %s %s: %s", row["method"], row["image"], row["message"])
+                if row["thumbnail"]:
+                    thumbnails[(row["dataset"], row["image"])][row["method"]] = row["thumbnail"]
+        seconds = time.perf_counter() - start
+    if not per_image:
+        raise FairweatherError(
+            f"evaluate: every one of the {len(rows)} (image, method) rows failed; first: "
+            f"{failures[0]['error_type'] if failures else '?'}"
+        )
+    frame = pd.DataFrame(per_image).assign(resize_policy=ev.resize)
+    means = weather_means(frame)
+    _write_tables(store, info.run_name, frame, means, failures)
+    higher = {name: spec.higher_better for name, spec in METRICS.items()}
+    if failures:
+        reasons = Counter(f["error_type"] for f in failures).most_common(3)
+        info = dataclasses.replace(
+            info, notes=(*info.notes, f"{len(failures)} (image, method) rows failed: {reasons}")
+        )
+    files = write_report(report_dir, frame, means, info, higher_better=higher, thumbnails=thumbnails)
+    for path in files:
+        run.log_artifact(path, "report" if path.parent == report_dir else f"report/{path.parent.name}")
+    run.log_metrics(
+        {_key(f"eval/{r.dataset}/{r.method}/{r.metric}/{r.weather}"): r.value for r in means.itertuples()}
+    )
+    scored = len(rows) - len(failures)
+    summary = EvaluateSummary(
+        info.run_name,
+        str(report_dir),
+        len({(r["dataset"], r["image"]) for r in rows}),
+        scored,
+        len(failures),
+        dict(info.unavailable),
+        round(seconds, 3),
+        round(scored / seconds, 3),
+        {k: round(v, 3) for k, v in seconds_by_metric.items()},
+    )
+    run.log_metrics(
+        {
+            "rows_scored": scored,
+            "rows_failed": len(failures),
+            "rows_per_s": summary.rows_per_s,
+            **{f"seconds/{k}": v for k, v in summary.metric_seconds.items()},
+        }
+    )
+    return summary
+
+
+def _write_tables(
+    store: TableStore, run_name: str, per_image: pd.DataFrame, means: pd.DataFrame, failures: list
+) -> None:
+    now = datetime.now(timezone.utc)
+    rows = pd.concat([per_image.assign(num_images=1), means], ignore_index=True)
+    store.write(
+        "metrics", pa.Table.from_pandas(rows.assign(run_id=run_name, created_at=now), preserve_index=False)
+    )
+    store.compact("metrics")
+    if failures:
+        errors = [
+            {
+                "uri": relative_uri(store.root, f["source_uri"]),
+                "stage": "evaluate",
+                "error_type": f["error_type"],
+                "message": f"{f['method']}: {f['message']}",
+                "time": now,
+            }
+            for f in failures
+        ]
+        store.write("errors", pa.Table.from_pylist(errors))
+        store.compact("errors")

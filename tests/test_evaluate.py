@@ -1,0 +1,282 @@
+"""``fairweather evaluate``: per-weather means, the report's layout (quoted rows, n/a cells), the job end to end.
+
+The end-to-end test builds its checkpoints directly (no training): "identity" has its last convolution zeroed, so
+the residual network returns its input and its scores must equal the input's exactly; "random" is the untrained
+network. Metrics are the offline ones (PIQE, PSNR, SSIM); a metric without weights shows up as n/a.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from fairweather.contracts.config import load_config
+from fairweather.contracts.metric_logger import DiskLogger
+from fairweather.contracts.tables import TableStore
+from fairweather.stages.evaluate_io import BaselineOutputs
+from fairweather.stages.evaluate_report import ReportInfo, metric_table, weather_means, write_report
+from fairweather.training.state import save_state
+from tests.test_restore import checkpoint_state
+
+
+def per_image(rows: list[tuple[str, str, str, str, float]]) -> pd.DataFrame:
+    """``(method, dataset, weather, metric, value)`` rows, one image each, named in order."""
+    return pd.DataFrame(
+        [
+            {
+                "method": m,
+                "dataset": d,
+                "resize_policy": "none",
+                "weather": w,
+                "image": f"img{i}",
+                "metric": k,
+                "value": v,
+            }
+            for i, (m, d, w, k, v) in enumerate(rows)
+        ]
+    )
+
+
+def test_weather_means_per_weather_overall_and_all_sets():
+    rows = [
+        ("ours", "a", "rain", "musiq", 1.0),
+        ("ours", "a", "rain", "musiq", 3.0),
+        ("ours", "a", "haze", "musiq", 5.0),
+        ("ours", "a", "unknown", "musiq", 7.0),
+        ("ours", "b", "snow", "musiq", 10.0),
+    ]
+    means = weather_means(per_image(rows)).set_index(["dataset", "weather"])
+    assert means.loc[("a", "rain"), "value"] == 2.0 and means.loc[("a", "rain"), "num_images"] == 2
+    assert means.loc[("a", "haze"), "value"] == 5.0
+    # Overall is the mean over every image (unknown weather included), not the mean of the weather means.
+    assert means.loc[("a", "overall"), "value"] == 4.0 and means.loc[("a", "overall"), "num_images"] == 4
+    assert means.loc[("all", "overall"), "value"] == 26.0 / 5 and means.loc[("all", "snow"), "value"] == 10.0
+    assert set(means["image"]) == {""}
+
+
+def report_info(**extra: object) -> ReportInfo:
+    values = dict(
+        run_name="evaluate-test",
+        resize_policy="none",
+        methods=("input", "ours"),
+        checkpoints=("ours",),
+        metrics=("nima", "musiq", "clipiqa", "liqe", "qalign"),
+        reference_metrics=("psnr",),
+        unavailable={"liqe": "weights missing"},
+    )
+    return ReportInfo(**{**values, **extra})
+
+
+HIGHER = {
+    "nima": True,
+    "musiq": True,
+    "clipiqa": True,
+    "liqe": True,
+    "qalign": True,
+    "vlm_vis": True,
+    "psnr": True,
+}
+
+
+def test_report_table_layout_quoted_rows_and_na_cells():
+    rows = [
+        (m, "set", w, k, v)
+        for m, base in (("input", 50.0), ("ours", 60.0))
+        for w in ("rain", "haze", "snow")
+        for k, v in (("musiq", base), ("nima", base / 10), ("clipiqa", base / 100))
+    ]
+    means = weather_means(per_image(rows))
+    table = metric_table(
+        means, "set", ("nima", "musiq", "clipiqa"), report_info(), higher_better=HIGHER, quoted=True
+    )
+    assert list(table.columns[:4]) == ["method", "Rain NIMA ↑", "Rain MUSIQ ↑", "Rain CLIP-IQA ↑"]
+    assert list(table.columns[-3:]) == ["Overall NIMA ↑", "Overall MUSIQ ↑", "Overall CLIP-IQA ↑"]
+    ours = table.set_index("method").loc["ours"]
+    assert ours["Haze MUSIQ ↑"] == "60.00" and ours["Overall NIMA ↑"] == "6.000"
+    quoted = table.set_index("method").loc["Paper A (quoted)"]
+    assert quoted["Overall MUSIQ ↑"] == "59.34" and quoted["Overall CLIP-IQA ↑"] == "0.456"
+    assert quoted["Rain MUSIQ ↑"] == "–"  # METHOD.md quotes the Overall column only
+    assert list(table["method"][:2]) == ["input", "ours"] and len(table) == 2 + 4
+    second = metric_table(
+        means, "set", ("liqe", "qalign", "vlm_vis"), report_info(), higher_better=HIGHER, quoted=True
+    )
+    row = second.set_index("method").loc["ours"]
+    assert row["Overall LIQE ↑"] == "n/a (weights missing)" and row["Rain LIQE ↑"] == "n/a (weights missing)"
+    assert row["Overall VLM-Vis ↑"] == "n/a (not configured)"
+    assert row["Overall Q-Align ↑"] == "–"  # configured and available, but no image scored it
+    assert second.set_index("method").loc["Paper A (quoted)", "Overall VLM-Vis ↑"] == "0.387"
+
+
+def test_report_files_with_ablation(tmp_path: Path):
+    rows = [
+        (m, "set", w, "musiq", v)
+        for m, v in (("input", 50.0), ("run1", 55.0), ("run2", 58.0))
+        for w in ("rain", "snow")
+    ]
+    frame = per_image(rows)
+    info = report_info(methods=("input", "run1", "run2"), checkpoints=("run1", "run2"))
+    files = write_report(tmp_path, frame, weather_means(frame), info, higher_better=HIGHER)
+    text = (tmp_path / "report.md").read_text()
+    assert "### Table 1: NIMA / MUSIQ / CLIP-IQA" in text and "### Table 2: LIQE / Q-Align / VLM-Vis" in text
+    assert "| Restormer (quoted) |" in text and "n/a (weights missing)" in text
+    assert "### Ablation" in text and "| + L_sem (quoted) | 58.91 | 0.445 | 0.381 |" in text
+    ablation = pd.read_csv(tmp_path / "set_ablation.csv", dtype=str)
+    assert list(ablation["run"][:2]) == ["run1", "run2"] and ablation["Overall MUSIQ"][1] == "58.00"
+    assert (tmp_path / "charts" / "set_musiq.png").stat().st_size > 0
+    assert {p.name for p in files} >= {
+        "report.md",
+        "means.csv",
+        "per_image.csv",
+        "set_table_1.csv",
+        "set_table_2.csv",
+    }
+
+
+def test_checkpoint_names_and_training_runs():
+    from fairweather.stages.evaluate_actors import CheckpointRef
+
+    ray_layout = CheckpointRef.parse("/runs/train/train-abc123/checkpoint_000002")
+    assert (ray_layout.name, ray_layout.training_run) == ("train-abc123", "train-abc123")
+    artifact = CheckpointRef.parse("mine=/mlruns/1/run/artifacts/model/model.pt")
+    assert (artifact.name, artifact.training_run) == ("mine", "artifacts")
+    assert CheckpointRef.parse("/ckpts/ablation-lsup").name == "ablation-lsup"
+
+
+def png(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def scene(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth clean image and a noisy 'weather' version of it."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    clean = np.stack([x, y, (x + y) / 2], -1) * 200 + rng.uniform(0, 40, 3)
+    noisy = clean + rng.normal(0, 25, clean.shape)
+    return clean.clip(0, 255).astype(np.uint8), noisy.clip(0, 255).astype(np.uint8)
+
+
+def test_baseline_outputs_match_by_path_then_unique_base_name(tmp_path: Path):
+    for name in ("rain/001.png", "002.jpg", "a/003.png", "b/003.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    outputs = BaselineOutputs(str(tmp_path))
+    assert outputs.match("rain/001") == str(tmp_path / "rain/001.png")
+    assert outputs.match("synth/rain/001") == str(tmp_path / "rain/001.png")  # a pair id's dataset prefix
+    assert outputs.match("snow/002") == str(tmp_path / "002.jpg")
+    assert outputs.match("c/003") is None  # two files named 003: ambiguous, never guessed
+
+
+@pytest.fixture(scope="module")
+def evaluation_setup(tmp_path_factory, model_cache):
+    """Tables with a paired test split of 6 images, a real folder with a hostile file, checkpoints, a baseline."""
+    root = tmp_path_factory.mktemp("evaluate")
+    rows = []
+    for i, weather in enumerate(("rain", "rain", "haze", "haze", "snow", "snow")):
+        clean, noisy = scene(i)
+        for kind, rgb in (("input", noisy), ("target", clean)):
+            (root / "data" / kind).mkdir(parents=True, exist_ok=True)
+            (root / "data" / kind / f"{i}.png").write_bytes(png(rgb))
+        rows.append(
+            {
+                "pair_id": f"synth/{i}",
+                "dataset": "synth",
+                "split": "test",
+                "weather": weather,
+                "input_uri": f"../data/input/{i}.png",
+                "target_uri": f"../data/target/{i}.png",
+                "width": 64,
+                "height": 64,
+                "created_at": datetime.now(timezone.utc),
+            }
+        )
+    TableStore(str(root / "tables")).write("paired", pa.Table.from_pylist(rows))
+    for i, weather in enumerate(("rain", "snow")):
+        (root / "real" / weather).mkdir(parents=True, exist_ok=True)
+        (root / "real" / weather / f"r{i}.png").write_bytes(png(scene(10 + i)[1]))
+    (root / "real" / "rain" / "broken.png").write_bytes(
+        png(scene(20)[1])[:60]
+    )  # truncated: reported, skipped
+    (root / "baseline").mkdir()
+    for i in range(5):  # no output for synth/5: the report says so
+        (root / "baseline" / f"{i}.png").write_bytes(png(scene(i)[0]))  # a perfect method: the clean target
+    train_run = root / "train" / "train-0123abcd" / "checkpoint_000003"
+    save_state(checkpoint_state(identity=True), train_run)
+    save_state(checkpoint_state(), root / "random")
+    cfg = load_config(
+        "smoke",
+        [
+            f"runtime.runs_dir={root}/runs",
+            f"runtime.model_cache_dir={model_cache}",
+            f"data.tables={root}/tables",
+            "runtime.num_cpus=2",
+        ],
+    )
+    scorer = dataclasses.replace(cfg.evaluate.scorer, weights_dir=str(root / "no-weights"))  # MUSIQ: absent
+    ev = dataclasses.replace(
+        cfg.evaluate,
+        scorer=scorer,
+        metrics=("piqe", "musiq"),
+        test_sets=("paired:test", str(root / "real")),
+        checkpoints=(str(train_run), f"random={root / 'random'}"),
+        baseline_folders=(f"perfect={root / 'baseline'}",),
+        num_cpus_per_actor=0.5,
+    )
+    return root, dataclasses.replace(cfg, evaluate=ev)
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_evaluate_job_end_to_end(evaluation_setup):
+    from fairweather.stages.evaluate import run_evaluate
+
+    root, cfg = evaluation_setup
+    logger = DiskLogger(root / "logger")
+    summary = run_evaluate(cfg, logger)
+    assert summary.images == 9 and summary.failed == 3  # broken.png, once per method that reads it
+    assert summary.unavailable == {"musiq": "weights missing"}
+    assert summary.scored == 6 * 4 - 1 + 2 * 3 and set(summary.metric_seconds) == {"piqe", "psnr", "ssim"}
+
+    metrics = TableStore(cfg.data.tables).read("metrics").to_pandas()
+    assert set(metrics["method"]) == {"input", "train-0123abcd", "random", "perfect"}
+    assert set(metrics["resize_policy"]) == {"none"} and set(metrics["run_id"]) == {summary.run_name}
+    means = metrics[metrics["image"] == ""].set_index(["dataset", "method", "weather", "metric"])["value"]
+    images = metrics[metrics["image"] != ""].set_index(["dataset", "method", "image", "metric"])["value"]
+    # The identity network returns its input: every per-image score equals the input's.
+    for metric in ("piqe", "psnr", "ssim"):
+        assert images.loc[("paired:test", "train-0123abcd", "synth/2", metric)] == pytest.approx(
+            images.loc[("paired:test", "input", "synth/2", metric)], abs=1e-4
+        )
+    assert images.loc[("paired:test", "perfect", "synth/0", "psnr")] > 60  # the clean target itself
+    rain = [images.loc[("paired:test", "input", f"synth/{i}", "psnr")] for i in (0, 1)]
+    assert means.loc[("paired:test", "input", "rain", "psnr")] == pytest.approx(np.mean(rain))
+    assert means.loc[("paired:test", "perfect", "snow", "psnr")] > 60  # synth/4 only: no output for synth/5
+    assert (
+        means.loc[("real", "input", "overall", "piqe")] > 0
+        and ("all", "input", "overall", "piqe") in means.index
+    )
+    errors = TableStore(cfg.data.tables).read("errors").to_pandas()
+    assert list(errors["stage"]) == ["evaluate"] and errors["uri"][0].endswith("broken.png")
+
+    assert logger.tags["fairweather.training_run"] == "train-0123abcd"
+    report = Path(summary.report_dir) / "report.md"
+    text = report.read_text()
+    assert "n/a (weights missing)" in text and "Paper A (quoted)" in text and "### Ablation" in text
+    assert "baseline perfect: no output for 4 test image(s)" in text and "Full-reference metrics" in text
+    artifacts = {p.name for p in (root / "logger" / "artifacts").rglob("*")}
+    assert {"report.md", "examples.png", "per_image.csv"} <= artifacts
+    grid = Image.open(Path(summary.report_dir) / "examples.png")
+    assert grid.size[1] == 160 * 4 + 160 * 2  # 4 paired examples + 2 real ones
+    metrics_logged = [
+        json.loads(line) for line in (root / "logger" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert any("eval/paired_test/input/psnr/overall" in record for record in metrics_logged)
