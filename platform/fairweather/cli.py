@@ -70,9 +70,12 @@ COMMANDS: dict[str, Command] = {
         "Sweep the loss weights w1-w4 with Ray Tune; every trial is an MLflow run.", None, "the sweep issue"
     ),
     "evaluate": Command(
-        "Score restored test sets with no-reference metrics (NIMA, MUSIQ, CLIP-IQA, LIQE, Q-Align, VLM-Vis).",
-        None,
-        "the evaluation issue",
+        "Score the untouched inputs, evaluate.checkpoints and evaluate.baseline_folders on the same test images "
+        "(evaluate.test_sets: paired:<split>, folders, manifests) with no-reference metrics (NIMA, MUSIQ, CLIP-IQA, "
+        "LIQE, Q-Align, VLM-Vis) and PSNR/SSIM where targets exist, on Ray Data actors; per-image rows and "
+        "per-weather means go to the metrics table, Paper A's tables (published rows quoted beside ours) to "
+        "evaluate.report_dir and the MLflow run.",
+        "fairweather.stages.evaluate:run_evaluate",
     ),
     "pipeline": Command(
         "Run label -> pseudolabel -> train rounds -> evaluate as one job.", None, "the pipeline issue"
