@@ -21,11 +21,10 @@ import torch
 from fairweather.contracts.config import FairweatherConfig, to_yaml
 from fairweather.contracts.io import atomic_write_bytes, read_bytes
 from fairweather.contracts.metric_logger import MetricLogger
-from fairweather.metrics import WeightFreeScorer
 from fairweather.training.prompt_stage import learn_prompt_context, weather_examples
 from fairweather.training.setup import load_encoders, load_teacher
 from fairweather.training.state import load_state
-from fairweather.training.validate import score_pairs
+from fairweather.training.validate import score_pairs, validation_scorers
 
 from .train_worker import GRID_FILE
 
@@ -101,7 +100,7 @@ def _score_test(
         teacher,
         rows,
         cfg.model,
-        WeightFreeScorer(device),
+        validation_scorers(device),
         max_pixels=cfg.data.max_image_pixels,
         device=device,
         prefix="test",

@@ -22,13 +22,18 @@ from fairweather.contracts.config import FairweatherConfig, to_dict
 from fairweather.contracts.io import atomic_write_bytes
 from fairweather.data.batches import BatchPrefetcher, PairedBatches, RealBatches
 from fairweather.data.sampling import ShardSampler
-from fairweather.metrics import WeightFreeScorer
 from fairweather.training.ema import ema_update, unwrap
 from fairweather.training.optim import build_optimizer, build_scheduler, ema_decay_at
 from fairweather.training.setup import build_training_parts
 from fairweather.training.state import load_state, restore_rng, save_state, training_state
 from fairweather.training.step import StepResult, TrainBatch, reduce_step_terms, train_step
-from fairweather.training.validate import balanced_subset, image_grid, score_pairs, score_real
+from fairweather.training.validate import (
+    balanced_subset,
+    image_grid,
+    score_pairs,
+    score_real,
+    validation_scorers,
+)
 
 #: Name of the validation image grid inside a checkpoint folder (the driver logs it to MLflow).
 GRID_FILE = "validation.png"
@@ -90,18 +95,18 @@ def _validate(
     cfg: FairweatherConfig, teacher: torch.nn.Module, val: list, real: list, device
 ) -> tuple[dict, bytes]:
     """EMA teacher on the synthetic val pairs (PSNR/SSIM) and a few real images (PIQE) + an image grid."""
-    scorer = WeightFreeScorer(device)
+    scorers = validation_scorers(device)
     teacher.eval()
     kw = {"max_pixels": cfg.data.max_image_pixels, "device": device}
     metrics, examples = score_pairs(
-        teacher, balanced_subset(val, cfg.train.val_images), cfg.model, scorer, prefix="val", **kw
+        teacher, balanced_subset(val, cfg.train.val_images), cfg.model, scorers, prefix="val", **kw
     )
     if cfg.train.val_real_images and real:
         real_metrics, real_examples = score_real(
             teacher,
             balanced_subset(real, cfg.train.val_real_images),
             cfg.model,
-            scorer,
+            scorers,
             prefix="val_real",
             **kw,
         )

@@ -1,7 +1,7 @@
 """Validation of a restoration network: PSNR/SSIM on labeled pairs per weather, PIQE on real images, an image grid.
 
 Images are restored whole (tiled with blending above ``model.tile``), never cropped, so the numbers are those of
-full images. PSNR/SSIM follow :mod:`fairweather.metrics.weight_free` (RGB, [0, 1], no border crop).
+full images. PSNR/SSIM follow :mod:`fairweather.metrics.scorers` (RGB, [0, 1], no border crop).
 """
 
 from __future__ import annotations
@@ -9,16 +9,17 @@ from __future__ import annotations
 import io
 import itertools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
+from fairweather.contracts.config.evaluate import ScorerConfig
 from fairweather.contracts.config.model import ModelConfig
 from fairweather.data.batches import load_rgb, to_tensor
-from fairweather.metrics import WeightFreeScorer
+from fairweather.metrics import Scorer, build_scorers
 from fairweather.models import restore_tiled
 
 
@@ -29,6 +30,15 @@ def restore_image(
     """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` restored in [0, 1] on CPU (``model`` must be in eval mode)."""
     x = to_tensor([image]).to(device)
     return restore_tiled(model, x, model_cfg.tile, model_cfg.tile_overlap).clamp(0, 1).float().cpu()
+
+
+#: The metrics validation scores: weight-free, so they run offline inside training.
+VALIDATION_METRICS = ("psnr", "ssim", "piqe")
+
+
+def validation_scorers(device: torch.device) -> dict[str, Scorer]:
+    """The :data:`VALIDATION_METRICS` scorers on ``device`` (one image per call, so no batching knob)."""
+    return build_scorers(VALIDATION_METRICS, ScorerConfig(device=str(device)), device=device)
 
 
 def balanced_subset(rows: Sequence[dict], count: int) -> list[dict]:
@@ -66,7 +76,7 @@ def score_pairs(
     model: nn.Module,
     rows: Sequence[dict],
     model_cfg: ModelConfig,
-    scorer: WeightFreeScorer,
+    scorers: Mapping[str, Scorer],
     *,
     max_pixels: int,
     device: torch.device,
@@ -82,8 +92,9 @@ def score_pairs(
         degraded, target = load_rgb(row["input_uri"], max_pixels), load_rgb(row["target_uri"], max_pixels)
         restored = restore_image(model, degraded, model_cfg, device)
         for kind, image in (("", restored), ("input_", to_tensor([degraded]))):
-            for metric, value in scorer.full_reference(image, to_tensor([target])).items():
-                scores.add(f"{kind}{metric}", row["weather"], value[0])
+            for metric in ("psnr", "ssim"):
+                value = scorers[metric](image, to_tensor([target]))[0]
+                scores.add(f"{kind}{metric}", row["weather"], value)
         if len(examples) < 4:
             examples.append((degraded, to_uint8(restored), target))
     return scores.means(prefix), examples
@@ -93,7 +104,7 @@ def score_real(
     model: nn.Module,
     rows: Sequence[dict],
     model_cfg: ModelConfig,
-    scorer: WeightFreeScorer,
+    scorers: Mapping[str, Scorer],
     *,
     max_pixels: int,
     device: torch.device,
@@ -107,8 +118,8 @@ def score_real(
     for row in rows:
         degraded = load_rgb(row["uri"], max_pixels)
         restored = restore_image(model, degraded, model_cfg, device)
-        scores.add("piqe", row["weather"], scorer.piqe(restored)[0])
-        scores.add("input_piqe", row["weather"], scorer.piqe(to_tensor([degraded]))[0])
+        scores.add("piqe", row["weather"], scorers["piqe"](restored)[0])
+        scores.add("input_piqe", row["weather"], scorers["piqe"](to_tensor([degraded]))[0])
         if len(examples) < 4:
             pseudo = [load_rgb(row["pseudo_uri"], max_pixels)] if row.get("pseudo_uri") else []
             examples.append((degraded, to_uint8(restored), *pseudo))
