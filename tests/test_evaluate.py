@@ -267,7 +267,8 @@ def test_evaluate_job_end_to_end(evaluation_setup):
     errors = TableStore(cfg.data.tables).read("errors").to_pandas()
     assert list(errors["stage"]) == ["evaluate"] and errors["uri"][0].endswith("broken.png")
 
-    assert logger.tags["fairweather.training_run"] == "train-0123abcd"
+    assert logger.tags["fairweather.training_run"] == "random,train-0123abcd"
+    assert logger.tags["fairweather.training_run.train-0123abcd"] == "train-0123abcd"
     report = Path(summary.report_dir) / "report.md"
     text = report.read_text()
     assert "n/a (weights missing)" in text and "Paper A (quoted)" in text and "### Ablation" in text

@@ -220,14 +220,11 @@ def run_evaluate(
         tuple(notes),
     )
     with stage_run(cfg, "evaluate", run_name) if logger is None else contextlib.nullcontext(logger) as run:
-        run.set_tags(
-            {
-                "fairweather.run_name": run_name,
-                **{f"fairweather.training_run.{c.name}": c.training_run for c in checkpoints},
-            }
-        )
-        if len({c.training_run for c in checkpoints}) == 1:
-            run.set_tags({"fairweather.training_run": checkpoints[0].training_run})
+        # One searchable tag (several runs comma-joined) plus one per checkpoint.
+        runs = {f"fairweather.training_run.{c.name}": c.training_run for c in checkpoints}
+        if checkpoints:
+            runs["fairweather.training_run"] = ",".join(sorted({c.training_run for c in checkpoints}))
+        run.set_tags({"fairweather.run_name": run_name, **runs})
         summary = _evaluate(cfg, run, rows, checkpoints, info, Path(report_dir), scorer_factory)
     print(
         f"evaluate: {summary.images} images x {len(methods)} method(s): {summary.scored} scored, {summary.failed} "
