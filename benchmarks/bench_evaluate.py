@@ -96,7 +96,7 @@ def run_loop(
     torch.set_num_threads(1)
     start = time.perf_counter()
     restorer = load_restorer(ckpt, device="cpu")
-    scorers = {name: build_scorer(name, cfg.evaluate.scorer) for name in metrics + reference}
+    scorers = {name: build_scorer(name, cfg.evaluate.scorer, vlm=cfg.vlm) for name in metrics + reference}
     cost: Counter = Counter()
     for row in rows:
         item = read_work_one(row, max_pixels=cfg.data.max_image_pixels, short_side=None)
@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
             "smoke", [f"data.tables={root}/tables", f"runtime.runs_dir={root}/runs", *args.overrides]
         )
         ckpt = CheckpointRef("bench", make_checkpoint(cfg, root / "ckpt"), "bench")
-        metrics = tuple(m for m in ("piqe", "niqe") if not missing_weights(m, cfg.evaluate.scorer))
+        metrics = tuple(
+            m for m in ("piqe", "niqe") if not missing_weights(m, cfg.evaluate.scorer, vlm=cfg.vlm)
+        )
         reference = ("psnr", "ssim")
         test_set = list_test_set("paired:test", TableStore(cfg.data.tables))
         full, _ = work_rows([test_set], [ckpt.name], {}, include_input=True, examples=0)

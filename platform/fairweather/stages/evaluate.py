@@ -86,7 +86,7 @@ def _unavailable(cfg: FairweatherConfig) -> dict[str, str]:
     """metric -> ``weights missing`` for every configured metric that cannot run here (reasons logged)."""
     out = {}
     for name in dict.fromkeys(cfg.evaluate.metrics + cfg.evaluate.reference_metrics):
-        reason = missing_weights(name, cfg.evaluate.scorer)
+        reason = missing_weights(name, cfg.evaluate.scorer, vlm=cfg.vlm)
         if reason:
             log.warning("evaluate: metric %s cannot run: %s", name, reason)
             out[name] = "weights missing"
@@ -157,6 +157,8 @@ def evaluation_dataset(
         "reference_metrics": reference,
         "scorer": ev.scorer,
         "threads": threads,
+        "vlm": cfg.vlm,
+        "model_cache_dir": cfg.runtime.model_cache_dir,
         "scorer_factory": scorer_factory,
     }
     return ds.map_batches(ScoreActor, fn_constructor_kwargs=kwargs, batch_size=ev.scorer.batch_size, **actors)

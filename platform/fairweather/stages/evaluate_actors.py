@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from fairweather.contracts.config.evaluate import ScorerConfig
+from fairweather.contracts.config.vlm import VLMConfig
 from fairweather.data.batches import to_tensor
 from fairweather.metrics import Scorer, build_scorer
 from fairweather.training.restorer import load_restorer
@@ -130,10 +131,17 @@ class ScoreActor:
         reference_metrics: tuple[str, ...],
         scorer: ScorerConfig,
         threads: int,
+        vlm: VLMConfig,
+        model_cache_dir: str,
         scorer_factory: Callable[[str], Scorer] | None = None,
     ):
+        """vlm, model_cache_dir: the labeling VLM that ``vlm_vis`` scores with (built where labeling builds it)."""
         torch.set_num_threads(threads)
-        make = scorer_factory or (lambda name: build_scorer(name, scorer, device=scorer.device))
+        make = scorer_factory or (
+            lambda name: build_scorer(
+                name, scorer, device=scorer.device, vlm=vlm, model_cache_dir=model_cache_dir
+            )
+        )
         self.scorers = {name: make(name) for name in metrics}
         self.reference = {name: make(name) for name in reference_metrics}
 
