@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +221,21 @@ def test_every_file_failing_is_an_error(tmp_path, checkpoints, capsys):
     argv = ["restore", "--checkpoint", checkpoints["identity"], "--input", str(tmp_path / "in")]
     assert main([*argv, "--output", str(tmp_path / "out")]) == 2
     assert "every one of the 2 listed files failed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_24_megapixel_photo_restores_in_bounded_memory(tmp_path, checkpoints):
+    """6000x4000 at the smoke profile's 512-px tiles: the peak memory is the image's few float copies plus one
+    tile of activations (a whole-image forward of this NAFNet would need over 10 GB)."""
+    write(tmp_path / "in" / "big.jpg", encoded(pattern(4000, 6000), "JPEG", quality=90))
+    code = (
+        "import resource, sys; from fairweather.cli import main; rc = main(sys.argv[1:]); "
+        "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
+    )
+    argv = ["restore", "--checkpoint", checkpoints["random"], "--input", str(tmp_path / "in")]
+    argv += ["--output", str(tmp_path / "out"), "model.tile=512", "model.tile_overlap=32"]
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    peak_gib = int(re.search(r"maxrss_kib (\d+)", result.stdout)[1]) / 2**20
+    assert peak_gib < 4.0, f"peak memory {peak_gib:.2f} GiB"
+    assert Image.open(tmp_path / "out" / "big.jpg").size == (6000, 4000)
