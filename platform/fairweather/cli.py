@@ -173,6 +173,8 @@ def run_stage(name: str, cfg: FairweatherConfig) -> object:
 
 def _interrupted(name: str, cfg: FairweatherConfig | None) -> str:
     """The one line printed on Ctrl-C: what was kept and how to resume."""
+    if name == "restore":
+        return "fairweather restore: interrupted; every result already written is complete (atomic writes)"
     if cfg is None:
         return f"fairweather {name}: interrupted before anything ran"
     kept = f"tables in {cfg.data.tables}, data in {cfg.synth.out}, runs in {cfg.runtime.runs_dir}"

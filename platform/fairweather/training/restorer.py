@@ -23,6 +23,7 @@ from torch import nn
 from fairweather.contracts.config import ConfigError, FairweatherConfig, build, to_dict
 from fairweather.contracts.config.loader import apply_overrides, parse_override
 from fairweather.contracts.config.root import check_override_key
+from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import filesystem_for, read_bytes
 
 from .setup import load_teacher
@@ -107,7 +108,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CheckpointError(f"device {name!r} asked for, but this machine has no CUDA device")
+        raise FairweatherError(f"device {name!r} asked for, but this machine has no CUDA device")
     return torch.device(name)
 
 
