@@ -21,8 +21,8 @@ from fairweather.tiny import is_tiny
 
 #: pyiqa itself (code of every pyiqa metric, including PSNR/SSIM/PIQE/NIQE/BRISQUE implementations).
 PYIQA_LICENCE = "pyiqa 0.1.16: PolyForm Noncommercial 1.0.0"
-#: Hugging Face repository of pyiqa's weight files (what pyiqa downloads from by default).
-PYIQA_WEIGHTS_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
+#: Hugging Face repository of pyiqa's weight files (where pyiqa downloads them from by default).
+PYIQA_WEIGHTS_REPO = "chaofengc/IQA-PyTorch-Weights"
 OPENAI_CLIP_URL = "https://openaipublic.azureedge.net/clip/models"
 
 
@@ -32,8 +32,8 @@ class WeightFile:
 
     store: ``pyiqa`` (a file in ``ScorerConfig.weights_dir``), ``torch_hub`` (a path under ``torch.hub.get_dir()``)
     or ``hf`` (a Hugging Face repository in the HF cache; ``name`` is the repo id, ``file`` one file of it to
-    check, or ``None`` for the whole snapshot). ``url``: where ``fairweather prefetch`` gets a pyiqa/torch_hub file;
-    ``None`` for NIQE's parameters, which prefetch extracts from basicsr's source package.
+    check, or ``None`` for the whole snapshot). ``url``: where ``fairweather prefetch`` gets a torch_hub file
+    (pyiqa files come from :data:`PYIQA_WEIGHTS_REPO`, except NIQE's parameters, extracted from basicsr's source).
     """
 
     store: Literal["pyiqa", "torch_hub", "hf"]
@@ -43,7 +43,7 @@ class WeightFile:
 
 
 def _pyiqa_file(name: str) -> WeightFile:
-    return WeightFile("pyiqa", name, f"{PYIQA_WEIGHTS_URL}/{name}")
+    return WeightFile("pyiqa", name)
 
 
 def _clip_file(name: str, digest: str) -> WeightFile:
