@@ -95,6 +95,9 @@ def hostile_folder(root: Path) -> Path:
     write(folder / "deep16.png", encoded(np.full((16, 16), 40000, np.uint16), "PNG"))
     write(folder / "bmp_named.jpg", encoded(pattern(16, 20), "BMP"))
     write(folder / "truncated.jpg", encoded(pattern(64, 64), "JPEG")[:300])
+    write(folder / "bomb.png", encoded(pattern(80, 80), "PNG"))  # over data.max_image_pixels=5000 below
+    rgba = np.dstack([pattern(16, 16), np.full((16, 16), 0, np.uint8)])  # fully transparent
+    write(folder / "rgba.png", encoded(rgba, "PNG"))
     write(folder / "empty.png", b"")
     write(folder / "text.png", b"this is not an image\n")
     write(folder / ".hidden.png", good)
@@ -106,24 +109,26 @@ def test_folder_with_hostile_files_and_an_exif_rotated_photo(tmp_path, checkpoin
     folder, out = hostile_folder(tmp_path), tmp_path / "out"
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     argv = ["restore", "--checkpoint", checkpoints["identity"], "--input", str(folder), "--output", str(out)]
-    assert main(argv) == 0
+    assert main([*argv, "data.max_image_pixels=5000"]) == 0
     captured = capsys.readouterr()
-    assert "8 listed, 2 not listed (1 hidden, 1 suffix); 5 restored" in captured.out
+    assert "10 listed, 2 not listed (1 hidden, 1 suffix); 6 restored" in captured.out
     failed = {Path(uri).name for uri in re.findall(r"restore: skipped (\S+) \(", captured.err)}
-    assert failed == {"truncated.jpg", "empty.png", "text.png"}
-    assert "(decode: truncated" in captured.err and "(decode: empty" in captured.err
+    assert failed == {"truncated.jpg", "empty.png", "text.png", "bomb.png"}
+    assert "(decode: truncated" in captured.err and "(decode: too_large" in captured.err
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before  # inputs untouched
 
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert written == ["bmp_named.jpg", "deep16.png", "plain.png", "rain/lzw.tiff", "rain/rotated.jpg"]
+    expected = ["bmp_named.jpg", "deep16.png", "plain.png", "rain/lzw.tiff", "rain/rotated.jpg", "rgba.png"]
+    assert written == expected
     formats = {name: Image.open(out / name).format for name in written}
-    assert formats == {"bmp_named.jpg": "BMP", "deep16.png": "PNG", "plain.png": "PNG",
+    assert formats == {"bmp_named.jpg": "BMP", "deep16.png": "PNG", "plain.png": "PNG", "rgba.png": "PNG",
                        "rain/lzw.tiff": "TIFF", "rain/rotated.jpg": "JPEG"}  # fmt: skip
     assert Image.open(out / "rain/lzw.tiff").info["compression"] == "tiff_lzw"
     # Lossless formats through the identity network: the very same pixels (16 bits are written in 8).
     assert np.array_equal(np.asarray(Image.open(out / "plain.png")), pattern(24, 40))
     assert np.array_equal(np.asarray(Image.open(out / "rain/lzw.tiff")), pattern(20, 28))
     assert np.asarray(Image.open(out / "deep16.png").convert("RGB")).max() == round(40000 / 65535 * 255)
+    assert (np.asarray(Image.open(out / "rgba.png")) == 255).all()  # transparent: flattened onto white
 
     # The rotated photo comes out upright (as a viewer shows the input), without an orientation tag.
     result = Image.open(out / "rain/rotated.jpg")
@@ -138,10 +143,10 @@ def test_a_large_image_is_restored_in_tiles(tmp_path, checkpoints):
     restorer = load_restorer(checkpoints["random"], overrides=["model.tile=32", "model.tile_overlap=8"])
     seen: list[tuple[int, int]] = []
     restorer.model.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[-2:])))
-    rgb = pattern(150, 110)
+    rgb = pattern(90, 70)
     restored = restorer.restore(rgb)
     assert restored.shape == rgb.shape and restored.dtype == np.uint8
-    assert max(max(size) for size in seen) == 32 and len(seen) == 6 * 5  # never more than one tile at a time
+    assert max(max(size) for size in seen) == 32 and len(seen) == 4 * 3  # never more than one tile at a time
     with torch.no_grad():
         expected = to_uint8(restore_tiled(restorer.model, to_tensor([rgb]), 32, 8).clamp(0, 1))
     assert np.array_equal(restored, expected)
