@@ -206,6 +206,8 @@ def test_another_network_or_format_is_refused_naming_both(tmp_path, checkpoints,
     assert "holds a 'nafnet' network" in err and "model.arch='msbdn'" in err and "--config smoke" in err
     err = refused(checkpoints["random"], "--config", "smoke", "model.nafnet.width=8")
     assert "model.nafnet.width: 8 vs 16" in err
+    err = refused(checkpoints["random"], "model.nafnet.width=8")  # no --config: the stored one, overridden
+    assert "model.nafnet.width: 8 vs 16" in err and "the overrides ['model.nafnet.width=8']" in err
     other_format = tmp_path / "format99.pt"
     torch.save(checkpoint_state(format=99), other_format)
     assert "has format 99, this code reads 1" in refused(str(other_format))

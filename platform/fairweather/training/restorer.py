@@ -127,7 +127,8 @@ def load_restorer(
     """
     state = read_checkpoint(path)
     if cfg is None:
-        cfg = stored_config(state, path, overrides)
+        # Overrides of the stored config may still change the network (model.nafnet.width=...): checked below.
+        cfg, source = stored_config(state, path, overrides), f"the overrides {list(overrides)}"
     check_matches(cfg, state, path, source)
     target = pick_device(device)
     try:
