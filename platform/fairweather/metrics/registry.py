@@ -20,7 +20,7 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.tiny import is_tiny
 
 #: pyiqa itself (code of every pyiqa metric, including PSNR/SSIM/PIQE/NIQE/BRISQUE implementations).
-PYIQA_LICENCE = "pyiqa 0.1.16: PolyForm Noncommercial 1.0.0"
+PYIQA_LICENCE = "pyiqa 0.1.16: PolyForm Noncommercial 1.0.0 (NTU S-Lab License 1.0 for some components)"
 #: Hugging Face repository of pyiqa's weight files (where pyiqa downloads them from by default).
 PYIQA_WEIGHTS_REPO = "chaofengc/IQA-PyTorch-Weights"
 OPENAI_CLIP_URL = "https://openaipublic.azureedge.net/clip/models"
@@ -115,15 +115,16 @@ METRICS: dict[str, MetricSpec] = {
         _spec(
             "nima",
             "nima",
-            licence=f"{PYIQA_LICENCE}; NIMA weights trained by pyiqa on AVA (AVA images: research use); "
-            "timm inception_resnet_v2 backbone: Apache-2.0",
+            licence=f"{PYIQA_LICENCE}; NIMA weights trained by pyiqa's author on AVA (terms not stated "
+            "separately; AVA images: research use); timm inception_resnet_v2 ImageNet weights: Apache-2.0",
             files=(_NIMA, WeightFile("hf", "timm/inception_resnet_v2.tf_in1k", file="model.safetensors")),
             model_file=_NIMA,
         ),
         _spec(
             "musiq",
             "musiq",
-            licence=f"{PYIQA_LICENCE}; MUSIQ-KonIQ weights converted from google-research/musiq (Apache-2.0)",
+            licence=f"{PYIQA_LICENCE}; MUSIQ-KonIQ weights converted from google-research/musiq (code "
+            "Apache-2.0; terms of the checkpoints not verified here)",
             files=(_MUSIQ,),
             model_file=_MUSIQ,
         ),
@@ -167,7 +168,8 @@ METRICS: dict[str, MetricSpec] = {
             "brisque",
             "brisque",
             higher=False,
-            licence=f"{PYIQA_LICENCE}; BRISQUE SVM weights from the LIVE BRISQUE release (research use)",
+            licence=f"{PYIQA_LICENCE}; BRISQUE SVM weights from the original BRISQUE release (terms not "
+            "verified here)",
             files=(_BRISQUE,),
             model_file=_BRISQUE,
         ),
