@@ -49,11 +49,10 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
     save_state(checkpoint_state(identity=True), root / "identity")
     save_state(checkpoint_state(), root / "random")
     torch.save(checkpoint_state("msbdn"), root / "msbdn.pt")
-    return {
-        "identity": str(root / "identity"),
-        "random": str(root / "random"),
-        "msbdn": str(root / "msbdn.pt"),
-    }
+    (root / "artifact").mkdir()
+    torch.save(checkpoint_state(), root / "artifact" / "model.pt")  # a training run's model/ artifact
+    names = ("identity", "random", "msbdn.pt", "artifact")
+    return {name.removesuffix(".pt"): str(root / name) for name in names}
 
 
 def pattern(height: int, width: int) -> np.ndarray:
@@ -165,6 +164,10 @@ def test_a_model_pt_restores_with_its_own_config(tmp_path, checkpoints, capsys):
     assert main([*argv, "--output", str(tmp_path / "out")]) == 0
     assert '"arch": "msbdn"' in capsys.readouterr().out
     assert Image.open(tmp_path / "out" / "a.jpg").size == (56, 40)
+    # A run's model/ artifact folder (model.pt inside) is read the same way.
+    argv = ["restore", "--checkpoint", checkpoints["artifact"], "--input", str(tmp_path / "in")]
+    assert main([*argv, "--output", str(tmp_path / "out2")]) == 0
+    assert Image.open(tmp_path / "out2" / "a.jpg").size == (56, 40)
 
 
 def test_refuses_to_write_among_the_inputs(tmp_path, checkpoints, capsys):

@@ -30,20 +30,27 @@ from .setup import load_teacher
 from .state import FORMAT_VERSION, STATE_FILE, CheckpointError, load_state
 from .validate import restore_image, to_uint8
 
+#: File name of the model artifact of a training run (``model/model.pt``).
+MODEL_FILE = "model.pt"
+
 
 def read_checkpoint(path: str) -> dict[str, Any]:
-    """The state dict of a checkpoint folder (``state.pt`` inside) or a ``model.pt`` file, loaded weights-only.
+    """The state dict of a checkpoint folder (``state.pt`` inside), a run's ``model`` artifact folder or its
+    ``model.pt`` file, loaded weights-only.
 
     Raises :class:`CheckpointError` for a missing or unreadable file or a format this code does not read.
     """
     fs, local = filesystem_for(path)
     if fs.get_file_info(local).type == pafs.FileType.Directory:
-        return load_state(path)
+        if fs.get_file_info(f"{local}/{STATE_FILE}").type == pafs.FileType.File:
+            return load_state(path)
+        path = f"{path.rstrip('/')}/{MODEL_FILE}"  # a run's model/ artifact folder
     try:
         state = torch.load(io.BytesIO(read_bytes(path)), map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError) as err:  # missing, truncated, not weights-only
         raise CheckpointError(
-            f"cannot read checkpoint {path} (a folder holding {STATE_FILE} or a model.pt file): {err}"
+            f"cannot read checkpoint {path} (a folder holding {STATE_FILE} or {MODEL_FILE}, or a {MODEL_FILE} "
+            f"file): {err}"
         ) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
