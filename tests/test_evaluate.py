@@ -276,7 +276,9 @@ def test_evaluate_job_end_to_end(evaluation_setup):
     artifacts = {p.name for p in (root / "logger" / "artifacts").rglob("*")}
     assert {"report.md", "examples.png", "per_image.csv"} <= artifacts
     grid = Image.open(Path(summary.report_dir) / "examples.png")
-    assert grid.size[1] == 160 * 4 + 160 * 2  # 4 paired examples + 2 real ones
+    # 4 paired examples + 2 real ones, 4 methods each (a grey cell where the baseline has no output)
+    assert grid.size == (160 * 4, 160 * 4 + 160 * 2)
+    assert "6 images scored (haze 2, rain 2, snow 2)" in text
     metrics_logged = [
         json.loads(line) for line in (root / "logger" / "metrics.jsonl").read_text().splitlines()
     ]

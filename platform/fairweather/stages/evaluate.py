@@ -141,7 +141,7 @@ def evaluation_dataset(
     )
     if checkpoints:
         paths = {ref.name: ref.path for ref in checkpoints}
-        # One image per batch: restoration is the heavy step, so small batches keep every actor busy.
+        # Images are restored one by one (sizes differ); the batch only sets how often Ray hands out work.
         ds = ds.map_batches(
             RestoreActor,
             fn_constructor_kwargs={
@@ -149,7 +149,7 @@ def evaluation_dataset(
                 "num_gpus": ev.num_gpus_per_actor,
                 "threads": threads,
             },
-            batch_size=1,
+            batch_size=ev.scorer.batch_size,
             **actors,
         )
     kwargs = {

@@ -179,13 +179,13 @@ def bar_chart(means: pd.DataFrame, dataset: str, metric: str, methods: tuple[str
 
 
 def example_grid(thumbnails: dict[tuple[str, str], dict[str, bytes]], methods: tuple[str, ...]) -> bytes:
-    """PNG grid: one line per example image (``(dataset, image)``), one cell per method in ``methods`` order."""
+    """PNG grid: one line per example image (``(dataset, image)``), one cell per method in ``methods`` order; a
+    method without that image (failed, or no baseline output) gets a grey cell, so columns stay aligned."""
     lines = []
     for by_method in thumbnails.values():
-        cells = [
-            np.asarray(Image.open(io.BytesIO(by_method[m])).convert("RGB")) for m in methods if m in by_method
-        ]
-        lines.append(cells)
+        decoded = {m: np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for m, png in by_method.items()}
+        blank = np.full_like(next(iter(decoded.values())), 128)
+        lines.append([decoded.get(m, blank) for m in methods])
     return image_grid(lines, cell=160)
 
 
@@ -230,7 +230,10 @@ def write_report(
         ("Full-reference metrics", info.reference_metrics),
     ]
     for dataset in datasets:
-        lines += ["", f"## Test set `{dataset}`"]
+        counts = per_image[per_image["dataset"] == dataset] if dataset != ALL_SETS else per_image
+        counts = counts.drop_duplicates(["dataset", "image"])["weather"].value_counts()
+        listed = ", ".join(f"{w} {n}" for w, n in sorted(counts.items()))
+        lines += ["", f"## Test set `{dataset}`", "", f"{counts.sum()} images scored ({listed})"]
         with_targets = not means[
             (means["dataset"] == dataset) & means["metric"].isin(info.reference_metrics)
         ].empty
