@@ -51,7 +51,7 @@ def _clip_file(name: str, digest: str) -> WeightFile:
 
 
 #: NIQE's pristine-model parameters (mu, cov of the natural-scene features), converted by prefetch from basicsr
-#: 1.4.2's ``niqe_pris_params.npz`` to the ``.mat`` keys pyiqa reads; pyiqa's published values within 1e-3.
+#: 1.4.2's ``niqe_pris_params.npz`` to the ``.mat`` keys pyiqa reads: pyiqa's published values within 2e-3.
 NIQE_PARAMS = WeightFile("pyiqa", "niqe_pris_params_basicsr.mat")
 
 
