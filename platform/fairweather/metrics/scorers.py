@@ -104,13 +104,13 @@ def build_scorer(
     name: str,
     cfg: ScorerConfig,
     *,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     vlm: VLMConfig | None = None,
     model_cache_dir: str | Path = "runs/models",
     backend: VLMBackend | None = None,
 ) -> Scorer:
-    """Load metric ``name`` on ``device``; raises :class:`MissingWeightsError` before loading anything if a file is
-    missing here.
+    """Load metric ``name`` on ``device`` (default ``cfg.device``); raises :class:`MissingWeightsError` before
+    loading anything if a file is missing here.
 
     ``vlm_vis`` needs the VLM: ``vlm`` (``cfg.vlm``; ``tiny:`` references are built under ``model_cache_dir``, as in
     labeling; the model runs on ``device`` like every metric), or an already loaded ``backend`` with its ``vlm``.
@@ -120,7 +120,7 @@ def build_scorer(
     reason = missing_weights(name, cfg, vlm=vlm if backend is None else None)
     if reason:
         raise MissingWeightsError(reason)
-    device = torch.device(device)
+    device = torch.device(cfg.device if device is None else device)
     if name != "vlm_vis":
         return PyiqaScorer(METRICS[name], cfg, device)
     if vlm is None:
@@ -135,7 +135,7 @@ def build_scorers(
     names: Iterable[str],
     cfg: ScorerConfig,
     *,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     vlm: VLMConfig | None = None,
     model_cache_dir: str | Path = "runs/models",
 ) -> dict[str, Scorer]:
