@@ -22,7 +22,7 @@ from PIL import Image
 from fairweather.contracts.config import load_config
 from fairweather.contracts.metric_logger import DiskLogger
 from fairweather.contracts.tables import TableStore
-from fairweather.stages.evaluate_io import BaselineOutputs
+from fairweather.stages.evaluate_io import BaselineOutputs, read_work_one
 from fairweather.stages.evaluate_report import ReportInfo, metric_table, weather_means, write_report
 from fairweather.training.state import save_state
 from tests.test_restore import checkpoint_state
@@ -177,6 +177,24 @@ def test_baseline_outputs_match_by_path_then_unique_base_name(tmp_path: Path):
     assert outputs.match("c/003") is None  # two files named 003: ambiguous, never guessed
 
 
+def test_resize_policy_applies_to_input_and_target_and_hostile_files_become_rows(tmp_path: Path):
+    clean, noisy = scene(0, size=96)
+    (tmp_path / "in.png").write_bytes(png(noisy[:, :72]))
+    (tmp_path / "target.png").write_bytes(png(clean[:, :72]))
+    (tmp_path / "bad.png").write_bytes(b"not an image at all")
+    row = {"source_uri": str(tmp_path / "in.png"), "target_uri": str(tmp_path / "target.png")}
+    out = read_work_one(row, max_pixels=10**6, short_side=36)
+    assert (out["status"], out["height"], out["width"]) == ("ok", 48, 36)  # short side 72 -> 36, aspect kept
+    assert (out["target_height"], out["target_width"]) == (48, 36) and len(out["pixels"]) == 48 * 36 * 3
+    assert read_work_one(row, max_pixels=10**6, short_side=None)["height"] == 96  # "none": full resolution
+    bad = read_work_one({**row, "source_uri": str(tmp_path / "bad.png")}, max_pixels=10**6, short_side=None)
+    assert (bad["status"], bad["error_type"]) == ("failed", "not_an_image")
+    missing = read_work_one(
+        {**row, "target_uri": str(tmp_path / "gone.png")}, max_pixels=10**6, short_side=None
+    )
+    assert missing["status"] == "failed" and "gone.png" in missing["message"]
+
+
 @pytest.fixture(scope="module")
 def evaluation_setup(tmp_path_factory, model_cache):
     """Tables with a paired test split of 6 images, a real folder with a hostile file, checkpoints, a baseline."""
@@ -283,3 +301,31 @@ def test_evaluate_job_end_to_end(evaluation_setup):
         json.loads(line) for line in (root / "logger" / "metrics.jsonl").read_text().splitlines()
     ]
     assert any("eval/paired_test/input/psnr/overall" in record for record in metrics_logged)
+
+
+def test_start_up_errors_are_one_line_before_ray_starts(tmp_path: Path, capsys):
+    from fairweather.cli import main
+
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "a.png").write_bytes(png(scene(0)[1]))
+    base = [
+        "evaluate",
+        "--config",
+        "smoke",
+        f"runtime.runs_dir={tmp_path}/runs",
+        f"data.tables={tmp_path}/tables",
+        f"evaluate.test_sets=[{tmp_path}/set]",
+    ]
+    assert main([*base, f"evaluate.checkpoints=[{tmp_path}/nowhere]"]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    no_weights = [
+        f"evaluate.scorer.weights_dir={tmp_path}/empty",
+        "evaluate.metrics=[musiq]",
+        "evaluate.reference_metrics=[]",
+    ]
+    assert main([*base, *no_weights]) == 2
+    err = capsys.readouterr().err
+    assert "no configured metric can run" in err and "fairweather prefetch" in err
+    assert main([*base, "evaluate.scorer.device=cuda"]) == 2
+    assert "num_gpus_per_actor" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing was opened

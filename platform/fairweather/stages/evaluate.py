@@ -83,19 +83,26 @@ def _checkpoints(cfg: FairweatherConfig) -> list[CheckpointRef]:
 
 
 def _unavailable(cfg: FairweatherConfig) -> dict[str, str]:
-    """metric -> ``weights missing`` for every configured metric that cannot run here (reasons logged)."""
-    out = {}
+    """metric -> ``weights missing`` for every configured metric that cannot run here (the reasons, which name
+    the file and the ``fairweather prefetch`` command, are logged); raises when no metric can run at all."""
+    reasons = {}
     for name in dict.fromkeys(cfg.evaluate.metrics + cfg.evaluate.reference_metrics):
-        reason = missing_weights(name, cfg.evaluate.scorer, vlm=cfg.vlm)
-        if reason:
+        if reason := missing_weights(name, cfg.evaluate.scorer, vlm=cfg.vlm):
             log.warning("evaluate: metric %s cannot run: %s", name, reason)
-            out[name] = "weights missing"
-    if len(out) == len(set(cfg.evaluate.metrics + cfg.evaluate.reference_metrics)):
+            reasons[name] = reason
+    if len(reasons) == len(set(cfg.evaluate.metrics + cfg.evaluate.reference_metrics)):
+        raise FairweatherError(f"evaluate: no configured metric can run here: {'; '.join(reasons.values())}")
+    return dict.fromkeys(reasons, "weights missing")
+
+
+def _check_devices(cfg: FairweatherConfig) -> None:
+    """A CUDA scorer needs actors that reserve a GPU (Ray hides the GPUs from an actor that reserves none)."""
+    ev = cfg.evaluate
+    if ev.scorer.device.startswith("cuda") and ev.num_gpus_per_actor <= 0:
         raise FairweatherError(
-            f"evaluate: no configured metric can run here ({', '.join(out)}: weights missing); "
-            "run `fairweather prefetch` with the same config"
+            f"evaluate.scorer.device={ev.scorer.device!r} but evaluate.num_gpus_per_actor=0: the actors would see no "
+            "GPU; set evaluate.num_gpus_per_actor (e.g. 1, or 0.5 to share one) or evaluate.scorer.device=cpu"
         )
-    return out
 
 
 def _check_cpu_budget(cfg: FairweatherConfig, pools: int) -> None:
@@ -194,6 +201,7 @@ def run_evaluate(
         )
     unavailable = _unavailable(cfg)
     check_output_locations(cfg)
+    _check_devices(cfg)
     _check_cpu_budget(cfg, 2 if checkpoints else 1)
     run_name = f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}"
     report_dir = ev.report_dir or f"{cfg.runtime.runs_dir}/reports/{run_name}"
