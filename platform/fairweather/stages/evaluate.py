@@ -127,11 +127,13 @@ def evaluation_dataset(
     cfg: FairweatherConfig,
     rows: list[dict],
     checkpoints: list[CheckpointRef],
-    metrics: tuple,
-    reference: tuple,
-    scorer_factory=None,
+    metrics: tuple[str, ...],
+    reference: tuple[str, ...],
 ) -> ray.data.Dataset:
-    """The lazy pipeline: work rows -> pixels (tasks) -> restorations (actors) -> scores (actors)."""
+    """The lazy pipeline: work rows -> pixels (tasks) -> restorations (actors) -> scores (actors).
+
+    metrics / reference: the no-reference and full-reference metrics that can run (weights present).
+    """
     ev = cfg.evaluate
     threads = max(1, int(ev.num_cpus_per_actor))
     actors = {
@@ -166,7 +168,6 @@ def evaluation_dataset(
         "threads": threads,
         "vlm": cfg.vlm,
         "model_cache_dir": cfg.runtime.model_cache_dir,
-        "scorer_factory": scorer_factory,
     }
     return ds.map_batches(ScoreActor, fn_constructor_kwargs=kwargs, batch_size=ev.scorer.batch_size, **actors)
 
@@ -175,13 +176,10 @@ def _key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)
 
 
-def run_evaluate(
-    cfg: FairweatherConfig, logger: MetricLogger | None = None, *, scorer_factory=None
-) -> EvaluateSummary:
+def run_evaluate(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> EvaluateSummary:
     """Score ``evaluate.checkpoints``, the inputs and ``evaluate.baseline_folders`` on ``evaluate.test_sets``.
 
     logger: the tracking run to log into (default: a new MLflow run, closed here).
-    scorer_factory: picklable ``name -> Scorer`` used in the actors instead of ``build_scorer`` (benchmarks).
     """
     ev, store = cfg.evaluate, TableStore(cfg.data.tables)
     checkpoints = _checkpoints(cfg)
@@ -235,7 +233,7 @@ def run_evaluate(
         if checkpoints:
             runs["fairweather.training_run"] = ",".join(sorted({c.training_run for c in checkpoints}))
         run.set_tags({"fairweather.run_name": run_name, **runs})
-        summary = _evaluate(cfg, run, rows, checkpoints, info, Path(report_dir), scorer_factory)
+        summary = _evaluate(cfg, run, rows, checkpoints, info, Path(report_dir))
     print(
         f"evaluate: {summary.images} images x {len(methods)} method(s): {summary.scored} scored, {summary.failed} "
         f"failed in {summary.seconds:.1f}s; report in {report_dir}"
@@ -244,8 +242,14 @@ def run_evaluate(
 
 
 def _evaluate(
-    cfg, run, rows, checkpoints, info: ReportInfo, report_dir: Path, scorer_factory
+    cfg: FairweatherConfig,
+    run: MetricLogger,
+    rows: list[dict],
+    checkpoints: list[CheckpointRef],
+    info: ReportInfo,
+    report_dir: Path,
 ) -> EvaluateSummary:
+    """Run the pipeline, then write the tables and the report and log them; every work row is accounted for."""
     ev, store = cfg.evaluate, TableStore(cfg.data.tables)
     runnable = tuple(m for m in ev.metrics if m not in info.unavailable)
     reference = tuple(m for m in ev.reference_metrics if m not in info.unavailable)
@@ -253,9 +257,11 @@ def _evaluate(
     thumbnails: dict[tuple[str, str], dict[str, bytes]] = defaultdict(dict)
     with ray_session(cfg):
         start = time.perf_counter()
-        for batch in evaluation_dataset(
-            cfg, rows, checkpoints, runnable, reference, scorer_factory
-        ).iter_batches(batch_size=None, batch_format="pyarrow"):
+        received = 0
+        for batch in evaluation_dataset(cfg, rows, checkpoints, runnable, reference).iter_batches(
+            batch_size=None, batch_format="pyarrow"
+        ):
+            received += batch.num_rows
             for row in batch.to_pylist():
                 if row["status"] != "ok":
                     failures.append(row)
@@ -268,6 +274,8 @@ def _evaluate(
                 if row["thumbnail"]:
                     thumbnails[(row["dataset"], row["image"])][row["method"]] = row["thumbnail"]
         seconds = time.perf_counter() - start
+    if received != len(rows):  # Ray Data fails the job on a lost block by default; never report a partial run
+        raise RuntimeError(f"evaluate: {received} results for {len(rows)} (image, method) rows")
     if not per_image:
         raise FairweatherError(
             f"evaluate: every one of the {len(rows)} (image, method) rows failed; first: "

@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -133,15 +132,13 @@ class ScoreActor:
         threads: int,
         vlm: VLMConfig,
         model_cache_dir: str,
-        scorer_factory: Callable[[str], Scorer] | None = None,
     ):
         """vlm, model_cache_dir: the labeling VLM that ``vlm_vis`` scores with (built where labeling builds it)."""
         torch.set_num_threads(threads)
-        make = scorer_factory or (
-            lambda name: build_scorer(
-                name, scorer, device=scorer.device, vlm=vlm, model_cache_dir=model_cache_dir
-            )
-        )
+
+        def make(name: str) -> Scorer:
+            return build_scorer(name, scorer, device=scorer.device, vlm=vlm, model_cache_dir=model_cache_dir)
+
         self.scorers = {name: make(name) for name in metrics}
         self.reference = {name: make(name) for name in reference_metrics}
 
