@@ -8,7 +8,6 @@ needs Ray Train: the rank, the dataset shards, DDP through ``prepare_model``, an
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,17 +15,14 @@ import ray.data
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 
 from fairweather.contracts.config import FairweatherConfig, to_dict
 from fairweather.contracts.io import atomic_write_bytes
-from fairweather.data.batches import BatchPrefetcher, PairedBatches, RealBatches
-from fairweather.data.sampling import ShardSampler
-from fairweather.training.ema import ema_update, unwrap
-from fairweather.training.optim import build_optimizer, build_scheduler, ema_decay_at
+from fairweather.training.ema import unwrap
+from fairweather.training.loop import Window, batch_stream, iterate
+from fairweather.training.optim import build_optimizer, build_scheduler
 from fairweather.training.setup import build_training_parts
 from fairweather.training.state import load_state, restore_rng, save_state, training_state
-from fairweather.training.step import StepResult, TrainBatch, reduce_step_terms, train_step
 from fairweather.training.validate import (
     balanced_subset,
     image_grid,
@@ -61,34 +57,6 @@ def _rows(name: str) -> list[dict]:
     except KeyError:  # the driver passes no dataset for an empty view (e.g. no labeled real images yet)
         return []
     return list(shard.iter_rows())
-
-
-class Window:
-    """Step results and timings since the last report."""
-
-    def __init__(self) -> None:
-        self.results: list[StepResult] = []
-        self.wait = self.busy = 0.0
-        self.images = 0
-        self.start = time.perf_counter()
-
-    def add(self, result: StepResult, wait: float, busy: float, images: int) -> None:
-        self.results.append(result)
-        self.wait, self.busy, self.images = self.wait + wait, self.busy + busy, self.images + images
-
-    def metrics(self, names: list[str], world_size: int) -> dict[str, float]:
-        """Loss terms reduced over ranks (collective: every rank must call it), plus this rank's throughput."""
-        terms = reduce_step_terms(self.results, names)
-        loss = torch.tensor([sum(r.loss for r in self.results), len(self.results)], dtype=torch.float64)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(loss)
-        elapsed = time.perf_counter() - self.start
-        return {
-            **{f"loss/{name}": value for name, value in terms.items()},
-            "loss/total": float(loss[0] / loss[1]),
-            "images_per_s": self.images * world_size / elapsed,
-            "data_wait_fraction": self.wait / max(self.wait + self.busy, 1e-9),
-        }
 
 
 def _validate(
@@ -145,45 +113,15 @@ def train_loop_per_worker(config: dict) -> None:
     # The index datasets are tiny and read once: their progress bars would only flood the log.
     ray.data.DataContext.get_current().enable_progress_bars = False
     paired, real, val = _rows("paired"), _rows("real"), _rows("val")
-    seed = cfg.runtime.seed
-    max_pixels = cfg.data.max_image_pixels
-    builders = [
-        PairedBatches(
-            paired,
-            ShardSampler(len(paired), rank, world, train.batch_size, seed),
-            train.crop_size,
-            max_pixels,
-        )
-    ]
-    if real and train.real_batch_size:
-        sampler = ShardSampler(len(real), rank, world, train.real_batch_size, seed)
-        builders.append(RealBatches(real, sampler, train.crop_size, max_pixels))
-    loader = BatchPrefetcher(builders, step, train.loader_threads, train.prefetch_batches)
-    autocast = torch.bfloat16 if cuda and train.bf16 else None
+    loader = batch_stream(cfg, paired, real, rank, world, step)
     window = Window()
     try:
         while step < job.until_step:
-            batch, wait = next(loader)
-            pair_ids = batch.pop("paired_ids")
-            started = time.perf_counter()
-            result = train_step(
-                model,
-                parts.loss,
-                optimizer,
-                TrainBatch(**batch).to(device, memory_format),
-                step=step,
-                grad_clip=train.grad_clip or None,
-                autocast_dtype=autocast,
-                scheduler=scheduler,
-            )
-            ema_update(parts.teacher, unwrap(model), ema_decay_at(step, train.ema_decay))
+            iteration = iterate(cfg, parts, model, optimizer, scheduler, loader, step, device)
             step += 1
-            images = batch["paired_input"].shape[0] + (
-                batch["real_input"].shape[0] if "real_input" in batch else 0
-            )
-            window.add(result, wait, time.perf_counter() - started, images)
+            window.add(iteration)
             if job.step_hook is not None:
-                job.step_hook(rank, step, pair_ids)
+                job.step_hook(rank, step, iteration.pair_ids)
             save = step % train.checkpoint_every == 0 or step == job.until_step
             if step % train.log_every and not save:
                 continue
