@@ -103,3 +103,14 @@ def test_an_existing_path_with_glob_characters_is_a_path(tmp_path):
     assert list_glob(f"{tmp_path}/photos*/*.png").files == [str(folder / "a.png")]
     assert list_glob(f"{tmp_path}/**/*.png").files == [str(folder / "a.png")]
     assert list_glob(f"{tmp_path}/*.png").files == []
+
+
+def test_read_bytes_returns_the_stored_bytes_of_a_compressed_suffix(tmp_path):
+    """pyarrow would gunzip a '.gz' file on the fly: a file's bytes must be the bytes on disk."""
+    import gzip
+
+    from fairweather.contracts.io import read_bytes
+
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(b"payload"))
+    assert read_bytes(str(path)) == path.read_bytes()

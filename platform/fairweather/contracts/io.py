@@ -70,7 +70,7 @@ def full_uri(like: str, path: str) -> str:
 def read_bytes(uri: str) -> bytes:
     """The whole file at ``uri``. Raises OSError (missing, permission, network) like the filesystem does."""
     fs, path = filesystem_for(uri)
-    with fs.open_input_stream(path) as stream:
+    with fs.open_input_stream(path, compression=None) as stream:  # bytes as stored: never guess by suffix
         return stream.read()
 
 
