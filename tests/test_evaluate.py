@@ -147,7 +147,7 @@ def test_checkpoint_names_and_training_runs():
     ray_layout = CheckpointRef.parse("/runs/train/train-abc123/checkpoint_000002")
     assert (ray_layout.name, ray_layout.training_run) == ("train-abc123", "train-abc123")
     artifact = CheckpointRef.parse("mine=/mlruns/1/run/artifacts/model/model.pt")
-    assert (artifact.name, artifact.training_run) == ("mine", "artifacts")
+    assert (artifact.name, artifact.training_run) == ("mine", "run")  # the MLflow run id folder
     assert CheckpointRef.parse("/ckpts/ablation-lsup").name == "ablation-lsup"
 
 

@@ -56,7 +56,8 @@ SCORED_SCHEMA = pa.schema(
 @dataclass(frozen=True)
 class CheckpointRef:
     """A method to evaluate: its name, its checkpoint (folder with ``state.pt``, or a ``model.pt`` file), and the
-    training run it came from (Ray Train keeps checkpoints as ``<run name>/checkpoint_NNNNNN``)."""
+    training run it came from: the Ray Train run name of ``<run name>/checkpoint_NNNNNN``, the MLflow run id of
+    ``<run id>/artifacts/model/model.pt``, else the folder's name."""
 
     name: str
     path: str
@@ -69,12 +70,14 @@ class CheckpointRef:
         path = path if sep else entry
         pure = PurePosixPath(path.rstrip("/"))
         folder = pure.parent if pure.suffix == ".pt" else pure
-        # A model.pt artifact lives in MLflow's "model/" folder: the run is then the folder above it.
-        run = (
-            folder.parent.name
-            if folder.name.startswith("checkpoint_") or folder.name == "model"
-            else folder.name
-        )
+        if folder.name.startswith("checkpoint_"):  # Ray Train: <storage>/<run name>/checkpoint_NNNNNN
+            run = folder.parent.name
+        elif (
+            folder.name == "model" and folder.parent.name == "artifacts"
+        ):  # MLflow: <run id>/artifacts/model/
+            run = folder.parent.parent.name
+        else:
+            run = folder.name
         return cls(name.strip() if sep else run or folder.name, path, run)
 
 
