@@ -202,6 +202,9 @@ def _train(
     job = WorkerJob(cfg, prompt_context, versions, until_step or train.total_steps, step_hook)
     named = {"paired": views["train"], "val": views["val"], "real": views["real"]}
     datasets = {key: ray.data.from_arrow(view) for key, view in named.items() if view.num_rows}
+    for dataset in datasets.values():
+        # Tiny indexes, read once per worker: their progress bars would only flood the training log.
+        dataset.context.enable_progress_bars = False
     with ray_session(cfg):
         trainer = TorchTrainer(
             train_loop_per_worker,

@@ -11,7 +11,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import ray.data
 import ray.train
 import ray.train.torch
 import torch
@@ -110,8 +109,6 @@ def train_loop_per_worker(config: dict) -> None:
     memory_format = torch.channels_last if cuda and train.channels_last else torch.contiguous_format
     model = ray.train.torch.prepare_model(parts.model.to(memory_format=memory_format))
 
-    # The index datasets are tiny and read once: their progress bars would only flood the log.
-    ray.data.DataContext.get_current().enable_progress_bars = False
     paired, real, val = _rows("paired"), _rows("real"), _rows("val")
     loader = batch_stream(cfg, paired, real, rank, world, step)
     window = Window()
