@@ -36,7 +36,7 @@ from fairweather.contracts.io import relative_uri
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.metrics import METRICS, missing_weights
-from fairweather.training.restorer import read_checkpoint
+from fairweather.training.state import load_state
 
 from .evaluate_actors import CheckpointRef, RestoreActor, ScoreActor
 from .evaluate_io import INPUT_METHOD, BaselineOutputs, list_test_set, read_work_batch, work_rows
@@ -78,7 +78,7 @@ def _checkpoints(cfg: FairweatherConfig) -> list[CheckpointRef]:
             f"evaluate.checkpoints: method names {clashes} repeat or clash with 'input'; use name=path"
         )
     for ref in refs:
-        read_checkpoint(ref.path)  # fails now, naming the file, rather than in every actor
+        load_state(ref.path)  # fails now, naming the file, rather than in every actor
     return refs
 
 

@@ -23,7 +23,7 @@ from fairweather.contracts.io import atomic_write_bytes, read_bytes
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.training.prompt_stage import learn_prompt_context, weather_examples
 from fairweather.training.setup import load_encoders, load_teacher
-from fairweather.training.state import load_state
+from fairweather.training.state import MODEL_FILE, load_state
 from fairweather.training.validate import score_pairs, validation_scorers
 
 from .train_worker import GRID_FILE
@@ -126,9 +126,9 @@ def evaluate_checkpoint(
         model = {
             k: state[k] for k in ("format", "arch", "model", "teacher", "prompt_context", "step", "config")
         }
-        torch.save(model, Path(out) / "model.pt")
+        torch.save(model, Path(out) / MODEL_FILE)
         (Path(out) / "config.yaml").write_text(to_yaml(cfg))
-        logger.log_artifact(Path(out) / "model.pt", "model")
+        logger.log_artifact(Path(out) / MODEL_FILE, "model")
         logger.log_artifact(Path(out) / "config.yaml", "model")
     logger.log_metrics(metrics, step=steps)
     table: dict[str, dict[str, float]] = {}

@@ -9,14 +9,11 @@ must be the checkpoint's; otherwise the error names both sides.
 
 from __future__ import annotations
 
-import io
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow.fs as pafs
 import torch
 from torch import nn
 
@@ -24,38 +21,10 @@ from fairweather.contracts.config import ConfigError, FairweatherConfig, build, 
 from fairweather.contracts.config.loader import apply_overrides, parse_override
 from fairweather.contracts.config.root import check_override_key
 from fairweather.contracts.errors import FairweatherError
-from fairweather.contracts.io import filesystem_for, read_bytes
 
 from .setup import load_teacher
-from .state import FORMAT_VERSION, STATE_FILE, CheckpointError, load_state
+from .state import CheckpointError, load_state
 from .validate import restore_image, to_uint8
-
-#: File name of the model artifact of a training run (``model/model.pt``).
-MODEL_FILE = "model.pt"
-
-
-def read_checkpoint(path: str) -> dict[str, Any]:
-    """The state dict of a checkpoint folder (``state.pt`` inside), a run's ``model`` artifact folder or its
-    ``model.pt`` file, loaded weights-only.
-
-    Raises :class:`CheckpointError` for a missing or unreadable file or a format this code does not read.
-    """
-    fs, local = filesystem_for(path)
-    if fs.get_file_info(local).type == pafs.FileType.Directory:
-        if fs.get_file_info(f"{local}/{STATE_FILE}").type == pafs.FileType.File:
-            return load_state(path)
-        path = f"{path.rstrip('/')}/{MODEL_FILE}"  # a run's model/ artifact folder
-    try:
-        state = torch.load(io.BytesIO(read_bytes(path)), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as err:  # missing, truncated, not weights-only
-        raise CheckpointError(
-            f"cannot read checkpoint {path} (a folder holding {STATE_FILE} or {MODEL_FILE}, or a {MODEL_FILE} "
-            f"file): {err}"
-        ) from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"checkpoint {path} has format {found}, this code reads {FORMAT_VERSION}")
-    return state
 
 
 def stored_config(state: dict[str, Any], path: str, overrides: Sequence[str] = ()) -> FairweatherConfig:
@@ -132,7 +101,7 @@ def load_restorer(
     cfg: an explicit config (``source`` names where it came from, for errors); its network must match the
     checkpoint's. None: the checkpoint's stored config with ``overrides`` applied.
     """
-    state = read_checkpoint(path)
+    state = load_state(path)
     if cfg is None:
         # Overrides of the stored config may still change the network (model.nafnet.width=...): checked below.
         cfg, source = stored_config(state, path, overrides), f"the overrides {list(overrides)}"

@@ -13,14 +13,17 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 from torch import nn
 
 from fairweather.contracts.errors import FairweatherError
-from fairweather.contracts.io import atomic_write_bytes, read_bytes
+from fairweather.contracts.io import atomic_write_bytes, filesystem_for, read_bytes
 
 #: File name of the state inside a checkpoint folder.
 STATE_FILE = "state.pt"
+#: File name of a training run's model artifact (``model/model.pt``: the state without optimizer and RNG).
+MODEL_FILE = "model.pt"
 #: Bumped when the layout of the state dict changes.
 FORMAT_VERSION = 1
 
@@ -83,17 +86,31 @@ def save_state(state: dict[str, Any], folder: str | Path) -> str:
     return path
 
 
-def load_state(folder: str | Path, *, arch: str | None = None) -> dict[str, Any]:
-    """Read ``<folder>/state.pt`` (``weights_only=True``); with ``arch``, refuse a checkpoint of another network."""
-    path = f"{folder}/{STATE_FILE}"
+def _state_path(path: str) -> str:
+    """The state file of a checkpoint: ``<folder>/state.pt`` of a training checkpoint, ``<folder>/model.pt`` of a
+    run's ``model`` artifact folder, or ``path`` itself when it names a file."""
+    fs, local = filesystem_for(path)
+    if fs.get_file_info(local).type != pafs.FileType.Directory:
+        return path
+    for name in (STATE_FILE, MODEL_FILE):
+        if fs.get_file_info(f"{local}/{name}").type == pafs.FileType.File:
+            return f"{path.rstrip('/')}/{name}"
+    return f"{path.rstrip('/')}/{STATE_FILE}"  # missing: the error below names what was expected
+
+
+def load_state(path: str | Path, *, arch: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint (``weights_only=True``): a folder holding ``state.pt`` or ``model.pt``, or such a file;
+    with ``arch``, refuse a checkpoint of another network."""
+    path = _state_path(str(path))
     try:
         state = torch.load(io.BytesIO(read_bytes(path)), map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError) as err:  # missing, truncated, not weights-only
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
-    if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint {path} has format {state.get('format')}, this code reads {FORMAT_VERSION}"
-        )
+            f"cannot read checkpoint {path} (a folder holding {STATE_FILE} or {MODEL_FILE}, or such a file): {err}"
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"checkpoint {path} has format {found}, this code reads {FORMAT_VERSION}")
     if arch is not None and state["arch"] != arch:
         raise CheckpointError(
             f"checkpoint {path} holds a '{state['arch']}' network, but model.arch is '{arch}'; "
