@@ -56,7 +56,7 @@ from fairweather.data.views import paired_view, real_view
 from fairweather.stages.synth import run_synth
 from fairweather.stages.train import run_train
 from fairweather.training.ema import ema_update
-from fairweather.training.loop import Window, batch_stream, iterate
+from fairweather.training.loop import Window, batch_stream, iterate, memory_format
 from fairweather.training.optim import build_optimizer, build_scheduler
 from fairweather.training.setup import build_training_parts
 from fairweather.training.step import TrainBatch, train_step
@@ -101,9 +101,8 @@ def plain_worker(rank: int, world: int, cfg: FairweatherConfig, rows: dict, port
     parts = build_training_parts(cfg, device)
     optimizer, step = build_optimizer(parts.model, train), 0
     scheduler = build_scheduler(optimizer, train)
-    memory_format = torch.channels_last if cuda and train.channels_last else torch.contiguous_format
     model = DistributedDataParallel(
-        parts.model.to(memory_format=memory_format), device_ids=[rank] if cuda else None
+        parts.model.to(memory_format=memory_format(cfg, device)), device_ids=[rank] if cuda else None
     )
     loader = batch_stream(cfg, rows["paired"], rows["real"], rank, world, step)
     window, reported = Window(), []

@@ -119,7 +119,6 @@ def evaluate_checkpoint(
     scaling = cfg.train.scaling
     task = ray.remote(num_cpus=scaling.cpus_per_worker, num_gpus=1 if scaling.use_gpu else 0)(_score_test)
     metrics = ray.get(task.remote(cfg, checkpoint, rows))
-    steps = 0
     with checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
         state = load_state(folder)
         steps = int(state["step"])

@@ -18,7 +18,7 @@ import torch
 from fairweather.contracts.config import FairweatherConfig, to_dict
 from fairweather.contracts.io import atomic_write_bytes
 from fairweather.training.ema import unwrap
-from fairweather.training.loop import Window, batch_stream, iterate
+from fairweather.training.loop import Window, batch_stream, iterate, memory_format
 from fairweather.training.optim import build_optimizer, build_scheduler
 from fairweather.training.setup import build_training_parts
 from fairweather.training.state import load_state, restore_rng, save_state, training_state
@@ -90,7 +90,6 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     torch.set_num_threads(max(1, int(train.scaling.cpus_per_worker)))
-    cuda = device.type == "cuda"
 
     parts = build_training_parts(cfg, device, job.prompt_context)
     optimizer = build_optimizer(parts.model, train)
@@ -106,8 +105,7 @@ def train_loop_per_worker(config: dict) -> None:
         scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"])
         step = int(state["step"])
-    memory_format = torch.channels_last if cuda and train.channels_last else torch.contiguous_format
-    model = ray.train.torch.prepare_model(parts.model.to(memory_format=memory_format))
+    model = ray.train.torch.prepare_model(parts.model.to(memory_format=memory_format(cfg, device)))
 
     paired, real, val = _rows("paired"), _rows("real"), _rows("val")
     loader = batch_stream(cfg, paired, real, rank, world, step)

@@ -38,6 +38,12 @@ def batch_stream(
     return BatchPrefetcher(builders, start, train.loader_threads, train.prefetch_batches)
 
 
+def memory_format(cfg: FairweatherConfig, device: torch.device) -> torch.memory_format:
+    """channels-last on CUDA when ``train.channels_last`` (convolutions run faster with it there), else contiguous."""
+    use = device.type == "cuda" and cfg.train.channels_last
+    return torch.channels_last if use else torch.contiguous_format
+
+
 @dataclass(frozen=True)
 class Iteration:
     """What one iteration did: the step's result, how long it waited for data and computed, what it trained on."""
@@ -67,12 +73,11 @@ def iterate(
     batch, wait = next(loader)
     pair_ids = batch.pop("paired_ids")
     started = time.perf_counter()
-    memory_format = torch.channels_last if cuda and train.channels_last else torch.contiguous_format
     result = train_step(
         model,
         parts.loss,
         optimizer,
-        TrainBatch(**batch).to(device, memory_format),
+        TrainBatch(**batch).to(device, memory_format(cfg, device)),
         step=step,
         grad_clip=train.grad_clip or None,
         autocast_dtype=torch.bfloat16 if cuda and train.bf16 else None,
