@@ -91,3 +91,34 @@ def test_a_run_whose_process_was_killed_is_marked_killed_by_the_next_run(tmp_pat
         assert logger.client.get_run(stale_id).info.status == "KILLED"
         assert logger.client.get_run(alive.run_id).info.status == "RUNNING"
     alive.close()
+
+
+def test_children_are_nested_and_found_again_by_key_never_duplicated(tmp_path):
+    cfg = load_config("smoke", [f"runtime.runs_dir={tmp_path}"])
+    with stage_run(cfg, "test", "parent", key="sweep-1") as parent:
+        first = parent.child("round-0", key="round-0")
+        first.log_metrics({"loss": 1.0}, step=1)
+        first.close("KILLED")  # an interrupted round...
+        again = parent.child("round-0", key="round-0")  # ...is resumed into the same run
+        assert again.run_id == first.run_id and again.resumed
+        again.close()
+        other = parent.child("round-1", key="round-1")
+        other.close()
+    client = parent.client
+    children = client.search_runs([parent.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.run_id}'")
+    assert sorted(r.info.run_name for r in children) == ["round-0", "round-1"]
+    assert {r.info.status for r in children} == {"FINISHED"}
+    assert all(r.data.tags["fairweather.stage"] == "test" for r in children)
+    # The parent too is reopened by its key, with its params left as they were.
+    with stage_run(cfg, "test", "parent", key="sweep-1") as reopened:
+        assert reopened.run_id == parent.run_id and reopened.resumed
+    top = client.search_runs([parent.experiment_id], "tags.`fairweather.key` = 'sweep-1'")
+    assert len(top) == 1 and top[0].info.status == "FINISHED"
+
+
+def test_disk_logger_children_live_in_their_own_folder(tmp_path):
+    parent = DiskLogger(tmp_path / "run")
+    child = parent.child("round-0", key="round-0")
+    child.log_metrics({"x": 1.0}, step=1)
+    assert DiskLogger(tmp_path / "run" / "children" / "round-0").tags["run_name"] == "round-0"
+    assert isinstance(NullLogger().child("a", key="a"), NullLogger)

@@ -27,6 +27,14 @@ class MetricLogger(Protocol):
 
     def close(self, status: str = "FINISHED") -> None: ...
 
+    def child(self, run_name: str, key: str) -> MetricLogger:
+        """A nested run (a training round, a Tune trial, a pipeline stage) under this one.
+
+        ``key`` identifies the child within its parent: asking again for the same key (a resumed round or trial)
+        returns the run it started, never a duplicate. The caller closes the child.
+        """
+        ...
+
 
 class NullLogger:
     """Drops everything (non-zero ranks, dry runs)."""
@@ -46,16 +54,25 @@ class NullLogger:
     def close(self, status: str = "FINISHED") -> None:
         pass
 
+    def child(self, run_name: str, key: str) -> NullLogger:
+        return self
+
 
 class DiskLogger:
-    """Writes ``params.json``, ``tags.json``, ``metrics.jsonl`` and ``artifacts/`` under one folder."""
+    """Writes ``params.json``, ``tags.json``, ``metrics.jsonl`` and ``artifacts/`` under one folder (children in
+    ``children/<key>/``)."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.params: dict[str, Any] = {}
-        self.tags: dict[str, str] = {}
+        # A folder opened again (a resumed child) keeps what it already holds.
+        self.params: dict[str, Any] = self._load("params.json")
+        self.tags: dict[str, str] = self._load("tags.json")
         self.status: str | None = None
+
+    def _load(self, name: str) -> dict[str, Any]:
+        path = self.folder / name
+        return json.loads(path.read_text()) if path.exists() else {}
 
     def _dump(self, name: str, data: Mapping[str, Any]) -> None:
         (self.folder / name).write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
@@ -81,6 +98,12 @@ class DiskLogger:
     def close(self, status: str = "FINISHED") -> None:
         self.status = status
         self._dump("status.json", {"status": status})
+
+    def child(self, run_name: str, key: str) -> DiskLogger:
+        """The child's files under ``children/<key>/`` (the same folder again for the same key)."""
+        child = DiskLogger(self.folder / "children" / key)
+        child.set_tags({"run_name": run_name, "key": key})
+        return child
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.folder / "metrics.jsonl"

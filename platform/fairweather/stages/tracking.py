@@ -39,12 +39,30 @@ log = logging.getLogger(__name__)
 _MAX_PARAM_LEN = 6000
 #: Tags that identify the process owning a run; the stale-run repair reads them.
 HOST_TAG, PID_TAG, STAGE_TAG = "fairweather.host", "fairweather.pid", "fairweather.stage"
+#: A run's identity for find-or-create (resumed runs log into the run they started); MLflow's own nesting tag.
+KEY_TAG, PARENT_TAG = "fairweather.key", "mlflow.parentRunId"
 
 
 class MLflowLogger:
-    """One MLflow run. ``run_id`` identifies it in the UI and in the ``metrics`` table."""
+    """One MLflow run. ``run_id`` identifies it in the UI and in the ``metrics`` table.
 
-    def __init__(self, uri: str, experiment: str, run_name: str, artifact_location: str | None = None):
+    With ``key``, the run is found again instead of created twice: an existing run of the experiment tagged with
+    that key (and the same parent) is reopened (status RUNNING); that is how a resumed training, round, Tune trial or
+    pipeline stage logs into the run it started. ``tags`` are set when the run is created, so a concurrent
+    find-or-create never sees a keyed run without its key.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        run_name: str,
+        artifact_location: str | None = None,
+        *,
+        key: str | None = None,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ):
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = (
@@ -52,14 +70,52 @@ class MLflowLogger:
             if found is not None
             else self.client.create_experiment(experiment, artifact_location=artifact_location)
         )
-        self.run_id = self.client.create_run(self.experiment_id, run_name=run_name).info.run_id
+        all_tags = dict(tags or {})
+        if key is not None:
+            all_tags[KEY_TAG] = key
+        if parent_run_id is not None:
+            all_tags[PARENT_TAG] = parent_run_id
+        existing = self._find(key, parent_run_id) if key is not None else None
+        self.resumed = existing is not None
+        if existing is not None:
+            self.run_id = existing
+            self.client.update_run(existing, status="RUNNING")
+            self.set_tags(all_tags)
+        else:
+            self.run_id = self.client.create_run(
+                self.experiment_id, run_name=run_name, tags=all_tags
+            ).info.run_id
+
+    def _find(self, key: str, parent_run_id: str | None) -> str | None:
+        """The oldest run of this experiment tagged ``key`` under ``parent_run_id`` (None: a top-level run)."""
+        where = f"tags.`{KEY_TAG}` = '{key}'"
+        if parent_run_id is not None:
+            where += f" and tags.`{PARENT_TAG}` = '{parent_run_id}'"
+        runs = self.client.search_runs([self.experiment_id], filter_string=where, order_by=["start_time ASC"])
+        runs = [r for r in runs if parent_run_id is not None or PARENT_TAG not in r.data.tags]
+        return runs[0].info.run_id if runs else None
 
     @classmethod
     def attach(cls, uri: str, run_id: str) -> MLflowLogger:
         """A logger for an existing run (no new run is created)."""
         logger = cls.__new__(cls)
-        logger.client, logger.run_id = MlflowClient(tracking_uri=uri), run_id
+        logger.client, logger.run_id, logger.resumed = MlflowClient(tracking_uri=uri), run_id, True
+        logger.experiment_id = logger.client.get_run(run_id).info.experiment_id
         return logger
+
+    def child(self, run_name: str, key: str) -> MLflowLogger:
+        """A nested run (tag ``mlflow.parentRunId``), found again by ``key`` under this parent; it inherits the
+        parent's process tags so the stale-run repair covers it too."""
+        parent_tags = self.client.get_run(self.run_id).data.tags
+        inherited = {k: parent_tags[k] for k in (STAGE_TAG, "fairweather.profile") if k in parent_tags}
+        return MLflowLogger(
+            self.client.tracking_uri,
+            self.client.get_experiment(self.experiment_id).name,
+            run_name,
+            key=key,
+            parent_run_id=self.run_id,
+            tags={**inherited, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())},
+        )
 
     def __reduce__(self) -> tuple:
         # Pickled into a Ray actor (the Train controller that runs the logging callback): re-attach there to the
@@ -146,19 +202,25 @@ def repair_stale_runs(client: MlflowClient, experiment_id: str, stage: str) -> l
 
 
 def open_logger(
-    cfg: FairweatherConfig, run_name: str | None = None, *, rank: int = 0, stage: str
+    cfg: FairweatherConfig,
+    run_name: str | None = None,
+    *,
+    rank: int = 0,
+    stage: str,
+    key: str | None = None,
 ) -> MetricLogger:
     """A logger for one stage run: MLflow on rank 0, a no-op elsewhere. The caller closes it (or uses
-    :func:`stage_run`). The run carries the config (params + ``config.yaml``) and the tags listed above."""
+    :func:`stage_run`). The run carries the config (params + ``config.yaml``) and the tags listed above.
+
+    key: find-or-create (see :class:`MLflowLogger`): a rerun of the same work reopens its run instead of adding one.
+    """
     if rank != 0:
         return NullLogger()
-    logger = MLflowLogger(
-        tracking_uri(cfg.runtime),
-        cfg.runtime.experiment,
-        run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
-        artifact_location=artifact_root(cfg.runtime),
-    )
-    repair_stale_runs(logger.client, logger.experiment_id, stage)
+    # Runs of this stage left RUNNING by a killed process first become KILLED; a keyed rerun then reopens its own.
+    client = MlflowClient(tracking_uri=tracking_uri(cfg.runtime))
+    experiment = client.get_experiment_by_name(cfg.runtime.experiment)
+    if experiment is not None:
+        repair_stale_runs(client, experiment.experiment_id, stage)
     tags = {
         STAGE_TAG: stage,
         "fairweather.profile": cfg.profile,
@@ -168,7 +230,16 @@ def open_logger(
     }
     if commit := code_commit():
         tags["fairweather.commit"] = commit
-    logger.set_tags(tags)
+    logger = MLflowLogger(
+        tracking_uri(cfg.runtime),
+        cfg.runtime.experiment,
+        run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
+        artifact_location=artifact_root(cfg.runtime),
+        key=key,
+        tags=tags,
+    )
+    if logger.resumed:
+        return logger  # params and config.yaml are already there (params cannot change in MLflow)
     logger.log_params(flatten(cfg))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "config.yaml"
@@ -179,10 +250,16 @@ def open_logger(
 
 @contextlib.contextmanager
 def stage_run(
-    cfg: FairweatherConfig, stage: str, run_name: str | None = None, *, rank: int = 0
+    cfg: FairweatherConfig, stage: str, run_name: str | None = None, *, rank: int = 0, key: str | None = None
 ) -> Iterator[MetricLogger]:
-    """Open a stage's run (:func:`open_logger`) and close it FINISHED, FAILED on an error, KILLED on Ctrl-C."""
-    logger = open_logger(cfg, run_name, rank=rank, stage=stage)
+    """Open a stage's run (:func:`open_logger`) and close it as :func:`closing` does."""
+    with closing(open_logger(cfg, run_name, rank=rank, stage=stage, key=key)) as logger:
+        yield logger
+
+
+@contextlib.contextmanager
+def closing(logger: MetricLogger) -> Iterator[MetricLogger]:
+    """Close ``logger`` FINISHED, FAILED on an error, KILLED on Ctrl-C (e.g. ``with closing(parent.child(...))``)."""
     try:
         yield logger
     except KeyboardInterrupt:
