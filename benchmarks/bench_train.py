@@ -130,7 +130,7 @@ def free_port() -> int:
 def run_plain(cfg: FairweatherConfig, folder: Path) -> list[dict]:
     """Train with ``torch.distributed`` on ``train.scaling.num_workers`` spawned processes; rank 0's metrics."""
     store = TableStore(os.path.abspath(cfg.data.tables))
-    rows = {"paired": paired_view(store, "train").to_pylist(), "real": real_view(store).to_pylist()}
+    rows = {"paired": paired_view(store, "train").to_pylist(), "real": real_view(store, None).to_pylist()}
     world = cfg.train.scaling.num_workers
     # As torchrun and Ray do for their workers: OpenMP threads = the worker's CPUs (else every rank's OpenMP
     # pools spin on every core). The children read it at start; the parent's own value is restored after.

@@ -86,21 +86,29 @@ ERRORS = TableSpec(
 
 PSEUDO_LABELS = TableSpec(
     name="pseudo_labels",
-    version=1,
+    # v2: one history per lineage (training run / Tune trial), every candidate's file, scores and the decision.
+    version=2,
     fields=(
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("round", pa.int32(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),  # "input", "ema", or an existing method's name
+        pa.field("lineage", pa.string(), nullable=False),  # the training run the pseudo-labels belong to
+        pa.field("image_id", pa.string(), nullable=False),  # the pool image (sha256 of its file bytes)
+        pa.field("round", pa.int32(), nullable=False),  # 0: init candidates; k: the EMA teacher after round k
+        pa.field("source", pa.string(), nullable=False),  # "input", a method's name, or "ema@round-<k>"
+        # the candidate image (relative to the table root when inside it); "input" points at the pool file
         pa.field("candidate_uri", pa.string(), nullable=False),
+        pa.field("candidate_sha256", pa.string(), nullable=False),  # of the file at candidate_uri
+        pa.field("weather", pa.string(), nullable=False),
         pa.field("scores", pa.map_(pa.string(), pa.float64()), nullable=False),  # raw scorer outputs
+        pa.field("normalised", pa.map_(pa.string(), pa.float64()), nullable=False),  # in [0, 1], 1 = best
         pa.field("combined_score", pa.float64(), nullable=False),
-        pa.field(
-            "combination", pa.string(), nullable=False
-        ),  # how scores were combined (recorded, not implied)
-        pa.field("selected", pa.bool_(), nullable=False),  # the image's current pseudo-label
-        pa.field("created_at", _TIME, nullable=False),
+        # the rule as JSON (kind, metrics, weights, ranges, directions, margin): recorded, not implied
+        pa.field("combination", pa.string(), nullable=False),
+        pa.field("decided", pa.bool_(), nullable=False),  # False: scored, not yet compared (a job died)
+        pa.field("selected", pa.bool_(), nullable=False),  # the image's current pseudo-label in its lineage
+        pa.field("replaced_by", pa.string()),  # "<round>:<source>" of the candidate that replaced this one
+        pa.field("created_at", _TIME, nullable=False),  # when the candidate was scored
+        pa.field("decided_at", _TIME),  # when it was last compared (selected or not)
     ),
-    key=("image_id", "round", "source"),
+    key=("lineage", "image_id", "round", "source"),
 )
 
 METRICS = TableSpec(

@@ -40,12 +40,13 @@ def paired_view(store: TableStore, split: str) -> pa.Table:
     )
 
 
-def real_view(store: TableStore) -> pa.Table:
-    """Real images = ``pool`` ⋈ ``labels`` ⋈ the selected ``pseudo_labels`` row, one row per image_id.
+def real_view(store: TableStore, lineage: str | None) -> pa.Table:
+    """Real images = ``pool`` ⋈ ``labels`` ⋈ the selected ``pseudo_labels`` row of ``lineage``, one row per image_id.
 
     The most recent label of an image is used (whatever model made it); weather is the folder/manifest hint when
     there is one, else the VLM's class; d_neg is the VLM's description and d_pos its clear-weather rewrite. Images
-    that appear under several URIs (same bytes) are one training image.
+    that appear under several URIs (same bytes) are one training image. lineage: the training run whose
+    pseudo-labels to join (each run / Tune trial has its own history); ``None``: no pseudo-labels.
     """
     pool = store.read("pool", ["image_id", "uri"])
     labels = store.read(
@@ -54,8 +55,13 @@ def real_view(store: TableStore) -> pa.Table:
     labels = latest_per_key(labels.sort_by("labeled_at"), ["image_id"])
     pool = latest_per_key(pool.sort_by("uri"), ["image_id"])
     joined = pool.join(labels, "image_id", join_type="inner")
-    pseudo = store.read("pseudo_labels", ["image_id", "candidate_uri", "selected", "created_at"])
-    pseudo = pseudo.filter(pseudo.column("selected"))
+    pseudo = store.read("pseudo_labels", ["lineage", "image_id", "candidate_uri", "selected", "created_at"])
+    if lineage is None:
+        pseudo = pseudo.slice(0, 0)
+    else:
+        pseudo = pseudo.filter(
+            pc.and_(pseudo.column("selected"), pc.equal(pseudo.column("lineage"), lineage))
+        )
     pseudo = latest_per_key(pseudo.sort_by("created_at"), ["image_id"]).select(["image_id", "candidate_uri"])
     joined = joined.join(pseudo, "image_id", join_type="left outer").sort_by("image_id")
     weather = pc.coalesce(joined.column("weather_hint"), joined.column("weather"))

@@ -92,7 +92,8 @@ def run_name(cfg: FairweatherConfig, versions: dict[str, str]) -> str:
         shaping = {section: to_dict(getattr(cfg, section)) for section in _FINGERPRINT_SECTIONS}
         for volatile in ("run_name", "new_run", "log_every", "max_failures", "keep_checkpoints"):
             shaping["train"].pop(volatile)
-        shaping["tables"] = versions
+        # Pseudo-labels belong to the run (its lineage) and change between its rounds: not part of its name.
+        shaping["tables"] = {table: v for table, v in versions.items() if table != "pseudo_labels"}
         shaping["seed"] = cfg.runtime.seed
         digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
         name = f"train-{digest}"
@@ -126,14 +127,19 @@ def _check_cpu_budget(cfg: FairweatherConfig) -> None:
         raise FairweatherError("train.scaling.use_gpu=true but this machine has no CUDA device")
 
 
-def _views(store: TableStore) -> dict[str, pa.Table]:
+def default_lineage(cfg: FairweatherConfig) -> str:
+    """The run name ``fairweather train`` gives this config now: the lineage its pseudo-labels are filed under."""
+    return run_name(cfg, table_versions(TableStore(cfg.data.tables)))
+
+
+def _views(store: TableStore, lineage: str) -> dict[str, pa.Table]:
     views = {split: paired_view(store, split) for split in ("train", "val", "test")}
     if views["train"].num_rows == 0:
         raise FairweatherError(
             f"no labeled pairs in the 'paired' table's train split under {store.root}: run `fairweather synth` "
             "(generated pairs) or import a paired data set first"
         )
-    views["real"] = real_view(store)
+    views["real"] = real_view(store, lineage)
     return views
 
 
@@ -168,9 +174,9 @@ def run_train(
     cfg = _absolute_paths(cfg)
     _check_cpu_budget(cfg)
     store = TableStore(cfg.data.tables)
-    views = _views(store)
     versions = table_versions(store)
     name, storage = run_name(cfg, versions), storage_path(cfg)
+    views = _views(store, name)
     if views["real"].num_rows == 0 and cfg.train.real_batch_size:
         log.warning(
             "no labeled real images under %s: training on the pairs alone (run `fairweather label`)",
