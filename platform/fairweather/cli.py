@@ -17,8 +17,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fairweather.contracts.config import FairweatherConfig, load_config, to_yaml
+from fairweather.contracts.config import FairweatherConfig, load_config, to_dict, to_yaml
 from fairweather.contracts.errors import FairweatherError
+from fairweather.contracts.redact import redact
 
 #: Layouts of ``fairweather import-pairs`` (kept in step with ``fairweather.data.paired_folders.LAYOUTS`` by a test;
 #: listed here so ``--help`` does not import the science packages).
@@ -159,7 +160,7 @@ def _print_summary(summary: object) -> None:
     if summary is None:
         return
     data = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else summary
-    print(json.dumps(data, indent=2, default=str))
+    print(json.dumps(redact(data), indent=2, default=str))
 
 
 def run_stage(name: str, cfg: FairweatherConfig) -> object:
@@ -197,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # restore without --config reads the config stored in its checkpoint.
         cfg = load_config(args.config, args.overrides) if args.config else None
         if args.command == "config":
-            print(to_yaml(cfg), end="")
+            print(to_yaml(redact(to_dict(cfg))), end="")  # credentials masked: printed output is logged
         elif args.command == "restore":
             from fairweather.stages.restore import run_restore
 

@@ -131,6 +131,29 @@ def resolve_uri(root: str, uri: str) -> str:
     return os.path.normpath(os.path.join(os.path.abspath(os.path.expanduser(root)), uri))
 
 
+def within_roots(uri: str, roots: tuple[str, ...] | list[str]) -> bool:
+    """True when ``uri`` lies in (or is) one of ``roots``; always True when ``roots`` is empty (no restriction).
+
+    Local paths (and ``file://``) are compared by real path, so neither ``..`` nor a link can step out of a root;
+    other URIs by scheme and normalised path (``s3://bucket/a/../b`` is ``s3://bucket/b``).
+    """
+    if not roots:
+        return True
+
+    def canonical(location: str) -> tuple[str, str]:
+        scheme, sep, rest = location.partition("://")
+        if not sep or scheme == "file":
+            return "", os.path.realpath(os.path.expanduser(rest if sep else location))
+        return scheme, posixpath.normpath("/" + rest)
+
+    scheme, path = canonical(uri)
+    for root in roots:
+        root_scheme, root_path = canonical(root)
+        if scheme == root_scheme and (path == root_path or path.startswith(root_path.rstrip("/") + "/")):
+            return True
+    return False
+
+
 def relative_uri(root: str, target: str) -> str:
     """The inverse of :func:`resolve_uri`: ``target`` relative to ``root`` where both are on one filesystem.
 

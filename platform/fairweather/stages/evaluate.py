@@ -188,7 +188,8 @@ def run_evaluate(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
         for name, _, folder in (entry.partition("=") for entry in ev.baseline_folders)
     }
     test_sets = [
-        list_test_set(spec, store, follow_links_out=cfg.data.follow_links_out) for spec in ev.test_sets
+        list_test_set(spec, store, follow_links_out=cfg.data.follow_links_out, roots=cfg.data.roots)
+        for spec in ev.test_sets
     ]
     rows, unmatched = work_rows(
         test_sets, [c.name for c in checkpoints], baselines, include_input=ev.include_input, examples=EXAMPLES

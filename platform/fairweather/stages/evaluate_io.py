@@ -75,7 +75,9 @@ def _stem(path: str) -> str:
     return str(PurePosixPath(path).with_suffix(""))
 
 
-def list_test_set(spec: str, store: TableStore, *, follow_links_out: bool = False) -> TestSet:
+def list_test_set(
+    spec: str, store: TableStore, *, follow_links_out: bool = False, roots: tuple[str, ...] = ()
+) -> TestSet:
     """List ``paired:<split>`` from ``store``'s paired table, or a folder / glob / manifest of images."""
     if spec.startswith("paired:"):
         view = paired_view(store, spec.partition(":")[2]).to_pylist()
@@ -89,7 +91,7 @@ def list_test_set(spec: str, store: TableStore, *, follow_links_out: bool = Fals
             for row in view
         ]
         return TestSet(spec, images)
-    listing = list_pool(spec, follow_links_out=follow_links_out)
+    listing = list_pool(spec, follow_links_out=follow_links_out, roots=roots)
     root = spec.rstrip("/")
     images = []
     for item in listing.items:

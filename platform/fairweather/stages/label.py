@@ -244,7 +244,7 @@ def run_label(
     backend_factory: picklable zero-argument callable that builds the backend inside each actor (tests and
     benchmarks); default ``build_backend`` on ``cfg.vlm.model_id`` resolved under ``cfg.runtime.model_cache_dir``.
     """
-    listing = list_pool(cfg.data.pool, follow_links_out=cfg.data.follow_links_out)
+    listing = list_pool(cfg.data.pool, follow_links_out=cfg.data.follow_links_out, roots=cfg.data.roots)
     check_output_locations(cfg)
     check_cpu_budget(cfg)
     if logger is None:

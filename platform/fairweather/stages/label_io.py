@@ -22,7 +22,15 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from fairweather.contracts.errors import FairweatherError
-from fairweather.contracts.io import filesystem_for, full_uri, is_glob, list_files, list_glob, read_bytes
+from fairweather.contracts.io import (
+    filesystem_for,
+    full_uri,
+    is_glob,
+    list_files,
+    list_glob,
+    read_bytes,
+    within_roots,
+)
 from fairweather.contracts.vocab import HINT_FOLDERS, IMAGE_SUFFIXES
 from fairweather.imaging import ImageDecodeError, decode_image, limit_short_side
 
@@ -103,8 +111,12 @@ def _folder_hint(uri: str) -> str | None:
     return HINT_FOLDERS.get(parent)
 
 
-def _read_manifest(uri: str, listing: PoolListing) -> list[dict[str, str | None]]:
-    """Rows of a manifest; relative URIs in it are resolved against the manifest's folder."""
+def _read_manifest(uri: str, listing: PoolListing, roots: tuple[str, ...]) -> list[dict[str, str | None]]:
+    """Rows of a manifest; relative URIs in it are resolved against the manifest's folder.
+
+    With ``roots`` (``data.roots``), a manifest naming any file outside them is refused as a whole: such a
+    manifest was written by mistake or to read what the job must not (``../../etc/passwd``, another bucket).
+    """
     fs, path = filesystem_for(uri)
     suffix = PurePosixPath(path).suffix.lower()
     with fs.open_input_file(path) as source:
@@ -130,19 +142,27 @@ def _read_manifest(uri: str, listing: PoolListing) -> list[dict[str, str | None]
             item = full_uri(uri, f"{folder}/{item}")
         hint = str(hint).strip().lower() if hint is not None and str(hint).strip() else _folder_hint(item)
         rows.append({"uri": item, "weather_hint": hint})
+    outside = [row["uri"] for row in rows if not within_roots(str(row["uri"]), roots)]
+    if outside:
+        more = f" and {len(outside) - _NAMED_SKIPS} more" if len(outside) > _NAMED_SKIPS else ""
+        raise PoolError(
+            f"manifest {uri} names {len(outside)} file(s) outside data.roots={list(roots)}: "
+            f"{', '.join(map(str, outside[:_NAMED_SKIPS]))}{more}"
+        )
     return rows
 
 
-def list_pool(pool: str, *, follow_links_out: bool = False) -> PoolListing:
+def list_pool(pool: str, *, follow_links_out: bool = False, roots: tuple[str, ...] = ()) -> PoolListing:
     """The files of a folder, glob or manifest (see :class:`PoolListing`); never leaves a file unaccounted for.
 
     A folder lists its image-suffixed files (the bytes decide the real format later); a glob lists exactly what
     it matches; an existing path is never a glob, even with ``[`` or ``*`` in its name. Raises
-    :class:`PoolError` if the path does not exist or lists no file.
+    :class:`PoolError` if the path does not exist or lists no file, or if a manifest names a file outside
+    ``roots`` (when given).
     """
     listing = PoolListing(items=[])
     try:
-        rows = _list_rows(pool, follow_links_out, listing)
+        rows = _list_rows(pool, follow_links_out, listing, roots)
     except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as err:  # missing, permission, credentials, bad CSV
         raise PoolError(f"pool {pool!r} cannot be listed: {err}") from err
     unique: dict[str, dict[str, str | None]] = {}
@@ -162,7 +182,9 @@ def list_pool(pool: str, *, follow_links_out: bool = False) -> PoolListing:
     return listing
 
 
-def _list_rows(pool: str, follow_links_out: bool, listing: PoolListing) -> list[dict[str, str | None]]:
+def _list_rows(
+    pool: str, follow_links_out: bool, listing: PoolListing, roots: tuple[str, ...]
+) -> list[dict[str, str | None]]:
     """Unsorted ``{"uri", "weather_hint"}`` rows of a glob, folder or manifest (hints from the manifest only)."""
     if is_glob(pool):
         found = list_glob(pool, follow_links_out=follow_links_out)
@@ -174,7 +196,7 @@ def _list_rows(pool: str, follow_links_out: bool, listing: PoolListing) -> list[
                 raise PoolError(
                     f"pool {pool!r} is a file but not a manifest ({', '.join(_MANIFEST_SUFFIXES)})"
                 )
-            return _read_manifest(pool, listing)
+            return _read_manifest(pool, listing, roots)
         if info.type != pafs.FileType.Directory:
             raise PoolError(f"pool {pool!r} does not exist")
         found = list_files(pool, suffixes=IMAGE_SUFFIXES, follow_links_out=follow_links_out)

@@ -28,8 +28,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 import fairweather
-from fairweather.contracts.config import FairweatherConfig, flatten, to_yaml
+from fairweather.contracts.config import FairweatherConfig, flatten, to_dict, to_yaml
 from fairweather.contracts.metric_logger import MetricLogger, NullLogger
+from fairweather.contracts.redact import redact
 
 from .runtime import artifact_root, tracking_uri
 
@@ -123,7 +124,8 @@ class MLflowLogger:
         return (MLflowLogger.attach, (self.client.tracking_uri, self.run_id))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        batch = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in params.items()]
+        # Credentials (secret keys' values, URI userinfo) never reach the tracking server.
+        batch = [Param(k, str(redact(v, k))[:_MAX_PARAM_LEN]) for k, v in params.items()]
         for start in range(0, len(batch), 100):  # MLflow's batch limit is 100 params
             self.client.log_batch(self.run_id, params=batch[start : start + 100])
 
@@ -243,7 +245,7 @@ def open_logger(
     logger.log_params(flatten(cfg))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "config.yaml"
-        path.write_text(to_yaml(cfg))
+        path.write_text(to_yaml(redact(to_dict(cfg))))
         logger.log_artifact(path)
     return logger
 

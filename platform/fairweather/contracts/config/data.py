@@ -18,6 +18,9 @@ class DataConfig:
     paired: str = "runs/data/paired"
     #: Root URI of the stage tables (pool, labels, errors, pseudo_labels, metrics).
     tables: str = "runs/tables"
+    #: Folders / URI prefixes that manifests (``data.pool``, ``evaluate.test_sets``) may name files in; a manifest
+    #: naming a file outside every root is refused before anything is read. Empty: no restriction.
+    roots: tuple[str, ...] = ()
     #: Images with more pixels than this are rejected as decompression bombs (Pillow's own limit is lifted to it).
     max_image_pixels: int = 50_000_000
 
