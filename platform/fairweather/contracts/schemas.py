@@ -148,6 +148,20 @@ PAIRED = TableSpec(
     key=("pair_id",),
 )
 
+PIPELINE = TableSpec(
+    name="pipeline",
+    version=1,
+    fields=(
+        pa.field("stage", pa.string(), nullable=False),  # label | init | prompts | rounds | evaluate
+        # sha256 prefix of the config sections the stage reads and of the versions of its input tables
+        pa.field("input_key", pa.string(), nullable=False),
+        pa.field("summary", pa.string(), nullable=False),  # the stage's summary as JSON
+        pa.field("seconds", pa.float64(), nullable=False),
+        pa.field("finished_at", _TIME, nullable=False),
+    ),
+    key=("stage", "input_key"),
+)
+
 TABLES: dict[str, TableSpec] = {
-    spec.name: spec for spec in (POOL, LABELS, ERRORS, PSEUDO_LABELS, METRICS, PAIRED)
+    spec.name: spec for spec in (POOL, LABELS, ERRORS, PSEUDO_LABELS, METRICS, PAIRED, PIPELINE)
 }
