@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -166,10 +166,12 @@ def run_train(
     *,
     until_step: int | None = None,
     step_hook: Callable[[int, int, list[str]], None] | None = None,
+    callbacks: Sequence[ray.train.UserCallback] = (),
 ) -> TrainSummary:
     """Train until ``until_step`` (default: every round), log to ``logger`` (default: a new MLflow run).
 
     step_hook: picklable ``hook(rank, step, pair_ids)`` called by every worker after each step (tests).
+    callbacks: more Ray Train callbacks (a Tune trial's report to Tune), after the one that logs to ``logger``.
     """
     cfg = _absolute_paths(cfg)
     _check_cpu_budget(cfg)
@@ -184,8 +186,8 @@ def run_train(
         )
     if logger is None:
         with stage_run(cfg, "train", name) as own:
-            return _train(cfg, own, views, versions, name, storage, until_step, step_hook)
-    return _train(cfg, logger, views, versions, name, storage, until_step, step_hook)
+            return _train(cfg, own, views, versions, name, storage, until_step, step_hook, callbacks)
+    return _train(cfg, logger, views, versions, name, storage, until_step, step_hook, callbacks)
 
 
 def _train(
@@ -197,6 +199,7 @@ def _train(
     storage: str,
     until_step: int | None,
     step_hook: Callable[[int, int, list[str]], None] | None,
+    callbacks: Sequence[ray.train.UserCallback],
 ) -> TrainSummary:
     start = time.perf_counter()
     train = cfg.train
@@ -227,7 +230,7 @@ def _train(
                 storage_path=storage,
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=train.keep_checkpoints),
                 failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
-                callbacks=[ReportToLogger(logger)],
+                callbacks=[ReportToLogger(logger), *callbacks],
             ),
             datasets=datasets,
             # Every worker gets the whole (small) index and takes its own disjoint share per epoch

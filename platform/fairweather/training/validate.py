@@ -18,6 +18,7 @@ from torch import nn
 
 from fairweather.contracts.config.evaluate import ScorerConfig
 from fairweather.contracts.config.model import ModelConfig
+from fairweather.contracts.vocab import WEATHER_CLASSES
 from fairweather.data.batches import load_rgb, to_tensor
 from fairweather.metrics import Scorer, build_scorers
 from fairweather.models import restore_tiled
@@ -32,8 +33,23 @@ def restore_image(
     return restore_tiled(model, x, model_cfg.tile, model_cfg.tile_overlap).clamp(0, 1).float().cpu()
 
 
+#: What each validation scores: full-reference metrics on the pairs, no-reference ones on real images.
+PAIR_METRICS, REAL_METRICS = ("psnr", "ssim"), ("piqe",)
 #: The metrics validation scores: weight-free, so they run offline inside training.
-VALIDATION_METRICS = ("psnr", "ssim", "piqe")
+VALIDATION_METRICS = PAIR_METRICS + REAL_METRICS
+
+
+def validation_metric_names(val_real: bool) -> frozenset[str]:
+    """Every name a checkpoint's validation can report (:func:`score_pairs` under ``val``, :func:`score_real`
+    under ``val_real`` when real images are scored): ``val/psnr/overall``, ``val_real/piqe/rain``, ... (a sweep
+    checks its objective against these before any trial starts)."""
+    weathers = (*WEATHER_CLASSES, "overall")
+    names = {f"val/{kind}{m}/{w}" for kind in ("", "input_") for m in PAIR_METRICS for w in weathers}
+    if val_real:
+        names |= {
+            f"val_real/{kind}{m}/{w}" for kind in ("", "input_") for m in REAL_METRICS for w in weathers
+        }
+    return frozenset(names)
 
 
 def validation_scorers(device: torch.device) -> dict[str, Scorer]:
@@ -92,7 +108,7 @@ def score_pairs(
         degraded, target = load_rgb(row["input_uri"], max_pixels), load_rgb(row["target_uri"], max_pixels)
         restored = restore_image(model, degraded, model_cfg, device)
         for kind, image in (("", restored), ("input_", to_tensor([degraded]))):
-            for metric in ("psnr", "ssim"):
+            for metric in PAIR_METRICS:
                 value = scorers[metric](image, to_tensor([target]))[0]
                 scores.add(f"{kind}{metric}", row["weather"], value)
         if len(examples) < 4:
