@@ -24,6 +24,7 @@ SCIENCE_ORDER = (
     "models",
     "losses",
     "metrics",
+    "pseudo",
     "data",
     "training",
 )

@@ -65,6 +65,9 @@ class MetricSpec:
     #: True: full-reference (needs the clean target): psnr, ssim, lpips.
     reference: bool
     higher_better: bool
+    #: ``(low, high)``: the scale of the metric's scores (pyiqa's ``score_range``; ``~`` bounds taken as given),
+    #: which pseudo-labeling normalises to [0, 1] by.
+    range: tuple[float, float]
     needs_weights: bool
     licence: str
     #: What the metric loads; empty when it needs nothing (``vlm_vis``: the configured VLM, checked separately).
@@ -78,6 +81,7 @@ def _spec(
     pyiqa_name: str | None,
     *,
     licence: str,
+    score_range: tuple[float, float],
     reference: bool = False,
     higher: bool = True,
     files: tuple[WeightFile, ...] = (),
@@ -88,6 +92,7 @@ def _spec(
         pyiqa_name=pyiqa_name,
         reference=reference,
         higher_better=higher,
+        range=score_range,
         needs_weights=bool(files) or pyiqa_name is None,
         licence=licence,
         files=files,
@@ -115,6 +120,7 @@ METRICS: dict[str, MetricSpec] = {
         _spec(
             "nima",
             "nima",
+            score_range=(0, 10),
             licence=f"{PYIQA_LICENCE}; NIMA weights trained by pyiqa's author on AVA (terms not stated "
             "separately; AVA images: research use); timm inception_resnet_v2 ImageNet weights: Apache-2.0",
             files=(_NIMA, WeightFile("hf", "timm/inception_resnet_v2.tf_in1k", file="model.safetensors")),
@@ -123,6 +129,7 @@ METRICS: dict[str, MetricSpec] = {
         _spec(
             "musiq",
             "musiq",
+            score_range=(0, 100),
             licence=f"{PYIQA_LICENCE}; MUSIQ-KonIQ weights converted from google-research/musiq (code "
             "Apache-2.0; terms of the checkpoints not verified here)",
             files=(_MUSIQ,),
@@ -131,6 +138,7 @@ METRICS: dict[str, MetricSpec] = {
         _spec(
             "clipiqa",
             "clipiqa",
+            score_range=(0, 1),
             licence=f"{PYIQA_LICENCE}; CLIP-IQA (IceClear/CLIP-IQA: S-Lab License 1.0, non-commercial); "
             "OpenAI CLIP RN50 weights: MIT",
             files=(_CLIP_RN50,),
@@ -138,6 +146,7 @@ METRICS: dict[str, MetricSpec] = {
         _spec(
             "liqe",
             "liqe",
+            score_range=(1, 5),
             licence=f"{PYIQA_LICENCE}; LIQE-KonIQ weights (zwx8981/LIQE: no licence verified here); "
             "OpenAI CLIP ViT-B/32 weights: MIT",
             files=(_LIQE, _CLIP_B32),
@@ -146,6 +155,7 @@ METRICS: dict[str, MetricSpec] = {
         _spec(
             "qalign",
             "qalign",
+            score_range=(1, 5),
             licence=f"{PYIQA_LICENCE}; Q-Align (q-future/one-align, mPLUG-Owl2 7B): see its model card, "
             "not verified here",
             files=(WeightFile("hf", "q-future/one-align"),),
@@ -153,12 +163,14 @@ METRICS: dict[str, MetricSpec] = {
         _spec(
             "vlm_vis",
             None,
+            score_range=(0, 1),
             licence="the configured VLM's licence (paper: LLaVA-1.5-7B, Llama 2 Community Licence); "
             "no pyiqa code involved",
         ),
         _spec(
             "niqe",
             "niqe",
+            score_range=(0, 100),
             higher=False,
             licence=f"{PYIQA_LICENCE}; pristine parameters from basicsr 1.4.2 (Apache-2.0)",
             files=(NIQE_PARAMS,),
@@ -167,18 +179,20 @@ METRICS: dict[str, MetricSpec] = {
         _spec(
             "brisque",
             "brisque",
+            score_range=(0, 150),
             higher=False,
             licence=f"{PYIQA_LICENCE}; BRISQUE SVM weights from the original BRISQUE release (terms not "
             "verified here)",
             files=(_BRISQUE,),
             model_file=_BRISQUE,
         ),
-        _spec("piqe", "piqe", higher=False, licence=f"{PYIQA_LICENCE}; no weights"),
-        _spec("psnr", "psnr", reference=True, licence=f"{PYIQA_LICENCE}; no weights"),
-        _spec("ssim", "ssimc", reference=True, licence=f"{PYIQA_LICENCE}; no weights"),
+        _spec("piqe", "piqe", score_range=(0, 100), higher=False, licence=f"{PYIQA_LICENCE}; no weights"),
+        _spec("psnr", "psnr", score_range=(0, 40), reference=True, licence=f"{PYIQA_LICENCE}; no weights"),
+        _spec("ssim", "ssimc", score_range=(0, 1), reference=True, licence=f"{PYIQA_LICENCE}; no weights"),
         _spec(
             "lpips",
             "lpips",
+            score_range=(0, 1),
             reference=True,
             higher=False,
             licence=f"{PYIQA_LICENCE}; LPIPS v0.1 linear weights: BSD-2-Clause (richzhang/PerceptualSimilarity); "

@@ -15,6 +15,7 @@ from .evaluate import EvaluateConfig
 from .loader import ConfigError, apply_overrides, build, parse_override, read_yaml
 from .loss import LossConfig
 from .model import ModelConfig
+from .pseudo import PseudoConfig
 from .runtime import RuntimeConfig
 from .synth import SynthConfig
 from .train import TrainConfig
@@ -36,6 +37,7 @@ class FairweatherConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     encoders: EncodersConfig = field(default_factory=EncodersConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
