@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from fairweather.contracts.config import FairweatherConfig, load_config, to_dict, to_yaml
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.redact import redact
+from fairweather.stages.preflight import apply_weights_cache
 
 #: Layouts of ``fairweather import-pairs`` (kept in step with ``fairweather.data.paired_folders.LAYOUTS`` by a test;
 #: listed here so ``--help`` does not import the science packages).
@@ -136,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         text = command.help if command.target else f"{command.help} [not built yet: {command.pending}]"
         command_parser = sub.add_parser(name, help=text, description=text, epilog=CONFIG_KEYS_HELP)
         (_add_restore_arguments if name == "restore" else _add_config_arguments)(command_parser)
+        if name == "prefetch":
+            command_parser.add_argument(
+                "--cache",
+                help="one folder for every weight (HF hub, torch hub, pyiqa, NIQE): runtime.weights_cache=DIR",
+            )
     text = (
         "Add a folder of labeled pairs in a paper data set's layout (Outdoor-Rain, RainDrop, SPA, OTS, Snow100K, or "
         "generic input/ + target/) to the 'paired' table under data.tables, with train/val/test splits; "
@@ -196,7 +202,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = None
     try:
         # restore without --config reads the config stored in its checkpoint.
-        cfg = load_config(args.config, args.overrides) if args.config else None
+        overrides = (
+            [*args.overrides, f"runtime.weights_cache={args.cache}"]
+            if getattr(args, "cache", None)
+            else args.overrides
+        )
+        cfg = load_config(args.config, overrides) if args.config else None
+        if cfg is not None:
+            # Before any stage module imports a Hugging Face library (they read HF_HOME once, at import).
+            apply_weights_cache(cfg)
         if args.command == "config":
             print(to_yaml(redact(to_dict(cfg))), end="")  # credentials masked: printed output is logged
         elif args.command == "restore":

@@ -41,6 +41,7 @@ from fairweather.vlm import ImageLabel, VLMBackend, build_backend, label_images,
 from .label_io import RESULT_SCHEMA, PoolListing, item_pixels, list_pool, read_decode_batch
 from .label_report import log_label_report
 from .label_tables import ResultWriter, done_image_ids, finish_tables
+from .preflight import check_weights
 from .runtime import check_output_locations, is_private_local, ray_session
 from .tracking import stage_run
 
@@ -237,7 +238,7 @@ def run_label(
     """Label every image of ``cfg.data.pool`` not yet labeled by this labeler; write the tables; return counts.
 
     Every check that can fail without labeling anything (pool listing, writable output locations, the CPU
-    budget) runs before a tracking run is opened or Ray is started. Raises :class:`NothingLabeledError` (after
+    budget, the VLM's weights on this machine) runs before a tracking run is opened or Ray is started. Raises :class:`NothingLabeledError` (after
     writing the tables and closing the run FAILED) when every listed file failed.
 
     logger: the tracking run to log into (default: a new MLflow run via ``stage_run``, closed here).
@@ -247,6 +248,8 @@ def run_label(
     listing = list_pool(cfg.data.pool, follow_links_out=cfg.data.follow_links_out, roots=cfg.data.roots)
     check_output_locations(cfg)
     check_cpu_budget(cfg)
+    if backend_factory is None:  # the default backend loads cfg.vlm.model_id: is it on this machine?
+        check_weights(cfg, "label")
     if logger is None:
         with stage_run(cfg, "label") as run:
             summary = _label_pool(cfg, listing, run, backend_factory)

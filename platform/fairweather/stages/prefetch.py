@@ -4,9 +4,10 @@
 into the Hugging Face / open_clip caches that the loading code reads. The weights of the configured metrics
 (``evaluate.metrics`` and ``evaluate.reference_metrics``) go where the scorers look for them: pyiqa's files into
 ``evaluate.scorer.weights_dir``, torch hub files into ``$TORCH_HOME/hub``, Hugging Face repositories into the HF cache
-(see :mod:`fairweather.metrics.weights`). On a cluster, run it once per node (or point ``HF_HOME`` / ``TORCH_HOME``
-/ ``evaluate.scorer.weights_dir`` at shared storage) so that Ray actors never download at start-up; nodes without
-network then run with ``HF_HUB_OFFLINE=1``.
+(see :mod:`fairweather.metrics.weights`). ``--cache DIR`` (``runtime.weights_cache``) puts all of it into one
+folder (:mod:`fairweather.stages.preflight` says where each kind goes); on a cluster that is a folder every node
+mounts, so Ray actors never download at start-up and nodes without network run with ``HF_HUB_OFFLINE=1``. The run
+ends by checking, with the same code every stage runs at start-up, that nothing the config needs is missing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from fairweather.metrics.registry import NIQE_PARAMS
 from fairweather.metrics.weights import WeightFetchError, fetch_weights
 from fairweather.tiny import is_tiny, resolve_model_ref
 
+from .preflight import apply_weights_cache, hf_hub_cache, missing_weights_for
+
 log = logging.getLogger(__name__)
 
 
@@ -32,13 +35,15 @@ class PrefetchSummary:
     models: dict[str, str]
     #: metric -> local paths of the files it loads (metrics that need none are absent)
     metrics: dict[str, list[str]]
+    #: ``runtime.weights_cache`` (None: the libraries' own caches).
+    weights_cache: str | None
     seconds: float
 
 
 def _fetch_hf(model_id: str) -> str:
     from huggingface_hub import snapshot_download
 
-    return snapshot_download(model_id)
+    return snapshot_download(model_id, cache_dir=hf_hub_cache())
 
 
 def _fetch_open_clip(model_name: str, pretrained: str) -> str:
@@ -47,13 +52,17 @@ def _fetch_open_clip(model_name: str, pretrained: str) -> str:
     pretrained_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if not pretrained_cfg:
         raise ValueError(f"open_clip has no pretrained weights '{pretrained}' for model '{model_name}'")
-    return open_clip.download_pretrained(pretrained_cfg)
+    # Hugging Face-hosted weights (every OpenAI tag) go to the HF cache the start-up check reads.
+    return open_clip.download_pretrained(
+        pretrained_cfg, cache_dir=str(hf_hub_cache()) if pretrained_cfg.get("hf_hub") else None
+    )
 
 
 def run_prefetch(cfg: FairweatherConfig) -> PrefetchSummary:
     """Build or download the VLM, the CLIP encoder and the Depth Anything encoder named by ``cfg``, and the
-    weights of its evaluation metrics."""
+    weights of its evaluation metrics, into ``runtime.weights_cache`` when set."""
     start = time.perf_counter()
+    apply_weights_cache(cfg)  # the CLI did this already; a direct call (tests, notebooks) needs it too
     cache = cfg.runtime.model_cache_dir
     clip = cfg.encoders.clip
     fetchers = {
@@ -76,7 +85,15 @@ def run_prefetch(cfg: FairweatherConfig) -> PrefetchSummary:
         for name in dict.fromkeys(cfg.evaluate.metrics + cfg.evaluate.reference_metrics)
         if METRICS[name].files
     }
-    return PrefetchSummary(models=models, metrics=metrics, seconds=round(time.perf_counter() - start, 2))
+    stages = {"label": (), "train": (), "evaluate": tuple(metrics)}
+    if left := [m for stage, names in stages.items() for m in missing_weights_for(cfg, stage, names)]:
+        raise FairweatherError(f"prefetch finished, but the start-up check still misses: {left}")
+    return PrefetchSummary(
+        models=models,
+        metrics=metrics,
+        weights_cache=cfg.runtime.weights_cache,
+        seconds=round(time.perf_counter() - start, 2),
+    )
 
 
 def _fetch_metric(name: str, cfg: FairweatherConfig) -> list[str]:

@@ -37,16 +37,20 @@ def runs_path(runtime: RuntimeConfig, *parts: str) -> Path:
     return path
 
 
+def remote_tracking_uri(runtime: RuntimeConfig) -> str | None:
+    """``runtime.mlflow_tracking_uri``, else MLflow's own ``MLFLOW_TRACKING_URI`` (how ``cluster.yaml`` hands every
+    node the cluster's server), else None."""
+    return runtime.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
 def tracking_uri(runtime: RuntimeConfig) -> str:
-    """The configured MLflow tracking URI, else a SQLite store under the runs folder."""
-    if runtime.mlflow_tracking_uri:
-        return runtime.mlflow_tracking_uri
-    return f"sqlite:///{runs_path(runtime) / 'mlflow.db'}"
+    """The configured MLflow tracking URI (:func:`remote_tracking_uri`), else a SQLite store under the runs folder."""
+    return remote_tracking_uri(runtime) or f"sqlite:///{runs_path(runtime) / 'mlflow.db'}"
 
 
 def artifact_root(runtime: RuntimeConfig) -> str | None:
     """Where a locally created experiment keeps artifacts (None: let a remote server decide)."""
-    return None if runtime.mlflow_tracking_uri else runs_path(runtime, "mlartifacts").as_uri()
+    return None if remote_tracking_uri(runtime) else runs_path(runtime, "mlartifacts").as_uri()
 
 
 def is_private_local(runtime: RuntimeConfig) -> bool:

@@ -15,13 +15,18 @@ class RuntimeConfig:
     ray_address: str | None = None
     #: CPUs for a local Ray (``None``: all of this machine's).
     num_cpus: int | None = None
-    #: ``None`` uses ``sqlite:///<runs_dir>/mlflow.db``; set e.g. ``http://mlflow:5000`` for a shared server.
+    #: ``None`` uses ``$MLFLOW_TRACKING_URI`` when set (cluster.yaml sets it on every node), else
+    #: ``sqlite:///<runs_dir>/mlflow.db``; set e.g. ``http://mlflow:5000`` for a shared server.
     mlflow_tracking_uri: str | None = None
     experiment: str = "fairweather"
     #: Project runs folder: MLflow store, artifacts, generated data and tables live below it by default.
     runs_dir: str = "runs"
     #: Where model references of the form ``tiny:<name>`` are materialised and cached.
     model_cache_dir: str = "runs/models"
+    #: One folder for every downloaded weight (``fairweather prefetch --cache DIR`` fills it): the CLI points
+    #: ``HF_HOME`` and ``TORCH_HOME`` below it, so the VLM, encoders and metric files all load from there. On a
+    #: cluster, a folder every node mounts. ``None``: the libraries' own caches (``~/.cache/huggingface``, ...).
+    weights_cache: str | None = None
     #: Where Ray Train keeps runs and checkpoints (local folder or cloud URI). None: ``<runs_dir>/train``. With a
     #: remote ``ray_address`` it must be a URI every node can reach (``s3://``, ``gs://``, a shared mount).
     storage_path: str | None = None

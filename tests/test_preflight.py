@@ -1,0 +1,149 @@
+"""The start-up weights check and the one weights cache (``fairweather prefetch --cache DIR``). No network: an empty
+cache must fail at start-up naming every missing item and the prefetch command; tiny models always pass."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fairweather.cli import main
+from fairweather.contracts.config import load_config
+from fairweather.stages.preflight import (
+    WeightsMissingError,
+    apply_weights_cache,
+    check_weights,
+    hf_hub_cache,
+    missing_weights_for,
+    weights_env,
+)
+
+_CACHE_VARS = ("HF_HOME", "HF_HUB_CACHE", "TORCH_HOME", "XDG_CACHE_HOME", "HF_HUB_OFFLINE")
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch) -> Path:
+    """An empty weights cache exported as this process's caches (monkeypatch restores the environment)."""
+    for name in _CACHE_VARS:
+        monkeypatch.delenv(name, raising=False)
+    cache = tmp_path / "weights"
+    cache.mkdir()
+    for name, value in weights_env(cache).items():
+        monkeypatch.setenv(name, value)
+    return cache
+
+
+def _paper(cache: Path, *overrides: str):
+    return load_config("paper", [f"runtime.weights_cache={cache}", *overrides])
+
+
+def _fake_hf_repo(cache: Path, repo: str, files: tuple[str, ...] = ("config.json",)) -> None:
+    """What ``snapshot_download`` leaves in the hub cache: refs/main -> snapshots/<commit>/<files>."""
+    folder = hf_hub_cache() / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    for name in files:
+        path = folder / "snapshots" / commit / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+
+
+def test_weights_env_puts_every_cache_below_one_folder(tmp_path, monkeypatch):
+    for name in _CACHE_VARS:
+        monkeypatch.delenv(name, raising=False)
+    cfg = load_config("smoke", [f"runtime.weights_cache={tmp_path}"])
+    assert apply_weights_cache(cfg) == {
+        "HF_HOME": str(tmp_path / "huggingface"),
+        "TORCH_HOME": str(tmp_path / "torch"),
+    }
+    assert os.environ["HF_HOME"] == str(tmp_path / "huggingface")
+    assert hf_hub_cache() == tmp_path / "huggingface" / "hub"
+    assert apply_weights_cache(load_config("smoke")) == {}  # unset: the libraries' own caches
+
+
+def test_an_empty_cache_names_every_missing_weight_and_the_prefetch_command(empty_cache):
+    cfg = _paper(empty_cache)
+    with pytest.raises(WeightsMissingError) as label:
+        check_weights(cfg, "label")
+    message = str(label.value)
+    assert "vlm 'llava-hf/llava-1.5-7b-hf'" in message
+    assert f"fairweather prefetch --config paper --cache {empty_cache}" in message
+    assert "\n" not in message  # one line on the console
+
+    train = {m.what: m.ref for m in missing_weights_for(cfg, "train")}
+    assert train == {"clip": "ViT-B-32:openai", "depth": "depth-anything/Depth-Anything-V2-Small-hf"}
+
+    scored = missing_weights_for(cfg, "evaluate", cfg.evaluate.metrics)
+    assert {m.what for m in scored} == {
+        f"metric {n}" for n in ("nima", "musiq", "clipiqa", "liqe", "qalign")
+    } | {"vlm"}
+    # Every file of a metric is named, not only the first (LIQE loads its checkpoint and OpenAI's ViT-B/32).
+    assert {m.ref for m in scored if m.what == "metric liqe"} == {"liqe_koniq.pt", "clip/ViT-B-32.pt"}
+    assert all(str(empty_cache) in m.reason for m in scored)
+
+
+def test_tiny_models_and_weight_free_metrics_need_nothing(empty_cache):
+    cfg = load_config("smoke", [f"runtime.weights_cache={empty_cache}"])
+    for stage in ("label", "train"):
+        check_weights(cfg, stage)
+    check_weights(cfg, "evaluate", ["piqe", "psnr", "ssim", "vlm_vis"])
+
+
+def test_weights_in_the_cache_count_as_present(empty_cache):
+    cfg = _paper(empty_cache)
+    _fake_hf_repo(empty_cache, "llava-hf/llava-1.5-7b-hf")
+    _fake_hf_repo(empty_cache, "timm/vit_base_patch32_clip_224.openai", ("open_clip_model.safetensors",))
+    _fake_hf_repo(empty_cache, "depth-anything/Depth-Anything-V2-Small-hf")
+    pyiqa = empty_cache / "torch" / "hub" / "pyiqa"
+    pyiqa.mkdir(parents=True)
+    (pyiqa / "musiq_koniq_ckpt-e95806b9.pth").write_bytes(b"")
+    check_weights(cfg, "label")
+    check_weights(cfg, "train")
+    check_weights(cfg, "evaluate", ["musiq", "vlm_vis", "psnr"])
+    # A CLIP-prior network restores with CLIP: the same check covers stages that only restore.
+    check_weights(
+        load_config("paper", [f"runtime.weights_cache={empty_cache}", "model.arch=clip_prior"]), "restore"
+    )
+
+
+def test_label_fails_at_start_up_before_ray_or_mlflow(empty_cache, tmp_path, capsys):
+    pool = tmp_path / "pool" / "rain"
+    pool.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(pool / "a.png")
+    runs = tmp_path / "runs"
+    overrides = [f"data.pool={pool.parent}", f"runtime.runs_dir={runs}", f"data.tables={tmp_path / 'tables'}",
+                 f"runtime.model_cache_dir={tmp_path / 'models'}", "label.concurrency=1",
+                 "label.num_cpus_per_actor=0.5", "label.num_gpus_per_actor=0"]  # fmt: skip
+    assert main(["label", "--config", "paper", f"runtime.weights_cache={empty_cache}", *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fairweather label: error: label needs weights that are not on this machine")
+    assert f"fairweather prefetch --config paper --cache {empty_cache}" in err and "Traceback" not in err
+    assert not (runs / "mlflow.db").exists()
+
+
+def test_prefetch_cache_flag_fills_and_checks_one_folder(empty_cache, tmp_path, capsys):
+    models = tmp_path / "models"
+    assert (
+        main(
+            [
+                "prefetch",
+                "--config",
+                "smoke",
+                "--cache",
+                str(empty_cache),
+                f"runtime.model_cache_dir={models}",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert f'"weights_cache": "{empty_cache}"' in out
+    assert {p.name for p in models.iterdir() if not p.name.startswith(".")} == {
+        "llava",
+        "clip",
+        "depth-anything",
+    }
