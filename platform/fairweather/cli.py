@@ -57,16 +57,23 @@ COMMANDS: dict[str, Command] = {
         "fairweather.stages.demo:run_demo",
     ),
     "pseudolabel": Command(
-        "Score restorations with MUSIQ/CLIP-IQA/Q-Align/r_vlm and update the pseudo-label database.",
-        None,
-        "the pseudo-labeling issue",
+        "Restore every labeled pool image (the input itself, pseudo.init_checkpoints and pseudo.init_folders "
+        "before round 1; --checkpoint's EMA teacher as ema@round-K), store the candidates as content-addressed "
+        "PNGs, score them (pseudo.metrics, r_vlm when pseudo.use_vlm), combine by pseudo.combination and replace "
+        "an image's pseudo-label only when a candidate beats it; every candidate stays in the pseudo_labels table. "
+        "Resumable: candidates already in the lineage's history are skipped.",
+        "fairweather.stages.pseudolabel:run_pseudolabel",
     ),
     "train": Command(
         "Train the restoration network with Ray Train (DDP workers: train.scaling.*) on the 'paired' table's "
-        "train split and the labeled real pool; MLflow gets every loss term, validation scores and images, and the "
-        "final EMA model. The same command resumes an interrupted run; a changed config starts a new one "
-        "(train.new_run=true forces one). Ends with input vs. EMA PSNR/SSIM on the test split per weather.",
-        "fairweather.stages.train:run_train",
+        "train split and the labeled real pool, in train.rounds rounds of train.iterations_per_round steps: the "
+        "initial pseudo-labels first (pseudo.init), and after a round the new EMA teacher's restorations replace "
+        "the pseudo-labels they beat (after every round with pseudo.iterate, else after round 1 only). MLflow: a "
+        "parent run with every loss term, validation scores and images, each round's test scores and EMA model, "
+        "and a child run per round with its pseudo-label statistics. The same command resumes an interrupted run "
+        "at the right round and step; a changed config starts a new one (train.new_run=true forces one). Each "
+        "round ends with input vs. EMA PSNR/SSIM on the test split per weather.",
+        "fairweather.stages.rounds:run_rounds",
     ),
     "sweep": Command(
         "Sweep the loss weights w1-w4 with Ray Tune; every trial is an MLflow run.", None, "the sweep issue"
@@ -125,6 +132,21 @@ def _add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides (model.tile=256)")
 
 
+def _add_pseudolabel_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        help="a training checkpoint folder (state.pt) or model.pt (default: the init candidates)",
+    )
+    parser.add_argument(
+        "--round", type=int, default=None, help="round of the checkpoint's candidates (default: 1; init is 0)"
+    )
+    parser.add_argument(
+        "--lineage",
+        help="training run the pseudo-labels belong to (default: the name `fairweather train` uses)",
+    )
+    _add_config_arguments(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairweather",
@@ -136,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         text = command.help if command.target else f"{command.help} [not built yet: {command.pending}]"
         command_parser = sub.add_parser(name, help=text, description=text, epilog=CONFIG_KEYS_HELP)
-        (_add_restore_arguments if name == "restore" else _add_config_arguments)(command_parser)
+        adders = {"restore": _add_restore_arguments, "pseudolabel": _add_pseudolabel_arguments}
+        adders.get(name, _add_config_arguments)(command_parser)
         if name == "prefetch":
             command_parser.add_argument(
                 "--cache",
@@ -226,6 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     overrides=args.overrides,
                     device=args.device,
                 )
+            )
+        elif args.command == "pseudolabel":
+            from fairweather.stages.pseudolabel import run_pseudolabel
+            from fairweather.stages.train import default_lineage
+
+            round_index = args.round if args.round is not None else int(args.checkpoint is not None)
+            lineage = args.lineage or default_lineage(cfg)
+            _print_summary(
+                run_pseudolabel(cfg, lineage=lineage, checkpoint=args.checkpoint, round_index=round_index)
             )
         elif args.command == "import-pairs":
             from fairweather.stages.import_pairs import run_import_pairs

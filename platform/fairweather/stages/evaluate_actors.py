@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -83,7 +84,8 @@ class CheckpointRef:
 
 class RestoreActor:
     """Holds every checkpoint's EMA teacher (built from the config stored in the checkpoint, tiled restore);
-    replaces the pixels of ``checkpoint`` rows by their restoration."""
+    replaces the pixels of ``checkpoint`` rows by their restoration. Columns beyond ``WORK_SCHEMA`` (another job's
+    bookkeeping) pass through unchanged."""
 
     def __init__(self, checkpoints: dict[str, str], num_gpus: float, threads: int):
         torch.set_num_threads(threads)
@@ -101,7 +103,7 @@ class RestoreActor:
                 row.update(status="failed", error_type=f"restore:{type(err).__name__}", message=str(err))
                 continue
             row.update(pixels=restored.tobytes(), height=restored.shape[0], width=restored.shape[1])
-        return pa.Table.from_pylist(rows, schema=WORK_SCHEMA)
+        return pa.Table.from_pylist(rows, schema=batch.schema)
 
 
 def _thumbnail(image: np.ndarray) -> bytes:
@@ -112,7 +114,7 @@ def _thumbnail(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _as_target_size(image: np.ndarray, target: np.ndarray) -> np.ndarray:
+def as_target_size(image: np.ndarray, target: np.ndarray) -> np.ndarray:
     """A baseline output of another size than its target (methods that crop or pad) resized to the target's."""
     if image.shape == target.shape:
         return image
@@ -124,7 +126,8 @@ class ScoreActor:
     """Holds one scorer per metric; scores the ``ok`` rows of a batch, same-size images in one call per metric.
 
     A metric that raises on a group is retried image by image, so one unscoreable image (e.g. smaller than a
-    metric's window) loses only its own value of that metric; the row's ``message`` names what failed.
+    metric's window) loses only its own value of that metric; the row's ``message`` names what failed. Columns
+    beyond ``WORK_SCHEMA`` pass through to the output after the ``SCORED_SCHEMA`` ones.
     """
 
     def __init__(
@@ -135,11 +138,15 @@ class ScoreActor:
         threads: int,
         vlm: VLMConfig,
         model_cache_dir: str,
+        scorer_factory: Callable[[str], Scorer] | None = None,
     ):
-        """vlm, model_cache_dir: the labeling VLM that ``vlm_vis`` scores with (built where labeling builds it)."""
+        """vlm, model_cache_dir: the labeling VLM that ``vlm_vis`` scores with (built where labeling builds it).
+        scorer_factory: picklable ``name -> Scorer`` built in the actor instead of ``build_scorer`` (tests)."""
         torch.set_num_threads(threads)
 
         def make(name: str) -> Scorer:
+            if scorer_factory is not None:
+                return scorer_factory(name)
             return build_scorer(name, scorer, device=scorer.device, vlm=vlm, model_cache_dir=model_cache_dir)
 
         self.scorers = {name: make(name) for name in metrics}
@@ -176,7 +183,7 @@ class ScoreActor:
             targets = [pixels_of(row, "target") for row in group] if reference else None
             if targets is not None:
                 images = [
-                    _as_target_size(image, target) for image, target in zip(images, targets, strict=True)
+                    as_target_size(image, target) for image, target in zip(images, targets, strict=True)
                 ]
             x, y = to_tensor(images), None if targets is None else to_tensor(targets)
             step = (self.reference_chunk if reference else None) or len(group)
@@ -198,6 +205,8 @@ class ScoreActor:
                         row["_scores"][name] = float(value)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        extra = [field for field in batch.schema if field.name not in WORK_SCHEMA.names]
+        schema = pa.schema(list(SCORED_SCHEMA) + extra)
         rows = batch.to_pylist()
         ok = [row for row in rows if row["status"] == "ok"]
         for row in ok:
@@ -213,5 +222,5 @@ class ScoreActor:
                     message="; ".join(row["_errors"]) or None,
                     thumbnail=_thumbnail(pixels_of(row)) if row["example"] else None,
                 )
-            out.append({name: row.get(name) for name in SCORED_SCHEMA.names})
-        return pa.Table.from_pylist(out, schema=SCORED_SCHEMA)
+            out.append({name: row.get(name) for name in schema.names})
+        return pa.Table.from_pylist(out, schema=schema)

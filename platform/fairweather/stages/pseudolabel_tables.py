@@ -1,0 +1,168 @@
+"""The pseudo-label job's table writes: candidate rows streamed in as they are scored, then one decision part.
+
+Two phases, each crash-safe without transactions:
+
+1. Every scored candidate is written (flushed every ``pseudo.flush_rows`` rows or ``pseudo.flush_seconds``) as a
+   *pending* row (``decided = False``, ``combined_score`` NaN): a crash keeps it, and a rerun skips its key.
+2. At the end the driver compares, per image, every pending row of the lineage with the image's current
+   pseudo-label (:func:`fairweather.pseudo.select`) and writes all outcomes as ONE table part (atomic): the winner
+   ``selected``, the previous pseudo-label unselected with ``replaced_by`` naming the winner, every candidate
+   ``decided`` with its combined score. A crash before that part leaves pending rows, which the next run decides.
+
+Rows are keyed ``(lineage, image_id, round, source)``; candidate URIs inside the table root are stored relative.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fairweather.contracts.io import relative_uri
+from fairweather.contracts.tables import TableStore
+from fairweather.pseudo import Candidate, Rule, normalised_scores, select
+
+TABLE = "pseudo_labels"
+
+
+def _table(rows: list[dict]) -> pa.Table:
+    """Rows (score maps as dicts) as a table of the ``pseudo_labels`` schema."""
+    return pa.Table.from_pylist(rows, schema=TableStore.spec(TABLE).schema)
+
+
+def history_key(row: dict) -> str:
+    """The id of a candidate within its image and lineage: ``"<round>:<source>"`` (what ``replaced_by`` holds)."""
+    return f"{row['round']}:{row['source']}"
+
+
+def lineage_rows(store: TableStore, lineage: str) -> list[dict]:
+    """Every ``pseudo_labels`` row of ``lineage`` (score maps as dicts)."""
+    table = store.read(TABLE)
+    rows = table.filter(pc.equal(table.column("lineage"), lineage)).to_pylist()
+    for row in rows:  # Arrow gives map columns back as (key, value) pairs
+        row["scores"], row["normalised"] = dict(row["scores"]), dict(row["normalised"])
+    return rows
+
+
+def missing_scores(scores: dict[str, float], rule: Rule) -> list[str]:
+    """The rule's scorers that gave no finite value (the candidate then cannot be compared: an ``errors`` row)."""
+    return [name for name in rule.metrics if not math.isfinite(scores.get(name, math.nan))]
+
+
+def candidate_row(
+    scored: dict, *, store: TableStore, lineage: str, round_index: int, rule: Rule, now: datetime
+) -> dict:
+    """A pending ``pseudo_labels`` row from a scored work row (``method`` = source, ``image`` = image_id)."""
+    scores = {name: float(value) for name, value in json.loads(scored["scores"]).items()}
+    return {
+        "lineage": lineage,
+        "image_id": scored["image"],
+        "round": round_index,
+        "source": scored["method"],
+        "candidate_uri": relative_uri(store.root, scored["candidate_uri"]),
+        "candidate_sha256": scored["candidate_sha256"],
+        "weather": scored["weather"],
+        "scores": scores,
+        "normalised": normalised_scores(scores, rule),
+        "combined_score": math.nan,  # set when compared (rank votes depend on the image's whole candidate set)
+        "combination": rule.to_json(),
+        "decided": False,
+        "selected": False,
+        "replaced_by": None,
+        "created_at": now,
+        "decided_at": None,
+    }
+
+
+class CandidateWriter:
+    """Buffers pending rows and writes them as table parts every ``flush_rows`` rows or ``flush_seconds``
+    (checked as rows arrive, and on exit even when the job fails), so a crash loses at most the last interval."""
+
+    def __init__(self, store: TableStore, flush_rows: int, flush_seconds: float) -> None:
+        self.store, self.flush_rows, self.flush_seconds = store, flush_rows, flush_seconds
+        self.pending: list[dict] = []
+        self.written = 0
+        self._last = time.monotonic()
+
+    def add(self, row: dict) -> None:
+        self.pending.append(row)
+        if len(self.pending) >= self.flush_rows or time.monotonic() - self._last >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.store.write(TABLE, _table(self.pending))
+            self.written += len(self.pending)
+            self.pending = []
+        self._last = time.monotonic()
+
+    def __enter__(self) -> CandidateWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()  # keep every finished row, also when the job is failing
+
+
+def decide(store: TableStore, lineage: str, rule: Rule, now: datetime) -> tuple[int, int]:
+    """Compare every pending row of ``lineage`` with its image's current pseudo-label; write the outcomes as one
+    part. Returns (images whose pseudo-label changed, a first one included; images that kept theirs)."""
+    rows = lineage_rows(store, lineage)
+    pending: dict[str, list[dict]] = defaultdict(list)
+    current: dict[str, dict] = {}
+    for row in sorted(rows, key=lambda r: (r["round"], r["source"])):  # a fixed order: ties are reproducible
+        if not row["decided"]:
+            pending[row["image_id"]].append(row)
+        elif row["selected"]:
+            current[row["image_id"]] = row
+    updates, replaced = [], 0
+    for image_id, candidates in pending.items():
+        now_row = current.get(image_id)
+        decision = select(
+            None if now_row is None else Candidate(history_key(now_row), now_row["scores"]),
+            [Candidate(history_key(row), row["scores"]) for row in candidates],
+            rule,
+        )
+        for row in candidates:
+            key = history_key(row)
+            updates.append(
+                {
+                    **row,
+                    "combined_score": decision.combined[key],
+                    "decided": True,
+                    "selected": key == decision.winner,
+                    "decided_at": now,
+                }
+            )
+        if decision.winner is not None:
+            replaced += 1
+            if now_row is not None:
+                updates.append(
+                    {**now_row, "selected": False, "replaced_by": decision.winner, "decided_at": now}
+                )
+    if updates:
+        store.write(TABLE, _table(updates))
+    return replaced, len(pending) - replaced
+
+
+def selected_stats(store: TableStore, lineage: str) -> tuple[float, dict[str, dict[str, float]]]:
+    """Mean combined score of the lineage's pseudo-labels, and per weather their count, mean and quantiles."""
+    rows = [row for row in lineage_rows(store, lineage) if row["selected"]]
+    by_weather: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        by_weather[row["weather"]].append(row["combined_score"])
+        by_weather["overall"].append(row["combined_score"])
+    stats = {
+        weather: {
+            "count": len(values),
+            "mean": float(np.mean(values)),
+            **{f"q{int(q * 100)}": float(np.quantile(values, q)) for q in (0.1, 0.5, 0.9)},
+        }
+        for weather, values in sorted(by_weather.items())
+    }
+    return (stats["overall"]["mean"] if rows else math.nan), stats
