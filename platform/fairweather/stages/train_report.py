@@ -18,9 +18,10 @@ import ray
 import ray.train
 import torch
 
-from fairweather.contracts.config import FairweatherConfig, to_yaml
+from fairweather.contracts.config import FairweatherConfig, to_dict, to_yaml
 from fairweather.contracts.io import atomic_write_bytes, read_bytes
 from fairweather.contracts.metric_logger import MetricLogger
+from fairweather.contracts.redact import redact
 from fairweather.training.prompt_stage import learn_prompt_context, weather_examples
 from fairweather.training.setup import load_encoders, load_teacher
 from fairweather.training.state import MODEL_FILE, load_state
@@ -126,7 +127,7 @@ def evaluate_checkpoint(
             k: state[k] for k in ("format", "arch", "model", "teacher", "prompt_context", "step", "config")
         }
         torch.save(model, Path(out) / MODEL_FILE)
-        (Path(out) / "config.yaml").write_text(to_yaml(cfg))
+        (Path(out) / "config.yaml").write_text(to_yaml(redact(to_dict(cfg))))  # no credentials in artifacts
         logger.log_artifact(Path(out) / MODEL_FILE, "model")
         logger.log_artifact(Path(out) / "config.yaml", "model")
     logger.log_metrics(metrics, step=steps)
