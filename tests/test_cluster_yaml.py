@@ -98,3 +98,18 @@ def test_ray_token_authentication_is_on_every_node(prepared):
     assert "RAY_AUTH_MODE=token" in setup
     assert all("fairweather.env" in c for c in starts if "ray start" in c)
     assert "~/.ray/auth_token" in prepared["file_mounts"]
+
+
+def test_stages_log_to_the_tracking_uri_the_cluster_exports(monkeypatch, tmp_path):
+    from fairweather.contracts.config import load_config
+    from fairweather.stages.runtime import artifact_root, tracking_uri
+
+    runtime = load_config("smoke", [f"runtime.runs_dir={tmp_path}"]).runtime
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(runtime).startswith("sqlite:///") and artifact_root(runtime) is not None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://10.0.0.5:5000")
+    assert (
+        tracking_uri(runtime) == "http://10.0.0.5:5000" and artifact_root(runtime) is None
+    )  # the server decides
+    explicit = load_config("smoke", ["runtime.mlflow_tracking_uri=http://mlflow:5000"]).runtime
+    assert tracking_uri(explicit) == "http://mlflow:5000"  # the config key wins over the environment
