@@ -147,3 +147,17 @@ def test_prefetch_cache_flag_fills_and_checks_one_folder(empty_cache, tmp_path, 
         "clip",
         "depth-anything",
     }
+
+
+def test_ray_workers_get_the_weights_cache(empty_cache, tmp_path, monkeypatch):
+    """Through the job's runtime_env, not by inheritance: workers on other nodes never see the driver's variables."""
+    import ray
+
+    from fairweather.stages.runtime import ray_session
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "driver-only"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "driver-only"))
+    cfg = load_config("smoke", [f"runtime.weights_cache={empty_cache}", "runtime.num_cpus=1"])
+    with ray_session(cfg):
+        env = ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in ("HF_HOME", "TORCH_HOME")}).remote())
+    assert env == weights_env(empty_cache)

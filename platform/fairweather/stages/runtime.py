@@ -22,6 +22,8 @@ from fairweather.contracts.config.runtime import RuntimeConfig
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import check_writable
 
+from .preflight import weights_env
+
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +68,9 @@ def ray_session(cfg: FairweatherConfig) -> Iterator[None]:
         return
     runtime = cfg.runtime
     kwargs: dict = {"address": runtime.ray_address, "log_to_driver": True}
+    if runtime.weights_cache:
+        # Workers on other nodes do not inherit this driver's environment: hand them the weights cache too.
+        kwargs["runtime_env"] = {"env_vars": weights_env(runtime.weights_cache)}
     if is_private_local(runtime):
         # A new cluster of our own: this machine's resources unless capped, no dashboard needed.
         kwargs.update(address="local", num_cpus=runtime.num_cpus, include_dashboard=False)
