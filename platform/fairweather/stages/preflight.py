@@ -5,8 +5,9 @@ Hugging Face repositories (VLM, Depth Anything, open_clip's CLIP, timm backbones
 ``<cache>/huggingface`` (``HF_HOME``), torch hub files (OpenAI CLIP for CLIP-IQA/LIQE, AlexNet) and pyiqa's own files
 and NIQE's parameters under ``<cache>/torch`` (``TORCH_HOME``; pyiqa's folder is ``<cache>/torch/hub/pyiqa`` unless
 ``evaluate.scorer.weights_dir`` says otherwise). :func:`apply_weights_cache` exports those variables before any
-loader is imported (the CLI calls it first), so a private local Ray's workers inherit them; on a cluster the nodes
-get the same variables from ``cluster.yaml``. Workers without network then run with ``HF_HUB_OFFLINE=1``.
+loader is imported (the CLI calls it first), and :func:`fairweather.stages.runtime.ray_session` hands
+:func:`weights_env` to every Ray worker through the job's ``runtime_env`` (``cluster.yaml`` also exports them on
+every node). Workers without network then run with ``HF_HUB_OFFLINE=1``.
 
 :func:`check_weights` runs at a stage's start, before Ray or MLflow: every missing item is named, with the
 ``fairweather prefetch`` command that fetches them, instead of a download timeout deep inside a Ray actor.
