@@ -65,7 +65,7 @@ from fairweather.training.step import TrainBatch, train_step
 BACKBONES = ("msbdn", "restormer", "nafnet", "promptir", "clip_prior")
 
 
-def record_time(folder: str, rank: int, step: int, pair_ids: list[str]) -> None:
+def record_time(folder: str, rank: int, step: int, pair_ids: list[str], real_ids: list | None = None) -> None:
     """Step hook of both sides: append ``"<step> <perf_counter>"`` to ``<folder>/times-<rank>.txt``."""
     with open(f"{folder}/times-{rank}.txt", "a") as out:
         out.write(f"{step} {time.perf_counter()}\n")

@@ -51,17 +51,26 @@ def tiny_config(root: Path, model_cache: Path, **extra: object) -> FairweatherCo
     return load_config("smoke", tiny_overrides(root, model_cache, **extra))
 
 
-def record_steps(path: str, rank: int, step: int, pair_ids: list[str]) -> None:
-    """Step hook: append ``{"rank", "step", "ids"}`` to the JSON-lines file ``path``."""
+def record_steps(
+    path: str, rank: int, step: int, pair_ids: list[str], real_ids: list[tuple[str, str | None]]
+) -> None:
+    """Step hook: append ``{"rank", "step", "ids", "real"}`` to the JSON-lines file ``path`` (``real``: the
+    ``[image_id, pseudo_uri]`` of the step's real images)."""
     with open(path, "a") as out:
-        out.write(json.dumps({"rank": rank, "step": step, "ids": pair_ids}) + "\n")
+        out.write(json.dumps({"rank": rank, "step": step, "ids": pair_ids, "real": real_ids}) + "\n")
 
 
 def record_then_die_once(
-    path: str, marker: str, die_at: int, rank: int, step: int, pair_ids: list[str]
+    path: str,
+    marker: str,
+    die_at: int,
+    rank: int,
+    step: int,
+    pair_ids: list[str],
+    real_ids: list[tuple[str, str | None]],
 ) -> None:
     """Step hook: record the step, and the first time rank 0 finishes step ``die_at`` kill its process."""
-    record_steps(path, rank, step, pair_ids)
+    record_steps(path, rank, step, pair_ids, real_ids)
     if rank == 0 and step == die_at and not os.path.exists(marker):
         Path(marker).touch()
         os._exit(1)  # a hard crash: no exception, no cleanup, like an OOM kill

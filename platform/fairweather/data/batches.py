@@ -98,7 +98,8 @@ class RealBatches:
 
     def __call__(self, step: int) -> dict:
         """``{"real_input", "real_pseudo", "real_has_pseudo", "d_pos", "d_neg"}`` of ``step``; rows without a
-        pseudo-label carry zeros in ``real_pseudo`` and False in ``real_has_pseudo``."""
+        pseudo-label carry zeros in ``real_pseudo`` and False in ``real_has_pseudo``. ``"real_ids"``: the B
+        ``(image_id, pseudo_uri)`` (what a rank trained on, for logs and tests)."""
         picks = self.sampler.batch(step)
         inputs, pseudos = zip(*(self.sample(pick) for pick in picks), strict=True)
         rows = [self.rows[pick.index] for pick in picks]
@@ -110,6 +111,7 @@ class RealBatches:
             "real_has_pseudo": torch.tensor([p is not None for p in pseudos]),
             "d_pos": [row["d_pos"] for row in rows],
             "d_neg": [row["d_neg"] for row in rows],
+            "real_ids": [(row["image_id"], row["pseudo_uri"]) for row in rows],
         }
 
 

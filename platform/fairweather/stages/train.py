@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -40,12 +40,26 @@ from fairweather.training.step import NonFiniteLossError
 from .runtime import is_private_local, ray_session, runs_path
 from .tracking import stage_run
 from .train_report import ReportToLogger, evaluate_checkpoint, learn_prompts, print_test_table
-from .train_worker import WorkerJob, train_loop_per_worker
+from .train_worker import StepHook, WorkerJob, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
-#: Config sections that change what training produces (runtime, labeling and synth settings do not).
-_FINGERPRINT_SECTIONS = ("model", "encoders", "loss", "train")
+#: Config sections that change what training produces (runtime, labeling and synth settings do not); ``pseudo``
+#: decides which pseudo-labels the rounds train on (the ablation's init / iterate / r_vlm rows are separate runs).
+_FINGERPRINT_SECTIONS = ("model", "encoders", "loss", "pseudo", "train")
+#: Keys of those sections that change speed, cadence or bookkeeping only: a rerun with another value continues.
+_VOLATILE = {
+    "train": ("run_name", "new_run", "log_every", "max_failures", "keep_checkpoints"),
+    "pseudo": (
+        "batch_size",
+        "restore_concurrency",
+        "score_concurrency",
+        "num_cpus_per_actor",
+        "num_gpus_per_actor",
+        "flush_rows",
+        "flush_seconds",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -90,8 +104,9 @@ def run_name(cfg: FairweatherConfig, versions: dict[str, str]) -> str:
         name = cfg.train.run_name
     else:
         shaping = {section: to_dict(getattr(cfg, section)) for section in _FINGERPRINT_SECTIONS}
-        for volatile in ("run_name", "new_run", "log_every", "max_failures", "keep_checkpoints"):
-            shaping["train"].pop(volatile)
+        for section, keys in _VOLATILE.items():
+            for key in keys:
+                shaping[section].pop(key)
         # Pseudo-labels belong to the run (its lineage) and change between its rounds: not part of its name.
         shaping["tables"] = {table: v for table, v in versions.items() if table != "pseudo_labels"}
         shaping["seed"] = cfg.runtime.seed
@@ -165,12 +180,12 @@ def run_train(
     logger: MetricLogger | None = None,
     *,
     until_step: int | None = None,
-    step_hook: Callable[[int, int, list[str]], None] | None = None,
+    step_hook: StepHook | None = None,
     callbacks: Sequence[ray.train.UserCallback] = (),
 ) -> TrainSummary:
     """Train until ``until_step`` (default: every round), log to ``logger`` (default: a new MLflow run).
 
-    step_hook: picklable ``hook(rank, step, pair_ids)`` called by every worker after each step (tests).
+    step_hook: see :data:`~fairweather.stages.train_worker.StepHook` (tests).
     callbacks: more Ray Train callbacks (a Tune trial's report to Tune), after the one that logs to ``logger``.
     """
     cfg = _absolute_paths(cfg)
@@ -198,7 +213,7 @@ def _train(
     name: str,
     storage: str,
     until_step: int | None,
-    step_hook: Callable[[int, int, list[str]], None] | None,
+    step_hook: StepHook | None,
     callbacks: Sequence[ray.train.UserCallback],
 ) -> TrainSummary:
     start = time.perf_counter()

@@ -33,6 +33,11 @@ from fairweather.training.validate import (
 #: Name of the validation image grid inside a checkpoint folder (the driver logs it to MLflow).
 GRID_FILE = "validation.png"
 
+#: ``hook(rank, step, pair_ids, real_ids)``, called by every worker after each finished step with what it trained
+#: on: the pair ids and the ``(image_id, pseudo_uri)`` of its real images (tests check the shards, the rounds'
+#: pseudo-labels, and kill a worker mid-run). Picklable: it travels to the workers.
+StepHook = Callable[[int, int, list[str], list[tuple[str, str | None]]], None]
+
 
 @dataclass(frozen=True)
 class WorkerJob:
@@ -44,9 +49,7 @@ class WorkerJob:
     table_versions: dict[str, str]
     #: Train until this many steps are done (a round's end); the LR schedule always spans every round.
     until_step: int
-    #: Called as ``hook(rank, step, pair_ids)`` after every finished step with the pairs that step trained on
-    #: (tests use it to check the shards and to kill a worker mid-run).
-    step_hook: Callable[[int, int, list[str]], None] | None = None
+    step_hook: StepHook | None = None
 
 
 def _rows(name: str) -> list[dict]:
@@ -116,7 +119,7 @@ def train_loop_per_worker(config: dict) -> None:
             step += 1
             window.add(iteration)
             if job.step_hook is not None:
-                job.step_hook(rank, step, iteration.pair_ids)
+                job.step_hook(rank, step, iteration.pair_ids, iteration.real_ids)
             save = step % train.checkpoint_every == 0 or step == job.until_step
             if step % train.log_every and not save:
                 continue

@@ -53,6 +53,8 @@ class Iteration:
     busy: float
     images: int
     pair_ids: list[str]
+    #: ``(image_id, pseudo_uri)`` of the real images of the step (empty without real images).
+    real_ids: list[tuple[str, str | None]]
 
 
 def iterate(
@@ -71,7 +73,7 @@ def iterate(
     """
     train, cuda = cfg.train, device.type == "cuda"
     batch, wait = next(loader)
-    pair_ids = batch.pop("paired_ids")
+    pair_ids, real_ids = batch.pop("paired_ids"), batch.pop("real_ids", [])
     started = time.perf_counter()
     result = train_step(
         model,
@@ -85,7 +87,7 @@ def iterate(
     )
     ema_update(parts.teacher, unwrap(model), ema_decay_at(step, train.ema_decay))
     images = batch["paired_input"].shape[0] + (batch["real_input"].shape[0] if "real_input" in batch else 0)
-    return Iteration(result, wait, time.perf_counter() - started, images, pair_ids)
+    return Iteration(result, wait, time.perf_counter() - started, images, pair_ids, real_ids)
 
 
 class Window:

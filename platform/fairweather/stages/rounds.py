@@ -1,0 +1,252 @@
+"""``fairweather train``: Paper A's rounds of mean-teacher training with a pseudo-label update between rounds.
+
+The run is named once, before any pseudo-label exists (``stages.train.run_name`` of the config and the ``paired``,
+``pool`` and ``labels`` versions), and that name is pinned into the config (``train.run_name``,
+``train.new_run=false``), so every round's ``fit()`` continues the same Ray Train run: round k (1-based) trains
+until step ``k * train.iterations_per_round``, resuming from the previous round's last checkpoint through Ray
+Train's own restore, with new datasets that carry the pseudo-labels selected so far. The name is also the
+*lineage* of the run's pseudo-labels in the ``pseudo_labels`` table.
+
+Order: the init candidates (input + existing methods) when ``pseudo.init``; then per round: train; unless it is
+the last round, and when ``pseudo.iterate`` or after round 1: score the new EMA teacher's restorations
+(``ema@round-<k>``) and replace the pseudo-labels they beat.
+
+A rerun of the same command resumes where the last one stopped: the run's latest checkpoint step says which rounds
+are trained (they are skipped: no fit, no second test scoring), the lineage's rows say which updates finished (an
+update with undecided rows, or none, runs again; the pseudo-label job itself skips what it already scored).
+
+MLflow: the parent run (stage ``train``, keyed by the run name) gets the training curves, each round's test scores
+and model, and the headline of every update at the step it happened (the init at step 0); a child run
+``round-<k>`` per round gets its steps, time, the ``pseudo_labels`` version it trained on and the full statistics of
+the update after it (``stages.rounds_report``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import ray.train
+
+from fairweather.contracts.config import FairweatherConfig
+from fairweather.contracts.errors import FairweatherError
+from fairweather.contracts.io import full_uri
+from fairweather.contracts.metric_logger import MetricLogger
+from fairweather.contracts.tables import TableStore
+from fairweather.data.views import paired_view, real_view, table_versions
+
+from .pseudolabel import PseudolabelSummary, run_pseudolabel
+from .pseudolabel_tables import lineage_rows
+from .rounds_report import log_selection_plot, update_complete
+from .runtime import ray_session
+from .tracking import closing, stage_run
+from .train import run_name, run_train, storage_path
+from .train_report import PROMPTS_FILE, learn_prompts
+from .train_worker import StepHook
+
+log = logging.getLogger(__name__)
+
+#: The tables a run's name fingerprints: its inputs. Its own pseudo-labels change between rounds.
+INPUT_TABLES = ("paired", "pool", "labels")
+
+#: ``(cfg, logger, *, lineage, checkpoint, round_index) -> PseudolabelSummary``: the update (``run_pseudolabel``).
+Pseudolabel = Callable[..., PseudolabelSummary]
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    #: 1-based, as in the ``pseudo_labels`` table (round k's update files candidates of round k).
+    round: int
+    #: ``trained`` in this call, or ``done`` before (a rerun skipped its training).
+    status: str
+    #: The step the round ends at (``round * train.iterations_per_round``).
+    steps: int
+    seconds: float
+    #: The pseudo-label update after this round; None when none ran in this call.
+    pseudo: PseudolabelSummary | None
+
+
+@dataclass(frozen=True)
+class RoundsSummary:
+    run_name: str
+    #: Folder (or URI) of the run's latest checkpoint.
+    checkpoint: str
+    steps: int
+    seconds: float
+    #: ``{"<weather>": {"input_psnr", "psnr", "input_ssim", "ssim"}}`` of the last round trained in this call
+    #: (empty when every round was trained before).
+    test: dict[str, dict[str, float]]
+    #: The init pseudo-labels scored in this call; None: off, or done before.
+    init: PseudolabelSummary | None
+    rounds: tuple[RoundSummary, ...]
+
+
+def lineage_of(cfg: FairweatherConfig) -> str:
+    """The name of this config's run, which is also the lineage of its pseudo-labels.
+
+    Computed from the input tables only, so it is the same before the init pseudo-labels exist and after every
+    round's update. With ``train.new_run=true`` every call gives a new name: pin it (:func:`pinned`) before use.
+    """
+    return run_name(cfg, table_versions(TableStore(cfg.data.tables), INPUT_TABLES))
+
+
+def pinned(cfg: FairweatherConfig, name: str) -> FairweatherConfig:
+    """``cfg`` with ``train.run_name=name`` and ``train.new_run=false``: every fit continues run ``name``."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_name=name, new_run=False))
+
+
+def updates_after(cfg: FairweatherConfig) -> tuple[int, ...]:
+    """The rounds (1-based) after which the pseudo-labels are updated: every round but the last with
+    ``pseudo.iterate``, else round 1 only (the ablation without iterative updates); none with one round."""
+    return tuple(k for k in range(1, cfg.train.rounds) if cfg.pseudo.iterate or k == 1)
+
+
+def trained_until(storage: str, name: str) -> tuple[int, str | None]:
+    """``(step, checkpoint)`` of run ``name``'s latest registered checkpoint under ``storage``; ``(0, None)``
+    before its first checkpoint."""
+    try:
+        result = ray.train.Result.from_path(f"{storage}/{name}")
+    except RuntimeError:  # no such run folder, or no checkpoint registered in it yet
+        return 0, None
+    if result.checkpoint is None:
+        return 0, None
+    return int((result.metrics or {})["step"]), full_uri(storage, result.checkpoint.path)
+
+
+def learn_run_prompts(cfg: FairweatherConfig, logger: MetricLogger) -> str:
+    """Stage 1 (weather prompts) of this config's run ahead of its rounds (the pipeline shows it as a stage of
+    its own); the rounds reuse the file. Returns its path."""
+    name = lineage_of(cfg)
+    store = TableStore(cfg.data.tables)
+    rows = {"train": paired_view(store, "train").to_pylist(), "real": real_view(store, name).to_pylist()}
+    folder = f"{storage_path(cfg)}/{name}"
+    learn_prompts(cfg, rows, folder, logger)
+    return f"{folder}/{PROMPTS_FILE}"
+
+
+def run_rounds(
+    cfg: FairweatherConfig,
+    logger: MetricLogger | None = None,
+    *,
+    step_hook: StepHook | None = None,
+    callbacks: Sequence[ray.train.UserCallback] = (),
+    pseudolabel: Pseudolabel = run_pseudolabel,
+) -> RoundsSummary:
+    """Train ``train.rounds`` rounds with pseudo-label updates between them (see the module docstring).
+
+    logger: the parent run (default: the ``train`` stage's MLflow run keyed by the run name, reopened by a rerun).
+    step_hook, callbacks: passed to every round's :func:`~fairweather.stages.train.run_train`.
+    pseudolabel: the update job (tests inject a fast one, or one that fails).
+    """
+    if cfg.pseudo.refresh_descriptions:
+        raise FairweatherError(
+            "pseudo.refresh_descriptions=true is not built yet: the rounds keep the labels' descriptions; "
+            "run `fairweather label` again to refresh them"
+        )
+    name = lineage_of(cfg)
+    cfg = pinned(cfg, name)
+    with ray_session(cfg):
+        if logger is None:
+            with stage_run(cfg, "train", name, key=name) as own:
+                return _rounds(cfg, own, name, step_hook, callbacks, pseudolabel)
+        return _rounds(cfg, logger, name, step_hook, callbacks, pseudolabel)
+
+
+def _rounds(
+    cfg: FairweatherConfig,
+    parent: MetricLogger,
+    name: str,
+    step_hook: StepHook | None,
+    callbacks: Sequence[ray.train.UserCallback],
+    pseudolabel: Pseudolabel,
+) -> RoundsSummary:
+    start = time.perf_counter()
+    store, storage = TableStore(cfg.data.tables), storage_path(cfg)
+    total, per_round = cfg.train.rounds, cfg.train.iterations_per_round
+    done, checkpoint = trained_until(storage, name)
+    parent.set_tags({"fairweather.run_name": name, "fairweather.rounds": str(total)})
+    if done:
+        print(f"train: run {name} resumes after step {done} of {total * per_round}")
+
+    # Without labeled real images there is nothing to pseudo-label: the rounds train on the pairs alone.
+    real = real_view(store, None).num_rows > 0
+    if not real:
+        print(f"train: no labeled real images under {store.root}: no pseudo-label updates")
+    init = None
+    if real and cfg.pseudo.init and done == 0 and not update_complete(lineage_rows(store, name), 0):
+        print(f"train: run {name}: scoring the initial pseudo-labels (input and existing methods)")
+        init = _update(cfg, pseudolabel, parent, parent, store, name, None, 0, step=0)
+
+    rounds, test, plan = [], {}, updates_after(cfg)
+    for index in range(1, total + 1):
+        end = index * per_round
+        update = real and index in plan
+        pending = update and done == end and not update_complete(lineage_rows(store, name), index)
+        if done >= end and not pending:
+            rounds.append(RoundSummary(index, "done", end, 0.0, None))
+            continue
+        began = time.perf_counter()
+        with closing(parent.child(f"round-{index}", key=f"round-{index}")) as child:
+            status = "done"
+            if done < end:
+                status = "trained"
+                print(f"train: round {index}/{total} starts at step {done} (until step {end})")
+                child.set_tags(
+                    {
+                        "fairweather.round": str(index),
+                        "fairweather.steps": f"{done + 1}-{end}",
+                        "table.pseudo_labels": table_versions(store, ("pseudo_labels",))["pseudo_labels"],
+                    }
+                )
+                trained = run_train(cfg, parent, until_step=end, step_hook=step_hook, callbacks=callbacks)
+                done, checkpoint, test = trained.steps, full_uri(storage, trained.checkpoint), trained.test
+                child.set_tags({"fairweather.checkpoint": checkpoint})
+            pseudo = None
+            if update:
+                pseudo = _update(cfg, pseudolabel, child, parent, store, name, checkpoint, index, step=end)
+            seconds = round(time.perf_counter() - began, 1)
+            child.log_metrics({"round/seconds": seconds}, step=end)
+        rounds.append(RoundSummary(index, status, end, seconds, pseudo))
+        replaced = f"; {pseudo.replaced} pseudo-labels replaced" if pseudo else ""
+        print(f"train: round {index}/{total} done at step {end} in {seconds:.0f} s{replaced}")
+    if checkpoint is None:
+        raise FairweatherError(f"training run {name} has no checkpoint under {storage}")
+    if not test:
+        print(f"train: run {name} had trained all {total} round(s); latest checkpoint {checkpoint}")
+    return RoundsSummary(
+        run_name=name,
+        checkpoint=checkpoint,
+        steps=done,
+        seconds=round(time.perf_counter() - start, 1),
+        test=test,
+        init=init,
+        rounds=tuple(rounds),
+    )
+
+
+def _update(
+    cfg: FairweatherConfig,
+    pseudolabel: Pseudolabel,
+    run: MetricLogger,
+    parent: MetricLogger,
+    store: TableStore,
+    name: str,
+    checkpoint: str | None,
+    round_index: int,
+    *,
+    step: int,
+) -> PseudolabelSummary:
+    """One pseudo-label update logged into ``run`` (the job's numbers and the selection's histogram); the parent
+    also gets its headline at ``step``, so its curves show every update against the training steps."""
+    summary = pseudolabel(cfg, run, lineage=name, checkpoint=checkpoint, round_index=round_index)
+    log_selection_plot(run, lineage_rows(store, name), round_index)
+    if run is not parent:
+        headline = {"pseudo/replaced": float(summary.replaced)}
+        if math.isfinite(summary.mean_combined):
+            headline["pseudo/mean_combined"] = summary.mean_combined
+        parent.log_metrics(headline, step=step)
+    return summary

@@ -1,0 +1,60 @@
+"""The rounds driver's reading of a lineage's ``pseudo_labels`` history: is an update finished, and a picture of it.
+
+The update's numbers (replaced, unchanged, mean combined score, per-weather quantiles) are the pseudo-label job's
+own (``PseudolabelSummary``, logged by that job into the run it is given); this adds the histogram of the
+selection's combined scores per weather after each update, the MLflow artifact ``pseudo/round-<k>.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from fairweather.contracts.metric_logger import MetricLogger
+from fairweather.contracts.vocab import WEATHER_CLASSES
+
+
+def update_complete(rows: list[dict], round_index: int) -> bool:
+    """True when the lineage (``rows``, its history) has candidates of ``round_index`` and every one was decided:
+    the job writes all decisions as one table part, so a job that died leaves pending rows, or none."""
+    candidates = [row for row in rows if row["round"] == round_index]
+    return bool(candidates) and all(row["decided"] for row in candidates)
+
+
+def _selected_by_weather(rows: list[dict]) -> dict[str, list[float]]:
+    by_weather: dict[str, list[float]] = {}
+    for row in rows:
+        if row["selected"] and math.isfinite(row["combined_score"]):
+            by_weather.setdefault(row["weather"], []).append(row["combined_score"])
+    order = [w for w in WEATHER_CLASSES if w in by_weather] + sorted(set(by_weather) - set(WEATHER_CLASSES))
+    return {w: by_weather[w] for w in order}
+
+
+def plot_selection(rows: list[dict], round_index: int, path: Path) -> Path:
+    """Histogram of the selected pseudo-labels' combined scores per weather after the update of ``round_index``
+    (``rows``: the lineage's history) -> PNG at ``path``."""
+    by_weather = _selected_by_weather(rows)
+    values = [s for scores in by_weather.values() for s in scores]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    bins = np.linspace(low, high if high > low else low + 1.0, 21)
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    for weather, scores in by_weather.items():
+        ax.hist(scores, bins=bins, alpha=0.5, label=f"{weather} (n={len(scores)})")
+    title = "initial pseudo-labels" if round_index == 0 else f"pseudo-labels after round {round_index}"
+    ax.set(xlabel="combined score of the selected pseudo-label", ylabel="images", title=title)
+    if by_weather:
+        ax.legend()
+    fig.savefig(path)
+    return path
+
+
+def log_selection_plot(logger: MetricLogger, rows: list[dict], round_index: int) -> None:
+    """:func:`plot_selection` as the artifact ``pseudo/round-<round_index>.png`` of ``logger``'s run."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = plot_selection(rows, round_index, Path(folder) / f"round-{round_index}.png")
+        logger.log_artifact(path, "pseudo")
