@@ -2,7 +2,7 @@
 
 ``tiny:*`` references are built locally (random weights, for tests and the smoke profile); real ones are downloaded
 into the Hugging Face / open_clip caches that the loading code reads. The weights of the configured metrics
-(``evaluate.metrics`` and ``evaluate.reference_metrics``) go where the scorers look for them: pyiqa's files into
+(``pseudo.metrics``, ``evaluate.metrics`` and ``evaluate.reference_metrics``) go where the scorers look for them: pyiqa's files into
 ``evaluate.scorer.weights_dir``, torch hub files into ``$TORCH_HOME/hub``, Hugging Face repositories into the HF cache
 (see :mod:`fairweather.metrics.weights`). ``--cache DIR`` (``runtime.weights_cache``) puts all of it into one
 folder (:mod:`fairweather.stages.preflight` says where each kind goes); on a cluster that is a folder every node
@@ -60,7 +60,7 @@ def _fetch_open_clip(model_name: str, pretrained: str) -> str:
 
 def run_prefetch(cfg: FairweatherConfig) -> PrefetchSummary:
     """Build or download the VLM, the CLIP encoder and the Depth Anything encoder named by ``cfg``, and the
-    weights of its evaluation metrics, into ``runtime.weights_cache`` when set."""
+    weights of its pseudo-label scorers and evaluation metrics, into ``runtime.weights_cache`` when set."""
     start = time.perf_counter()
     apply_weights_cache(cfg)  # the CLI did this already; a direct call (tests, notebooks) needs it too
     cache = cfg.runtime.model_cache_dir
@@ -80,12 +80,17 @@ def run_prefetch(cfg: FairweatherConfig) -> PrefetchSummary:
             models[role] = download()
         except (OSError, ValueError, RuntimeError) as err:  # no network, unknown id, gated repo, bad tag
             raise FairweatherError(f"cannot fetch the {role} model {ref!r}: {err}") from err
+    stages = {
+        "label": (),
+        "train": (),
+        "pseudolabel": cfg.pseudo.scorer_names,
+        "evaluate": cfg.evaluate.metrics + cfg.evaluate.reference_metrics,
+    }
     metrics = {
         name: _fetch_metric(name, cfg)
-        for name in dict.fromkeys(cfg.evaluate.metrics + cfg.evaluate.reference_metrics)
+        for name in dict.fromkeys(name for names in stages.values() for name in names)
         if METRICS[name].files
     }
-    stages = {"label": (), "train": (), "evaluate": tuple(metrics)}
     if left := [m for stage, names in stages.items() for m in missing_weights_for(cfg, stage, names)]:
         raise FairweatherError(f"prefetch finished, but the start-up check still misses: {left}")
     return PrefetchSummary(
