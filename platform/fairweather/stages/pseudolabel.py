@@ -115,10 +115,12 @@ def _sources(cfg: FairweatherConfig, checkpoint: str | None, round_index: int) -
     return sources
 
 
-def _check_resources(cfg: FairweatherConfig, restoring: bool) -> None:
-    """Scorers that can run here, GPUs where a CUDA scorer runs, and a CPU left for reading on a private Ray."""
+def _check_resources(cfg: FairweatherConfig, restoring: bool, *, weights: bool) -> None:
+    """Scorers that can run here (``weights``), GPUs where a CUDA scorer runs, a CPU left for reading on a private
+    local Ray."""
     ps = cfg.pseudo
-    reasons = [r for name in ps.scorer_names if (r := missing_weights(name, ps.scorer, vlm=cfg.vlm))]
+    names = ps.scorer_names if weights else ()
+    reasons = [r for name in names if (r := missing_weights(name, ps.scorer, vlm=cfg.vlm))]
     if reasons:
         raise FairweatherError(f"pseudolabel: {'; '.join(reasons)}")
     if ps.scorer.device.startswith("cuda") and ps.num_gpus_per_actor <= 0:
@@ -222,8 +224,7 @@ def run_pseudolabel(
             log.warning("pseudolabel: %s has no output for %d pool image(s)", name, count)
     check_output_locations(cfg)
     check_writable(candidates_dir(cfg), "pseudo.candidates_dir")
-    if scorer_factory is None:
-        _check_resources(cfg, any(s.checkpoint for s in sources))
+    _check_resources(cfg, any(s.checkpoint for s in sources), weights=scorer_factory is None)
     run_name = f"pseudolabel-{lineage}-round-{round_index}"
     with stage_run(cfg, "pseudolabel", run_name) if logger is None else contextlib.nullcontext(logger) as run:
         run.set_tags({"fairweather.lineage": lineage, "fairweather.round": str(round_index)})
