@@ -243,3 +243,30 @@ def test_refresh_descriptions_is_refused_until_it_is_built(tmp_path, model_cache
     cfg = tiny_config(tmp_path, model_cache, **{"pseudo.refresh_descriptions": True})
     with pytest.raises(FairweatherError, match="refresh_descriptions"):
         run_rounds(cfg, NullLogger())
+
+
+@pytest.mark.slow
+def test_two_rounds_with_the_real_pseudo_label_job(data_root, model_cache, tmp_path):
+    """The real ``run_pseudolabel`` (PIQE + the tiny VLM's r_vlm) between the rounds: round 2 trains on what it
+    selected, and the round's child run holds the job's numbers."""
+    from fairweather.stages.rounds import run_rounds
+
+    cfg = _config(data_root, model_cache, "real", **{"train.run_name": "real-job"})
+    steps = tmp_path / "steps.jsonl"
+    summary = run_rounds(cfg, step_hook=functools.partial(train_fixtures.record_steps, str(steps)))
+    assert summary.init.round == 0 and summary.init.candidates == 6 and summary.init.errors == 0
+    assert summary.rounds[0].pseudo.round == 1 and summary.rounds[0].pseudo.candidates == 6
+    selected = _selected(data_root, "real-job")
+    assert len(selected) == 6
+    later = [r for r in read_records(steps) if r["step"] > PER_ROUND]
+    assert later and all(pseudo == selected[image_id] for r in later for image_id, pseudo in r["real"])
+
+    client = MlflowClient(tracking_uri=tracking_uri(cfg.runtime))
+    experiment = client.get_experiment_by_name(cfg.runtime.experiment).experiment_id
+    [parent] = client.search_runs([experiment], "tags.`fairweather.key` = 'real-job'")
+    [round_1] = client.search_runs(
+        [experiment],
+        f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.run_name = 'round-1'",
+    )
+    assert {"pseudo/replaced", "pseudo/unchanged", "pseudo/overall/q50"} <= set(round_1.data.metrics)
+    assert parent.data.metrics["pseudo/replaced"] == summary.rounds[0].pseudo.replaced

@@ -133,10 +133,18 @@ def test_a_killed_driver_resumes_with_the_same_command(model_cache, tmp_path, ra
     client = MlflowClient(f"sqlite:///{tmp_path}/runs/mlflow.db")
     experiment = client.get_experiment_by_name(cfg.runtime.experiment).experiment_id
     runs = sorted(client.search_runs([experiment]), key=lambda run: run.info.start_time)
-    assert [run.info.status for run in runs] == ["KILLED", "FINISHED"]  # the rerun marks the dead run KILLED
-    assert runs[0].info.run_name == runs[1].info.run_name
-    killed_steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss/total")]
-    resumed_steps = [m.step for m in client.get_metric_history(runs[1].info.run_id, "loss/total")]
-    assert max(killed_steps) >= killed_at
-    # The rerun continues after the last registered checkpoint: its first report is one window later.
-    assert sorted(resumed_steps) == list(range(killed_at + 3, STEPS + 1, 3))
+    # One training run (keyed by its name) and its one round: the rerun marked both KILLED (their process was
+    # gone), then reopened and finished them instead of starting new ones.
+    name = next(storage.glob(f"*/{SNAPSHOT}")).parent.name
+    assert [(run.info.run_name, run.info.status) for run in runs] == [
+        (name, "FINISHED"),
+        ("round-1", "FINISHED"),
+    ]
+    assert all("marked by the next run" in run.data.tags["fairweather.end"] for run in runs)
+    assert runs[1].data.tags["mlflow.parentRunId"] == runs[0].info.run_id
+    history = client.get_metric_history(runs[0].info.run_id, "loss/total")
+    times = {m.step: m.timestamp for m in sorted(history, key=lambda m: m.timestamp)}  # a step's last report
+    assert sorted(times) == list(range(3, STEPS + 1, 3))
+    # The rerun continues after the last registered checkpoint: every later report is from the second process.
+    resumed = sorted(step for step in times if times[step] > times[killed_at])
+    assert resumed == list(range(killed_at + 3, STEPS + 1, 3))
