@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import ray.train
+from ray.train.v2.api.callback import RayTrainCallback
 
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.errors import FairweatherError
@@ -133,7 +134,7 @@ def run_rounds(
     logger: MetricLogger | None = None,
     *,
     step_hook: StepHook | None = None,
-    callbacks: Sequence[ray.train.UserCallback] = (),
+    callbacks: Sequence[RayTrainCallback] = (),
     pseudolabel: Pseudolabel = run_pseudolabel,
 ) -> RoundsSummary:
     """Train ``train.rounds`` rounds with pseudo-label updates between them (see the module docstring).
@@ -161,7 +162,7 @@ def _rounds(
     parent: MetricLogger,
     name: str,
     step_hook: StepHook | None,
-    callbacks: Sequence[ray.train.UserCallback],
+    callbacks: Sequence[RayTrainCallback],
     pseudolabel: Pseudolabel,
 ) -> RoundsSummary:
     start = time.perf_counter()
