@@ -15,7 +15,7 @@ from fairweather.contracts.config import (
     FairweatherConfig,
     flatten,
     load_config,
-    load_sweep_space,
+    load_sweep,
     to_dict,
 )
 
@@ -48,8 +48,8 @@ def validate_yaml(path: Path) -> None:
     if relative.parts[:3] == ("platform", "fairweather", "profiles"):
         load_config(path)
     elif relative.parts[0] == "sweeps":
-        space = load_sweep_space(path)
-        assert space.params
+        sweep = load_sweep(path)
+        assert sweep.params or sweep.variants
     elif relative == Path("cluster.yaml"):
         data = yaml.safe_load(path.read_text())
         assert set(data) >= LAUNCHER_KEYS, f"{path}: missing {LAUNCHER_KEYS - set(data)}"
@@ -149,24 +149,25 @@ def test_cli_reports_config_errors_without_traceback():
 
 
 def test_sweep_space_addresses_loss_weight_keys(tmp_path):
-    space = load_sweep_space(REPO / "sweeps" / "loss_weights.yaml")
+    space = load_sweep(REPO / "sweeps" / "paper.yaml")
     assert set(space.params) == {
         "loss.weights.ps",
         "loss.weights.wpl",
         "loss.weights.sem",
         "loss.weights.feat",
+        "train.lr",
     }
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "metric: m\nmode: max\nnum_samples: 2\nparams:\n  loss.weights.w1: {distribution: uniform, low: 0, high: 1}\n"
     )
     with pytest.raises(ConfigError, match="w1"):
-        load_sweep_space(bad)
+        load_sweep(bad)
     bad.write_text(
         "metric: m\nmode: max\nnum_samples: 2\nparams:\n  loss.weights.ps: {distribution: loguniform, low: 0, high: 1}\n"
     )
     with pytest.raises(ConfigError, match="low > 0"):
-        load_sweep_space(bad)
+        load_sweep(bad)
 
 
 @pytest.mark.parametrize(
@@ -209,7 +210,7 @@ def test_sweep_num_samples_must_be_positive(tmp_path):
         "metric: m\nmode: max\nnum_samples: 0\nparams:\n  loss.weights.ps: {distribution: uniform, low: 0, high: 1}\n"
     )
     with pytest.raises(ConfigError, match=r"bad.yaml at 'num_samples': must be >= 1, got 0"):
-        load_sweep_space(bad)
+        load_sweep(bad)
 
 
 def test_a_profile_name_is_not_shadowed_by_a_folder_of_that_name(tmp_path, monkeypatch):
@@ -231,4 +232,4 @@ def test_sweep_bounds_must_be_finite(tmp_path):
         "metric: m\nmode: max\nnum_samples: 2\nparams:\n  loss.weights.ps: {distribution: uniform, low: 0, high: .inf}\n"
     )
     with pytest.raises(ConfigError, match=r"at 'params.loss.weights.ps.high': must be a finite number"):
-        load_sweep_space(bad)
+        load_sweep(bad)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import math
 import os
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -271,3 +273,38 @@ def closing(logger: MetricLogger) -> Iterator[MetricLogger]:
         logger.close("FAILED")
         raise
     logger.close()
+
+
+def child_run_ids(parent: MetricLogger) -> dict[str, str]:
+    """``{key: run_id}`` of the MLflow runs nested under ``parent`` (empty for a logger that is not MLflow's)."""
+    if not isinstance(parent, MLflowLogger):
+        return {}
+    where = f"tags.`{PARENT_TAG}` = '{parent.run_id}'"
+    runs = parent.client.search_runs([parent.experiment_id], filter_string=where, order_by=["start_time ASC"])
+    return {run.data.tags[KEY_TAG]: run.info.run_id for run in runs if KEY_TAG in run.data.tags}
+
+
+#: Where the printed ``mlflow ui`` command serves the UI.
+UI_ADDRESS = "http://127.0.0.1:5000"
+
+
+def ui_links(cfg: FairweatherConfig, parent: MetricLogger, run_ids: list[str]) -> tuple[str, str] | None:
+    """How to look at ``run_ids`` side by side: the ``mlflow ui`` command (or the server's address) and the URL
+    of the compare view (parallel coordinates, scatter, params/metrics table). MLflow 3 opens in GenAI mode,
+    which lists no runs: ``workflowType=machine_learning`` switches to the experiment view. None without MLflow."""
+    if not isinstance(parent, MLflowLogger):
+        return None
+    uri = tracking_uri(cfg.runtime)
+    if uri.startswith(("http://", "https://")):
+        base, command = uri.rstrip("/"), f"open {uri.rstrip('/')} (the tracking server)"
+    else:
+        base = UI_ADDRESS
+        command = (
+            f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port {UI_ADDRESS.rsplit(':', 1)[1]}"
+        )
+    runs = urllib.parse.quote(json.dumps(run_ids, separators=(",", ":")))
+    experiments = urllib.parse.quote(json.dumps([parent.experiment_id]))
+    return (
+        command,
+        f"{base}/?workflowType=machine_learning#/compare-runs?runs={runs}&experiments={experiments}",
+    )

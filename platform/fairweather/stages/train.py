@@ -28,6 +28,7 @@ import ray
 import ray.train
 import torch
 from ray.train.torch import TorchTrainer
+from ray.train.v2.api.callback import RayTrainCallback
 
 from fairweather.contracts.config import FairweatherConfig, to_dict
 from fairweather.contracts.errors import FairweatherError
@@ -181,7 +182,7 @@ def run_train(
     *,
     until_step: int | None = None,
     step_hook: StepHook | None = None,
-    callbacks: Sequence[ray.train.UserCallback] = (),
+    callbacks: Sequence[RayTrainCallback] = (),
 ) -> TrainSummary:
     """Train until ``until_step`` (default: every round), log to ``logger`` (default: a new MLflow run).
 
@@ -214,7 +215,7 @@ def _train(
     storage: str,
     until_step: int | None,
     step_hook: StepHook | None,
-    callbacks: Sequence[ray.train.UserCallback],
+    callbacks: Sequence[RayTrainCallback],
 ) -> TrainSummary:
     start = time.perf_counter()
     train = cfg.train

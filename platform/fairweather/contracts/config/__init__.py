@@ -2,17 +2,17 @@
 
 from .loader import ConfigError, build, flatten, to_dict, to_yaml
 from .root import CONFIG_DIR, FairweatherConfig, load_config, resolve_profile
-from .sweep import SweepSpace, load_sweep_space
+from .sweep import SweepConfig, load_sweep
 
 __all__ = [
     "CONFIG_DIR",
     "ConfigError",
     "FairweatherConfig",
-    "SweepSpace",
+    "SweepConfig",
     "build",
     "flatten",
     "load_config",
-    "load_sweep_space",
+    "load_sweep",
     "resolve_profile",
     "to_dict",
     "to_yaml",

@@ -1,0 +1,242 @@
+"""``fairweather sweep``: Ray Tune over config keys (the loss weights w1-w4, the learning rate, ablation rows).
+
+A trial is exactly ``fairweather train`` on its own config: a Tune function that derives the config (base profile
++ the sweep's fixed overrides + the command line's + the trial's variant and sampled values, through the same
+typed path as command-line overrides) and calls :func:`run_rounds`, whose ``TorchTrainer`` reports each
+checkpoint's validation to Tune (``stages.sweep_trial``). Ray Train V2 trainers cannot be Tune trainables, so the
+trial function reserves almost nothing (``TRIAL_RESOURCES``) and the nested trainer asks for its own workers.
+
+MLflow: the driver creates the store and one parent run per sweep (keyed by the sweep's fingerprint) before any
+trial starts; each trial finds-or-creates its child run by trial id (a resumed trial logs into the run it started)
+and logs its config, every report and its final model there; the driver marks each child's end
+(``fairweather.trial_status`` = completed | stopped_early | failed) and puts the ranked table, the plot and the best
+trial's config and checkpoint on the parent.
+
+Resume: the Tune experiment lives at ``<train storage>/<sweep key>``; rerunning the same command restores it
+(``resume_errored``): finished trials stay finished, interrupted ones restart and their training resumes from its
+own checkpoints (each trial's training run is named ``<sweep key>-<trial id>``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import ray.tune
+
+from fairweather.contracts.config import FairweatherConfig, SweepConfig, load_config
+from fairweather.contracts.config.sweep import VARIANT_KEY, trial_overrides
+from fairweather.contracts.errors import FairweatherError
+from fairweather.contracts.metric_logger import MetricLogger, NullLogger
+from fairweather.training.validate import validation_metric_names
+
+from .runtime import ray_session, runs_path
+from .sweep_report import TrialRow, best_row, print_report, write_report
+from .sweep_trial import (
+    TRIAL_RESOURCES,
+    MarkTrials,
+    TrainerRegistry,
+    TrialJob,
+    run_trial,
+    trial_name,
+    trial_status,
+)
+from .tracking import child_run_ids, stage_run, ui_links
+from .train import storage_path
+from .train_worker import StepHook
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    name: str
+    #: The sweep's key: its MLflow parent run's key and its Tune experiment's folder name.
+    key: str
+    experiment_path: str
+    trials: int
+    completed: int
+    stopped_early: int
+    failed: int
+    #: The best trial (``trial_id``, ``metric``, its sampled values, ``checkpoint``), None if none reported.
+    best: dict[str, Any] | None
+    #: ``table.md``, ``table.csv``, ``metric_vs_params.png``, ``best_config.yaml`` (also on the parent run).
+    artifacts: dict[str, str]
+    mlflow_ui: str | None
+    compare_url: str | None
+    seconds: float
+
+
+def param_space(sweep: SweepConfig) -> dict[str, Any]:
+    """The Tune search space: one entry per sampled key (dotted keys kept whole), plus the variant grid."""
+    make = {
+        "uniform": lambda p: ray.tune.uniform(p.low, p.high),
+        "loguniform": lambda p: ray.tune.loguniform(p.low, p.high),
+        "choice": lambda p: ray.tune.choice(list(p.values)),
+        "grid": lambda p: ray.tune.grid_search(list(p.values)),
+    }
+    space = {key: make[p.distribution](p) for key, p in sweep.params.items()}
+    if sweep.variants:
+        space[VARIANT_KEY] = ray.tune.grid_search([v.name for v in sweep.variants])
+    return space
+
+
+def check_sweep(job: TrialJob) -> list[FairweatherConfig]:
+    """Every error that can be found before a trial starts: each variant at each edge of the space is a valid
+    config, the objective is a metric training reports, ASHA's grace period fits in the training. Returns the
+    configs it built (their scaling decides the resources a trial needs)."""
+    sweep = job.sweep
+    variants = [{VARIANT_KEY: v.name} for v in sweep.variants] or [{}]
+    edges = [{}] + [{key: value} for key, p in sweep.params.items() for value in p.extremes()]
+    configs = [job.config({**variant, **edge}, "check") for variant in variants for edge in edges]
+    for cfg in configs:
+        known = validation_metric_names(val_real=cfg.train.val_real_images > 0)
+        if sweep.metric not in known:
+            raise FairweatherError(
+                f"sweep metric {sweep.metric!r} is never reported by training with this config (checkpoint "
+                f"validation reports e.g. {', '.join(sorted(n for n in known if n.endswith('/overall')))})"
+            )
+        if sweep.scheduler.kind == "asha" and sweep.scheduler.grace_period > cfg.train.total_steps:
+            raise FairweatherError(
+                f"scheduler.grace_period={sweep.scheduler.grace_period} steps is longer than a trial's training "
+                f"({cfg.train.total_steps} steps): no trial could ever be compared"
+            )
+    return configs
+
+
+def _concurrency(sweep: SweepConfig, configs: list[FairweatherConfig]) -> int:
+    """Trials at once: what the sweep asks, else what the cluster holds; refuses a trial the cluster cannot hold."""
+    resources = ray.cluster_resources()
+    cpus = max(c.train.scaling.num_workers * c.train.scaling.cpus_per_worker for c in configs)
+    gpus = max(c.train.scaling.num_workers if c.train.scaling.use_gpu else 0 for c in configs)
+    have_cpus, have_gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if cpus > have_cpus or gpus > have_gpus:
+        raise FairweatherError(
+            f"a trial trains on {cpus:g} CPUs and {gpus} GPUs (train.scaling.*), but the cluster has "
+            f"{have_cpus:g} CPUs and {have_gpus:g} GPUs: lower train.scaling.num_workers or cpus_per_worker"
+        )
+    fits = int(have_cpus // cpus) if not gpus else int(min(have_cpus // cpus, have_gpus // gpus))
+    return sweep.max_concurrent_trials or max(1, fits)
+
+
+def _tuner(job: TrialJob, path: str, concurrency: int, total_steps: int) -> ray.tune.Tuner:
+    trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, job=job), TRIAL_RESOURCES)
+    if ray.tune.Tuner.can_restore(path):
+        log.info("sweep: resuming %s", path)
+        return ray.tune.Tuner.restore(path, trainable, resume_errored=True)
+    sweep = job.sweep
+    scheduler = None
+    if sweep.scheduler.kind == "asha":
+        scheduler = ray.tune.schedulers.ASHAScheduler(
+            time_attr=sweep.scheduler.time_attr,
+            # One past the end: ASHA stops a trial at max_t, which would cut its final test scoring.
+            max_t=total_steps + 1,
+            grace_period=sweep.scheduler.grace_period,
+            reduction_factor=sweep.scheduler.reduction_factor,
+        )
+    return ray.tune.Tuner(
+        trainable,
+        param_space=param_space(sweep),
+        tune_config=ray.tune.TuneConfig(
+            metric=sweep.metric,
+            mode=sweep.mode,
+            num_samples=sweep.num_samples,
+            scheduler=scheduler,
+            max_concurrent_trials=concurrency,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=ray.tune.RunConfig(
+            name=os.path.basename(path),
+            storage_path=os.path.dirname(path),
+            callbacks=[MarkTrials(job)],
+        ),
+    )
+
+
+def _rows(job: TrialJob, results: ray.tune.ResultGrid) -> list[TrialRow]:
+    rows = []
+    for result in results:
+        trial_id = os.path.basename(result.path)
+        sampled = {k: v for k, v in (result.config or {}).items()}
+        total = job.config(sampled, trial_id).train.total_steps
+        metrics = result.metrics or {}
+        rows.append(
+            TrialRow(
+                trial_id=trial_id,
+                status=trial_status(metrics, result.error is not None, total),
+                params=sampled,
+                metric=metrics.get(job.sweep.metric),
+                step=int(metrics.get("step", 0)),
+                checkpoint=metrics.get("checkpoint_path"),
+            )
+        )
+    return rows
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    overrides: Sequence[str] = (),
+    logger: MetricLogger | None = None,
+    *,
+    step_hook: StepHook | None = None,
+) -> SweepSummary:
+    """Run (or resume) ``sweep`` on ``sweep.base`` with ``overrides``; log to ``logger`` (default: the sweep's
+    keyed MLflow parent run). step_hook: passed to every trial's workers (tests)."""
+    start = time.perf_counter()
+    cfg = load_config(sweep.base, trial_overrides(sweep, {}, overrides))
+    key = f"sweep-{sweep.name}-{sweep.fingerprint(sweep.base, list(overrides))}"
+    path = f"{storage_path(cfg)}/{key}"
+    job = TrialJob(sweep, tuple(overrides), key, NullLogger(), step_hook)
+    configs = check_sweep(job)  # before Ray starts or a run opens
+    with ray_session(cfg):
+        concurrency = _concurrency(sweep, configs)  # the cluster's resources are known now
+        own = stage_run(cfg, "sweep", key, key=key) if logger is None else contextlib.nullcontext(logger)
+        with own as parent:
+            # Named, so Tune's pickled callbacks find this driver's registry after a restore too.
+            registry = TrainerRegistry.options(name=job.registry_name).remote()
+            try:
+                return _sweep(cfg, dataclasses.replace(job, parent=parent), path, concurrency, start)
+            finally:
+                ray.kill(registry)
+
+
+def _sweep(cfg: FairweatherConfig, job: TrialJob, path: str, concurrency: int, start: float) -> SweepSummary:
+    sweep, parent = job.sweep, job.parent
+    parent.set_tags({"fairweather.sweep": sweep.name or "", "fairweather.sweep_path": path})
+    results = _tuner(job, path, concurrency, cfg.train.total_steps).fit()
+    rows = _rows(job, results)
+    best = best_row(rows, sweep.mode)
+    out = runs_path(cfg.runtime, "sweeps", job.key)
+    artifacts = write_report(
+        rows, sweep, out, best_config=job.config(best.params, best.trial_id) if best else None
+    )
+    for artifact in artifacts.values():
+        parent.log_artifact(artifact, "summary")
+    if best is not None:
+        parent.set_tags({"best.trial_id": best.trial_id, "best.checkpoint": best.checkpoint or ""})
+        parent.log_metrics({f"best/{sweep.metric}": float(best.metric)})  # type: ignore[arg-type]
+    ids = child_run_ids(parent)
+    links = ui_links(cfg, parent, [ids[r.trial_id] for r in rows if r.trial_id in ids])
+    counts = {s: sum(r.status == s for r in rows) for s in ("completed", "stopped_early", "failed")}
+    summary = SweepSummary(
+        name=sweep.name or job.key,
+        key=job.key,
+        experiment_path=path,
+        trials=len(rows),
+        **counts,
+        best=dataclasses.asdict(best) if best else None,
+        artifacts={name: str(p) for name, p in artifacts.items()},
+        mlflow_ui=links[0] if links else None,
+        compare_url=links[1] if links else None,
+        seconds=round(time.perf_counter() - start, 1),
+    )
+    print_report(rows, sweep, summary.artifacts, links)
+    return summary

@@ -1,0 +1,166 @@
+"""One Tune trial of ``fairweather sweep``, and what the driver does when a trial ends.
+
+A trial is a Tune function that runs exactly what ``fairweather train`` runs (:func:`run_rounds`: init
+pseudo-labels, ``train.rounds`` rounds of training, pseudo-label updates) on its own config. Its trainer is a Ray
+Train V2 run nested in the trial, which brings two duties the trial cannot do itself:
+
+- Tune decides on the reports that reach it: :class:`ReportObjective` forwards each checkpoint's validation (the
+  objective and ``step``, ASHA's clock) from the Train controller to the trial.
+- When ASHA stops a trial, Tune ends the trial's actor and the nested Train controller dies with it. Ray Train's
+  own clean-up of the workers' placement group asks the State API, which a private local Ray without a dashboard
+  does not serve, so the group (the trainer's CPUs) would stay reserved and no later trainer could start.
+  :class:`RecordTrainer` registers each trial's controller and placement groups with a driver-owned
+  :class:`TrainerRegistry`; :class:`MarkTrials` releases them when the trial ends, then closes the trial's MLflow
+  child run with its status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import ray.tune
+from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.util.placement_group import placement_group_table, remove_placement_group
+
+from fairweather.contracts.config import FairweatherConfig, SweepConfig, flatten, load_config
+from fairweather.contracts.config.sweep import VARIANT_KEY, trial_overrides
+from fairweather.contracts.metric_logger import MetricLogger
+
+from .rounds import run_rounds
+from .train_worker import StepHook
+
+#: What a trial function itself holds: nothing its trainer needs (the trainer asks for its workers); Ray refuses
+#: ``{"cpu": 0}`` alone, so a token amount of memory.
+TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
+#: Tag on every child run: how its trial ended.
+STATUS_TAG = "fairweather.trial_status"
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What every trial needs besides its sampled values (``tune.with_parameters``)."""
+
+    sweep: SweepConfig
+    overrides: tuple[str, ...]
+    key: str
+    #: The sweep's parent run (an MLflow logger pickles as a re-attach by run id).
+    parent: MetricLogger
+    step_hook: StepHook | None = None
+
+    @property
+    def registry_name(self) -> str:
+        """Name of the sweep's :class:`TrainerRegistry` actor (a name, not a handle: Tune pickles its callbacks
+        into the experiment, and a restored sweep has a new registry)."""
+        return f"fairweather-{self.key}-trainers"
+
+    def config(self, sampled: Mapping[str, Any], trial_id: str) -> FairweatherConfig:
+        """The trial's config: the typed path of command-line overrides, its own training run name."""
+        overrides = trial_overrides(self.sweep, sampled, self.overrides)
+        return load_config(self.sweep.base, [*overrides, f"train.run_name={self.key}-{trial_id}"])
+
+
+@ray.remote(num_cpus=0)
+class TrainerRegistry:
+    """Driver-owned: each trial's Train controller and the placement groups of its workers."""
+
+    def __init__(self) -> None:
+        self.trainers: dict[str, list[tuple[Any, Any]]] = {}
+
+    def add(self, trial_id: str, controller: Any, group: Any) -> None:
+        self.trainers.setdefault(trial_id, []).append((controller, group))
+
+    def pop(self, trial_id: str) -> list[tuple[Any, Any]]:
+        return self.trainers.pop(trial_id, [])
+
+
+class RecordTrainer(WorkerGroupCallback):
+    """Train callback (in the controller): register the controller and each new worker group's placement group."""
+
+    def __init__(self, registry_name: str, trial_id: str):
+        self.registry_name, self.trial_id = registry_name, trial_id
+
+    def after_worker_group_start(self, worker_group: Any) -> None:
+        group = worker_group.get_worker_group_state().placement_group_handle.placement_group
+        controller = ray.get_runtime_context().current_actor
+        ray.get(ray.get_actor(self.registry_name).add.remote(self.trial_id, controller, group))
+
+
+def release_trainer(registry_name: str, trial_id: str) -> None:
+    """End the trial's Train controller (no restart) and remove its workers' placement groups."""
+    for controller, group in ray.get(ray.get_actor(registry_name).pop.remote(trial_id)):
+        ray.kill(controller, no_restart=True)
+        if placement_group_table(group).get("state") != "REMOVED":
+            remove_placement_group(group)
+
+
+class ReportObjective(TuneReportCallback):
+    """Forward to Tune only the reports that carry the objective (every checkpoint's validation), with their
+    ``step``: Tune rejects results without the metric it optimises."""
+
+    def __init__(self, metric: str):
+        super().__init__()
+        self.metric = metric
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        if self.metric in metrics[0]:
+            super().after_report(run_context, metrics, checkpoint)
+
+
+def trial_name(trial: Any) -> str:
+    """A trial's name in Tune and MLflow: its variant (ablation row) and id."""
+    variant = trial.config.get(VARIANT_KEY)
+    return f"{variant} ({trial.trial_id})" if variant else f"trial-{trial.trial_id}"
+
+
+def run_trial(config: dict[str, Any], job: TrialJob) -> None:
+    """One trial: ``fairweather train`` on the trial's config, logged into its child run of the sweep (found
+    again by trial id when a restored sweep restarts the trial; its rounds resume from their checkpoints). The
+    training run, hence the pseudo-label lineage, is ``<sweep key>-<trial id>``."""
+    context = ray.tune.get_context()
+    trial_id = context.get_trial_id()
+    cfg = job.config(config, trial_id)
+    child = job.parent.child(context.get_trial_name(), key=trial_id)
+    variant = {VARIANT_KEY: config[VARIANT_KEY]} if VARIANT_KEY in config else {}
+    child.log_params({**flatten(cfg), **variant})
+    child.set_tags({"fairweather.trial_id": trial_id, STATUS_TAG: "running"})
+    callbacks = [ReportObjective(job.sweep.metric), RecordTrainer(job.registry_name, trial_id)]
+    # Tune runs each trial in a placement group that captures the trial's child tasks: the training's own tasks
+    # (the final test scoring, pseudo-label jobs) would have to fit in the trial's token bundle. Run the training
+    # in a task of its own outside that group; it ends with the trial (Ray ends the tasks of a dead owner).
+    ray.get(_train.options(scheduling_strategy="DEFAULT").remote(cfg, child, job.step_hook, callbacks))
+
+
+@ray.remote(num_cpus=0, max_retries=0)  # a crash fails the trial; Tune decides what happens next
+def _train(cfg: FairweatherConfig, logger: MetricLogger, step_hook: StepHook | None, callbacks: list) -> None:
+    run_rounds(cfg, logger, step_hook=step_hook, callbacks=callbacks)
+
+
+def trial_status(metrics: Mapping[str, Any], failed: bool, total_steps: int) -> str:
+    """completed | stopped_early | failed, from a trial's last result."""
+    if failed:
+        return "failed"
+    return "completed" if int(metrics.get("step", 0)) >= total_steps else "stopped_early"
+
+
+class MarkTrials(ray.tune.Callback):
+    """Driver-side: as each trial ends, release its trainer and close its child run with its status."""
+
+    def __init__(self, job: TrialJob):
+        self.job = job
+
+    def _mark(self, trial: Any, failed: bool) -> None:
+        release_trainer(self.job.registry_name, trial.trial_id)
+        total = self.job.config(trial.config, trial.trial_id).train.total_steps
+        child = self.job.parent.child(trial_name(trial), key=trial.trial_id)
+        child.set_tags({STATUS_TAG: trial_status(trial.last_result, failed, total)})
+        child.close("FAILED" if failed else "FINISHED")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._mark(trial, failed=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._mark(trial, failed=True)

@@ -1,0 +1,148 @@
+"""`fairweather sweep` on a private local Ray (2 CPUs): tiny trials, MLflow on SQLite, ASHA, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fairweather.contracts.config import load_sweep
+from fairweather.stages.synth import run_synth
+
+from .conftest import REPO
+from .train_fixtures import tiny_config, tiny_overrides
+
+#: The tiny trials: 12 steps, validated (and reported to Tune) every 3 steps, 1 worker of 1 CPU.
+TINY = {
+    "train.iterations_per_round": 12,
+    "train.checkpoint_every": 3,
+    "train.log_every": 3,
+    "train.val_images": 4,
+}
+
+
+def write_sweep(path: Path, **extra: str) -> Path:
+    """A 4-trial sweep over the learning rate (one good value, three hopeless ones: ASHA's cut is certain) and
+    w1-w4 (zero on the pairs-only data: they only travel into the params)."""
+    text = {
+        "base": "smoke",
+        "metric": "val/psnr/overall",
+        "mode": "max",
+        "num_samples": 1,
+        "params": "\n  train.lr: {distribution: grid, values: [0.003, 0.0000001, 0.0000002, 0.0000003]}"
+        + "".join(
+            f"\n  loss.weights.{k}: {{distribution: choice, values: [0.0]}}"
+            for k in ("ps", "wpl", "sem", "feat")
+        ),
+        "scheduler": "{kind: none}",
+        "max_concurrent_trials": 2,
+        **extra,
+    }
+    path.write_text("".join(f"{k}: {v}\n" for k, v in text.items()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory, model_cache):
+    root = tmp_path_factory.mktemp("sweep")
+    run_synth(tiny_config(root, model_cache))
+    return root
+
+
+def overrides(root: Path, model_cache: Path) -> list[str]:
+    return tiny_overrides(root, model_cache, **TINY)
+
+
+def children(root: Path) -> tuple[dict, list]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'runs' / 'mlflow.db'}")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`fairweather.stage` = 'sweep'"
+    )
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    # The trials' runs (their rounds are runs nested one level further).
+    ids = {p.info.run_id for p in parents}
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in ids]
+    return {"client": client, "parents": parents}, kids
+
+
+def test_four_trials_with_asha_log_one_parent_and_four_children(data_root, model_cache, tmp_path, capsys):
+    from fairweather.stages.sweep import run_sweep
+
+    sweep = load_sweep(
+        write_sweep(tmp_path / "tiny.yaml", scheduler="{kind: asha, grace_period: 3, reduction_factor: 2}")
+    )
+    summary = run_sweep(sweep, overrides(data_root, model_cache))
+    assert summary.trials == 4 and summary.failed == 0
+    assert summary.stopped_early >= 1 and summary.completed + summary.stopped_early == 4
+    assert summary.best is not None and summary.best["params"]["train.lr"] == 0.003
+    info, kids = children(data_root)
+    (parent,) = info["parents"]
+    assert len(kids) == 4 and {k.data.tags["mlflow.parentRunId"] for k in kids} == {parent.info.run_id}
+    assert all(k.info.status == "FINISHED" for k in kids) and parent.info.status == "FINISHED"
+    statuses = sorted(k.data.tags["fairweather.trial_status"] for k in kids)
+    assert statuses.count("stopped_early") == summary.stopped_early
+    for kid in kids:
+        assert {"loss.weights.ps", "loss.weights.wpl", "loss.weights.sem", "loss.weights.feat"} <= set(
+            kid.data.params
+        )
+        history = info["client"].get_metric_history(kid.info.run_id, "val/psnr/overall")
+        steps = [m.step for m in history]
+        assert steps and steps == sorted(set(steps))  # one value per validation, none twice
+    best_kid = next(k for k in kids if k.data.tags["fairweather.trial_id"] == summary.best["trial_id"])
+    assert [m.step for m in info["client"].get_metric_history(best_kid.info.run_id, "val/psnr/overall")] == [
+        3,
+        6,
+        9,
+        12,
+    ]
+    assert "test/psnr/overall" in best_kid.data.metrics  # the completed trial's final test score
+    artifacts = {a.path for a in info["client"].list_artifacts(parent.info.run_id, "summary")}
+    assert {
+        f"summary/{n}" for n in ("table.md", "table.csv", "metric_vs_params.png", "best_config.yaml")
+    } <= artifacts
+    assert parent.data.tags["best.trial_id"] == summary.best["trial_id"]
+    out = capsys.readouterr().out
+    assert "mlflow ui --backend-store-uri sqlite:///" in out
+    assert "workflowType=machine_learning#/compare-runs?runs=" in out
+
+
+def test_a_killed_driver_resumes_without_rerunning_or_duplicating(data_root, model_cache, tmp_path):
+    """SIGKILL of the sweep command once a trial has finished; the same command finishes the sweep."""
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in ("tables", "data"):
+        (root / name).symlink_to(data_root / name)
+    sweep_file = write_sweep(tmp_path / "resume.yaml", max_concurrent_trials=1)
+    command = [sys.executable, "-m", "fairweather.cli", "sweep", "--sweep", str(sweep_file)]
+    command += [o for o in overrides(root, model_cache)]
+    proc = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            if (root / "runs" / "mlflow.db").exists():
+                done = [k for k in children(root)[1] if k.info.status == "FINISHED"]
+                if done:
+                    break
+        assert done, "no trial finished in time"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = {k.data.tags["fairweather.trial_id"]: k.info.end_time for k in done}
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    info, kids = children(root)
+    assert len(info["parents"]) == 1 and len(kids) == 4
+    assert all(k.info.status == "FINISHED" for k in kids + info["parents"])
+    for kid in kids:
+        trial = kid.data.tags["fairweather.trial_id"]
+        if trial in finished:  # not rerun: closed once, by the first driver
+            assert kid.info.end_time == finished[trial]
+        steps = [m.step for m in info["client"].get_metric_history(kid.info.run_id, "val/psnr/overall")]
+        assert steps == [3, 6, 9, 12], (trial, steps)
