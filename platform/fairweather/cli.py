@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fairweather.contracts.config import FairweatherConfig, load_config, to_dict, to_yaml
+from fairweather.contracts.config import FairweatherConfig, load_config, load_sweep, to_dict, to_yaml
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.redact import redact
 from fairweather.stages.preflight import apply_weights_cache
@@ -76,7 +76,11 @@ COMMANDS: dict[str, Command] = {
         "fairweather.stages.rounds:run_rounds",
     ),
     "sweep": Command(
-        "Sweep the loss weights w1-w4 with Ray Tune; every trial is an MLflow run.", None, "the sweep issue"
+        "Ray Tune sweep of a sweep file (sweeps/*.yaml: the loss weights w1-w4, the learning rate, the ablation "
+        "rows): every trial is `fairweather train` on its own config and an MLflow child run of the sweep's run; "
+        "ASHA stops weak trials early; ends with the ranked trials, a plot and the MLflow compare URL. The same "
+        "command resumes an interrupted sweep. --config replaces the sweep file's base profile.",
+        "fairweather.stages.sweep:run_sweep",
     ),
     "evaluate": Command(
         "Score the untouched inputs, evaluate.checkpoints and evaluate.baseline_folders on the same test images "
@@ -160,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         command_parser = sub.add_parser(name, help=text, description=text, epilog=CONFIG_KEYS_HELP)
         adders = {"restore": _add_restore_arguments, "pseudolabel": _add_pseudolabel_arguments}
         adders.get(name, _add_config_arguments)(command_parser)
+        if name == "sweep":
+            command_parser.add_argument(
+                "--sweep", required=True, help="the sweep file (e.g. sweeps/smoke.yaml)"
+            )
+            command_parser.set_defaults(config=None)  # None: the sweep file's own base profile
         if name == "prefetch":
             command_parser.add_argument(
                 "--cache",
@@ -259,6 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_summary(
                 run_pseudolabel(cfg, lineage=lineage, checkpoint=args.checkpoint, round_index=round_index)
             )
+        elif args.command == "sweep":
+            from fairweather.stages.sweep import run_sweep
+
+            sweep = load_sweep(args.sweep)
+            if args.config:
+                sweep = dataclasses.replace(sweep, base=args.config)
+            else:
+                apply_weights_cache(load_config(sweep.base, overrides))
+            _print_summary(run_sweep(sweep, args.overrides))
         elif args.command == "import-pairs":
             from fairweather.stages.import_pairs import run_import_pairs
 
