@@ -3,7 +3,8 @@ that prefers bright images, full history, idempotent reruns, crash recovery, and
 
 The pool (4 scenes of 64 px + one 40x48 image the stub refuses) and its ``pool``/``labels`` rows are written
 directly; the round-1 checkpoint is a NAFNet whose last convolution outputs a constant +0.1, so its EMA teacher
-brightens every image by ~25 levels: more than the input, less than the "bright" method's +40.
+brightens every image by ~25 levels: more than the input, less than the "bright" method's +40; the init checkpoint
+"dark" (-0.1) never wins.
 """
 
 from __future__ import annotations
@@ -113,15 +114,17 @@ def setup(tmp_path_factory, model_cache):
     # The candidate file of image 3's output cannot be written: a folder is in the way.
     blocked = hashlib.sha256(encode_png(outputs["3"])).hexdigest()
     (root / "tables" / "candidates" / f"{blocked}.png").mkdir(parents=True)
-    state = checkpoint_state(identity=True)
-    state["teacher"] = {k: v.clone() for k, v in state["teacher"].items()}
-    state["teacher"]["ending.bias"].fill_(0.1)
-    save_state(state, root / "train" / LINEAGE / "checkpoint_000001")
+    for bias, folder in ((0.1, root / "train" / LINEAGE / "checkpoint_000001"), (-0.1, root / "dark")):
+        state = checkpoint_state(identity=True)
+        state["teacher"] = {k: v.clone() for k, v in state["teacher"].items()}
+        state["teacher"]["ending.bias"].fill_(bias)  # the teacher adds a constant: brighter or darker
+        save_state(state, folder)
     cfg = load_config(
         "smoke",
         [f"runtime.runs_dir={root}/runs", f"runtime.model_cache_dir={model_cache}", f"data.tables={root}/tables",
          f"data.pool={root}/pool", "runtime.num_cpus=2", "pseudo.metrics=[piqe]", "pseudo.use_vlm=false",
-         f"pseudo.init_folders=[bright={root}/bright]", "pseudo.flush_rows=2", "pseudo.batch_size=2"],
+         f"pseudo.init_folders=[bright={root}/bright]", f"pseudo.init_checkpoints=[dark={root}/dark]",
+         "pseudo.flush_rows=2", "pseudo.batch_size=2"],
     )  # fmt: skip
     ids = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()}
     return root, cfg, ids
@@ -152,14 +155,17 @@ def test_init_then_round_replaces_only_improvements_keeps_history_and_reruns_cha
     root, cfg, ids = setup
     logger = DiskLogger(root / "logger")
     init = stage.run_pseudolabel(cfg, logger, lineage=LINEAGE, scorer_factory=StubFactory())
-    # 4 inputs + 3 outputs of "bright"; image 4 fails scoring (and has no output), image 3's output cannot be written.
-    assert (init.candidates, init.replaced, init.unchanged, init.errors) == (7, 4, 0, 2)
+    # 4 inputs + 4 "dark" restorations + 3 outputs of "bright"; image 4 fails scoring (twice: input, dark; it has no
+    # bright output), image 3's bright output cannot be written.
+    assert (init.candidates, init.replaced, init.unchanged, init.errors) == (11, 4, 0, 3)
     assert selected(cfg, ids) == {"0": "bright", "1": "bright", "2": "input", "3": "input"}
     assert init.unmatched == {"bright": 1} and init.per_weather["overall"]["count"] == 4
     errors = TableStore(cfg.data.tables).read("errors").to_pylist()
     kinds = sorted((Path(e["uri"]).name, e["stage"], e["error_type"].split(":")[0]) for e in errors)
     assert kinds == [("3.png", f"pseudolabel:{LINEAGE}:bright", "write"),
+                     ("4.png", f"pseudolabel:{LINEAGE}:dark", "score"),
                      ("4.png", f"pseudolabel:{LINEAGE}:input", "score")]  # fmt: skip
+    assert init.seconds_by_part["restore"] > 0 and "score/piqe" in init.seconds_by_part
 
     # Round 1: the teacher brightens by ~25 levels: it beats the inputs (2, 3), not the bright outputs (0, 1).
     ckpt = str(root / "train" / LINEAGE / "checkpoint_000001")
@@ -176,7 +182,7 @@ def test_init_then_round_replaces_only_improvements_keeps_history_and_reruns_cha
     assert (one.candidates, one.replaced, one.unchanged, one.errors) == (0, 2, 2, 1)  # no duplicate, decided
     assert selected(cfg, ids) == {"0": "bright", "1": "bright", "2": "ema@round-1", "3": "ema@round-1"}
     rows = history(cfg)
-    assert len(rows) == 11 and all(row["decided"] for row in rows.values())
+    assert len(rows) == 15 and all(row["decided"] for row in rows.values())
     old = rows[(ids["2"], 0, "input")]
     assert not old["selected"] and old["replaced_by"] == "1:ema@round-1"
     new = rows[(ids["2"], 1, "ema@round-1")]
