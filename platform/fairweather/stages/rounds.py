@@ -17,14 +17,13 @@ update with undecided rows, or none, runs again; the pseudo-label job itself ski
 
 MLflow: the parent run (stage ``train``, keyed by the run name) gets the training curves, each round's test scores
 and model, and the headline of every update at the step it happened (the init at step 0); a child run
-``round-<k>`` per round gets its steps, time, the ``pseudo_labels`` version it trained on and the full statistics of
-the update after it (``stages.rounds_report``).
+``round-<k>`` per round gets its steps, time, the ``pseudo_labels`` version it trained on, and the update after it:
+the pseudo-label job's own numbers and a histogram of the selection (``stages.rounds_report``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -45,14 +44,9 @@ from .pseudolabel_tables import lineage_rows
 from .rounds_report import log_selection_plot, update_complete
 from .runtime import ray_session
 from .tracking import closing, stage_run
-from .train import run_name, run_train, storage_path
+from .train import default_lineage, run_train, storage_path
 from .train_report import PROMPTS_FILE, learn_prompts
 from .train_worker import StepHook
-
-log = logging.getLogger(__name__)
-
-#: The tables a run's name fingerprints: its inputs. Its own pseudo-labels change between rounds.
-INPUT_TABLES = ("paired", "pool", "labels")
 
 #: ``(cfg, logger, *, lineage, checkpoint, round_index) -> PseudolabelSummary``: the update (``run_pseudolabel``).
 Pseudolabel = Callable[..., PseudolabelSummary]
@@ -86,13 +80,10 @@ class RoundsSummary:
     rounds: tuple[RoundSummary, ...]
 
 
-def lineage_of(cfg: FairweatherConfig) -> str:
-    """The name of this config's run, which is also the lineage of its pseudo-labels.
-
-    Computed from the input tables only, so it is the same before the init pseudo-labels exist and after every
-    round's update. With ``train.new_run=true`` every call gives a new name: pin it (:func:`pinned`) before use.
-    """
-    return run_name(cfg, table_versions(TableStore(cfg.data.tables), INPUT_TABLES))
+#: The name of this config's run, which is also the lineage of its pseudo-labels: it fingerprints the input tables,
+#: not the pseudo-labels, so it is the same before the init and after every update. With ``train.new_run=true``
+#: every call gives a new name: pin it (:func:`pinned`) before use.
+lineage_of = default_lineage
 
 
 def pinned(cfg: FairweatherConfig, name: str) -> FairweatherConfig:
@@ -170,7 +161,7 @@ def _rounds(
     total, per_round = cfg.train.rounds, cfg.train.iterations_per_round
     done, checkpoint = trained_until(storage, name)
     parent.set_tags({"fairweather.run_name": name, "fairweather.rounds": str(total)})
-    if done:
+    if 0 < done < total * per_round:
         print(f"train: run {name} resumes after step {done} of {total * per_round}")
 
     # Without labeled real images there is nothing to pseudo-label: the rounds train on the pairs alone.
