@@ -127,7 +127,8 @@ def train_loop_per_worker(config: dict) -> None:
                 **window.metrics(parts.loss.names, world),
                 "lr": scheduler.get_last_lr()[0],
                 "step": step,
-                "round": (step - 1) // train.iterations_per_round,
+                # 1-based, as the rounds driver, its MLflow children and the pseudo_labels table count them
+                "round": (step - 1) // train.iterations_per_round + 1,
             }
             window = Window()
             if not save:
