@@ -91,7 +91,11 @@ COMMANDS: dict[str, Command] = {
         "fairweather.stages.evaluate:run_evaluate",
     ),
     "pipeline": Command(
-        "Run label -> pseudolabel -> train rounds -> evaluate as one job.", None, "the pipeline issue"
+        "Paper A end to end on the config: label the pool -> initial pseudo-labels -> stage-1 weather prompts -> "
+        "training rounds with pseudo-label updates -> evaluation report. A stage already finished on the same "
+        "inputs and config (the 'pipeline' table) is skipped, so rerunning the same command after a crash "
+        "continues where it stopped. One MLflow parent run with a child per stage.",
+        "fairweather.stages.pipeline:run_pipeline",
     ),
     "restore": Command(
         "Restore a folder (recursively) or one file of weather images with a trained checkpoint's EMA network: "
