@@ -1,4 +1,5 @@
-"""The README's first command, `fairweather demo`, end to end on the smoke profile (smaller counts)."""
+"""The README's first command, `fairweather demo`, end to end on the smoke profile (smaller counts, no sweep: the
+sweep has its own tests in test_sweep.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from fairweather.contracts.config import load_config
 from fairweather.contracts.tables import TableStore
 
 
-def test_demo_runs_end_to_end_and_reruns_idempotently(tmp_path, monkeypatch, model_cache, capsys):
+def test_demo_runs_the_pipeline_end_to_end_and_a_rerun_skips_every_stage(
+    tmp_path, monkeypatch, model_cache, capsys
+):
     monkeypatch.chdir(tmp_path)  # the smoke profile's relative runs/ paths land here
     overrides = [
         f"runtime.model_cache_dir={model_cache}",
@@ -22,15 +25,26 @@ def test_demo_runs_end_to_end_and_reruns_idempotently(tmp_path, monkeypatch, mod
         "train.prompt_images_per_weather=2",
         "loss.prompt_fit_steps=2",
     ]
-    assert main(["demo", *overrides]) == 0
+    assert main(["demo", "--no-sweep", *overrides]) == 0
     out = capsys.readouterr().out
-    assert "still to come" in out and "6 labeled" in out and "EMA PSNR" in out
+    assert "6 labeled" in out and "EMA PSNR" in out and "synthetic test split, overall" in out
+    assert "evaluation report: " in out and "tiny random encoders" in out
     cfg = load_config("smoke", overrides)
-    labels = TableStore(cfg.data.tables).read("labels")
-    assert labels.num_rows == 6 and len(set(labels.column("image_id").to_pylist())) == 6
-    assert set(labels.column("weather_hint").to_pylist()) == {"rain", "haze", "snow"}
+    store = TableStore(cfg.data.tables)
+    labels = store.read("labels")
+    assert labels.num_rows == 6 and set(labels.column("weather_hint").to_pylist()) == {"rain", "haze", "snow"}
+    assert store.read("pseudo_labels").num_rows >= 6  # the init candidates, at least the inputs
+    assert store.read("metrics").num_rows > 0
+    assert sorted(store.read("pipeline").column("stage").to_pylist()) == [
+        "evaluate",
+        "init",
+        "label",
+        "prompts",
+        "rounds",
+    ]
     assert (tmp_path / "runs" / "smoke" / "mlflow.db").exists()
 
-    assert main(["demo", *overrides]) == 0  # a rerun labels nothing new and changes no table
-    assert "0 labeled, 6 skipped" in capsys.readouterr().out
+    assert main(["demo", "--no-sweep", *overrides]) == 0  # a rerun finds every stage done on the same inputs
+    out = capsys.readouterr().out
+    assert out.count("done before on the same inputs, skipped") == 5
     assert TableStore(cfg.data.tables).read("labels").sort_by("image_id").equals(labels.sort_by("image_id"))

@@ -34,7 +34,7 @@ from .label import run_label
 from .label_io import list_pool
 from .preflight import check_weights
 from .pseudolabel import run_pseudolabel
-from .rounds import learn_run_prompts, lineage_of, run_rounds
+from .rounds import learn_run_prompts, lineage_of, pinned, run_rounds
 from .runtime import check_output_locations, ray_session
 from .tracking import closing, stage_run
 
@@ -179,6 +179,10 @@ def run_pipeline(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
     own = stage_run(cfg, "pipeline", name, key=name) if logger is None else contextlib.nullcontext(logger)
     with ray_session(cfg), own as parent:
         for position, stage in enumerate(STAGES, 1):
+            if results and results[-1].stage == "label":
+                # The training run's name (the pseudo-labels' lineage) fingerprints the labels: fix it once they
+                # exist, so every later stage (and train.new_run=true) names the same run.
+                cfg = pinned(cfg, lineage_of(cfg))
             prefix = f"pipeline: [{position}/{len(STAGES)}] {stage.name}"
             if stage.off(cfg):
                 print(f"{prefix}: off in this config")
