@@ -24,9 +24,9 @@ from .ray_head import ray_head
 from .train_fixtures import tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
-#: The jobs the submitted entrypoint chains, each ``jobs/<name>.py --config smoke <overrides>``. When the pipeline
-#: job exists this becomes ``("synth", "pipeline")``.
-JOBS = ("synth", "train")
+#: The jobs the submitted entrypoint chains, each ``jobs/<name>.py --config smoke <overrides>``: generated data,
+#: then the whole pipeline (label -> init pseudo-labels -> prompts -> rounds -> evaluate).
+JOBS = ("synth", "pipeline")
 #: What `--working-dir .` uploads leaves out (Ray also honours .gitignore): the venv, local runs, git history.
 EXCLUDES = [".venv", "runs", ".git", "**/__pycache__"]
 
@@ -72,7 +72,9 @@ def test_smoke_jobs_run_through_ray_job_submit(tmp_path, model_cache):
     env.pop("RAY_ADDRESS", None)
     # A cluster runs jobs on shared storage: file:// is what every node of this one-machine cluster reaches.
     overrides = tiny_overrides(
-        tmp_path, model_cache, **{"runtime.storage_path": (tmp_path / "train").as_uri()}
+        tmp_path,
+        model_cache,
+        **{"runtime.storage_path": (tmp_path / "train").as_uri(), "synth.num_unlabeled": 3},
     )
     with ray_head(num_cpus=2, dashboard=True, env=env) as head:
         assert head.dashboard_url is not None
@@ -94,12 +96,21 @@ def test_smoke_jobs_run_through_ray_job_submit(tmp_path, model_cache):
         logs = client.get_job_logs(job_id)
         assert status == JobStatus.SUCCEEDED, logs[-4000:]
 
-    # What the jobs made: the paired table, and a finished MLflow run per stage in the runs folder's store.
-    assert TableStore(str(tmp_path / "tables")).read("paired").num_rows == 30
+    # What the jobs made: the tables of every stage, and finished MLflow runs in the runs folder's store.
+    store = TableStore(str(tmp_path / "tables"))
+    assert store.read("paired").num_rows == 30 and store.read("labels").num_rows == 3
+    assert sorted(store.read("pipeline").column("stage").to_pylist()) == [
+        "evaluate",
+        "init",
+        "label",
+        "rounds",
+    ]
+    assert store.read("metrics").num_rows > 0
     tracking = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     runs = tracking.search_runs([e.experiment_id for e in tracking.search_experiments()])
-    stages = {run.data.tags.get("fairweather.stage"): run.info.status for run in runs}
-    assert stages.get("train") == "FINISHED", stages
+    status = {run.info.run_name: run.info.status for run in runs}
+    assert {"label", "init", "rounds", "evaluate", "round-1"} <= set(status), status  # a child run per stage
+    assert set(status.values()) == {"FINISHED"}, status
     assert any((tmp_path / "train").rglob("checkpoint_*")), "no checkpoint under runtime.storage_path"
 
 
