@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 
 from fairweather.contracts.config import FairweatherConfig, SweepConfig, to_yaml
 from fairweather.contracts.config.sweep import VARIANT_KEY
@@ -92,6 +93,7 @@ def plot(rows: list[TrialRow], sweep: SweepConfig, path: Path) -> None:
                 ax.scatter(*zip(*points, strict=True), c=colour, label=status.replace("_", " "), s=24)
         if key in sweep.params and sweep.params[key].distribution == "loguniform":
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short decade
         ax.set_xlabel(key)
         ax.tick_params(axis="x", labelrotation=30 if key == VARIANT_KEY else 0)
     axes[0][0].set_ylabel(sweep.metric)
