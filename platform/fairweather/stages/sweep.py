@@ -165,7 +165,7 @@ def _rows(job: TrialJob, results: ray.tune.ResultGrid) -> list[TrialRow]:
     rows = []
     for result in results:
         trial_id = os.path.basename(result.path)
-        sampled = {k: v for k, v in (result.config or {}).items()}
+        sampled = dict(result.config or {})
         total = job.config(sampled, trial_id).train.total_steps
         metrics = result.metrics or {}
         rows.append(
