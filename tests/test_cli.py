@@ -42,12 +42,6 @@ def test_every_subcommand_exists_with_help(capsys):
         assert "--config" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", sorted(n for n, c in COMMANDS.items() if c.target is None))
-def test_unbuilt_stages_say_so_and_fail(name, capsys):
-    assert main([name]) == 2
-    assert "not built yet" in capsys.readouterr().err
-
-
 def test_missing_config_is_one_line_not_a_traceback():
     result = subprocess.run(
         [sys.executable, "-m", "fairweather.cli", "label", "--config", "/nonexistent/x.yaml"],

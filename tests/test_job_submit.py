@@ -66,6 +66,7 @@ def connect(url: str, token: str, timeout: float = 60) -> JobSubmissionClient:
             time.sleep(1)
 
 
+@pytest.mark.slow  # ~110 s on the idle 2-core machine: the whole pipeline as a Ray job
 def test_smoke_jobs_run_through_ray_job_submit(tmp_path, model_cache):
     token = uuid.uuid4().hex
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}

@@ -30,10 +30,8 @@ LAYOUT_NAMES = ("generic", "ots", "outdoor_rain", "raindrop", "snow100k", "spa")
 @dataclass(frozen=True)
 class Command:
     help: str
-    #: ``"module:function"`` taking the config; ``None`` while the stage is still to be built.
-    target: str | None
-    #: For a stage still to be built: the issue that will deliver it.
-    pending: str = ""
+    #: ``"module:function"`` taking the config (commands with arguments of their own are dispatched in ``main``).
+    target: str
 
 
 COMMANDS: dict[str, Command] = {
@@ -168,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
-        text = command.help if command.target else f"{command.help} [not built yet: {command.pending}]"
-        command_parser = sub.add_parser(name, help=text, description=text, epilog=CONFIG_KEYS_HELP)
+        command_parser = sub.add_parser(
+            name, help=command.help, description=command.help, epilog=CONFIG_KEYS_HELP
+        )
         adders = {"restore": _add_restore_arguments, "pseudolabel": _add_pseudolabel_arguments}
         adders.get(name, _add_config_arguments)(command_parser)
         if name == "sweep":
@@ -219,10 +218,7 @@ def _print_summary(summary: object) -> None:
 
 def run_stage(name: str, cfg: FairweatherConfig) -> object:
     """Call the subcommand's stage function on a loaded config; returns its summary."""
-    command = COMMANDS[name]
-    if command.target is None:
-        raise FairweatherError(f"'{name}' is not built yet: its stage arrives with {command.pending}")
-    module, function = command.target.split(":")
+    module, function = COMMANDS[name].target.split(":")
     return getattr(importlib.import_module(module), function)(cfg)
 
 
