@@ -125,6 +125,19 @@ def test_label_fails_at_start_up_before_ray_or_mlflow(empty_cache, tmp_path, cap
     assert not (runs / "mlflow.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("command", "stage"), [("train", "train"), ("pseudolabel", "pseudolabel"), ("pipeline", "label")]
+)
+def test_train_pseudolabel_and_pipeline_fail_at_start_up_too(empty_cache, tmp_path, capsys, command, stage):
+    runs = tmp_path / "runs"
+    overrides = [f"runtime.runs_dir={runs}", f"data.tables={tmp_path / 'tables'}", f"data.pool={tmp_path}"]
+    assert main([command, "--config", "paper", f"runtime.weights_cache={empty_cache}", *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{stage} needs weights that are not on this machine" in err and "Traceback" not in err
+    assert "fairweather prefetch --config paper --cache" in err
+    assert not (runs / "mlflow.db").exists()  # before any tracking run (and before Ray)
+
+
 def test_prefetch_cache_flag_fills_and_checks_one_folder(empty_cache, tmp_path, capsys):
     models = tmp_path / "models"
     assert (

@@ -34,12 +34,13 @@ from fairweather.contracts.io import check_writable, relative_uri
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import real_view
-from fairweather.metrics import Scorer, missing_weights
+from fairweather.metrics import Scorer
 from fairweather.pseudo import Rule
 from fairweather.training.state import load_state
 
 from .evaluate_actors import CheckpointRef, ScoreActor
 from .evaluate_io import KIND_CHECKPOINT, KIND_FILE, KIND_INPUT, BaselineOutputs
+from .preflight import check_weights
 from .pseudolabel_io import (
     INPUT_SOURCE,
     Source,
@@ -115,14 +116,9 @@ def _sources(cfg: FairweatherConfig, checkpoint: str | None, round_index: int) -
     return sources
 
 
-def _check_resources(cfg: FairweatherConfig, restoring: bool, *, weights: bool) -> None:
-    """Scorers that can run here (``weights``), GPUs where a CUDA scorer runs, a CPU left for reading on a private
-    local Ray."""
+def _check_resources(cfg: FairweatherConfig, restoring: bool) -> None:
+    """GPUs where a CUDA scorer runs, a CPU left for reading on a private local Ray."""
     ps = cfg.pseudo
-    names = ps.scorer_names if weights else ()
-    reasons = [r for name in names if (r := missing_weights(name, ps.scorer, vlm=cfg.vlm))]
-    if reasons:
-        raise FairweatherError(f"pseudolabel: {'; '.join(reasons)}")
     if ps.scorer.device.startswith("cuda") and ps.num_gpus_per_actor <= 0:
         raise FairweatherError(
             f"pseudo.scorer.device={ps.scorer.device!r} but pseudo.num_gpus_per_actor=0: the actors would see no GPU"
@@ -206,6 +202,8 @@ def run_pseudolabel(
         return PseudolabelSummary(
             lineage, 0, 0, 0, 0, 0, math.nan, {}, 0.0, {}, note="init is off (pseudo.init)"
         )
+    if scorer_factory is None:  # the scorers' weights, before anything reads a table or starts
+        check_weights(cfg, "pseudolabel", cfg.pseudo.scorer_names)
     store = TableStore(cfg.data.tables)
     sources = _sources(cfg, checkpoint, round_index)
     images = real_view(store, None).to_pylist()
@@ -224,7 +222,7 @@ def run_pseudolabel(
             log.warning("pseudolabel: %s has no output for %d pool image(s)", name, count)
     check_output_locations(cfg)
     check_writable(candidates_dir(cfg), "pseudo.candidates_dir")
-    _check_resources(cfg, any(s.checkpoint for s in sources), weights=scorer_factory is None)
+    _check_resources(cfg, any(s.checkpoint for s in sources))
     run_name = f"pseudolabel-{lineage}-round-{round_index}"
     with stage_run(cfg, "pseudolabel", run_name) if logger is None else contextlib.nullcontext(logger) as run:
         run.set_tags({"fairweather.lineage": lineage, "fairweather.round": str(round_index)})

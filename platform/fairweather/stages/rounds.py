@@ -39,6 +39,7 @@ from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import paired_view, real_view, table_versions
 
+from .preflight import check_weights
 from .pseudolabel import PseudolabelSummary, run_pseudolabel
 from .pseudolabel_tables import lineage_rows
 from .rounds_report import log_selection_plot, update_complete
@@ -139,6 +140,11 @@ def run_rounds(
             "pseudo.refresh_descriptions=true is not built yet: the rounds keep the labels' descriptions; "
             "run `fairweather label` again to refresh them"
         )
+    check_weights(
+        cfg, "train"
+    )  # CLIP / Depth Anything where the losses need them, before Ray or a run starts
+    if cfg.pseudo.init or cfg.train.rounds > 1:
+        check_weights(cfg, "pseudolabel", cfg.pseudo.scorer_names)
     name = lineage_of(cfg)
     cfg = pinned(cfg, name)
     with ray_session(cfg):
