@@ -15,8 +15,9 @@ matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 
-from fairweather.contracts.config import FairweatherConfig, SweepConfig, to_yaml
+from fairweather.contracts.config import FairweatherConfig, SweepConfig, to_dict, to_yaml
 from fairweather.contracts.config.sweep import VARIANT_KEY
+from fairweather.contracts.redact import redact
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ def write_report(
     plot(rows, sweep, paths["metric_vs_params.png"])
     if best_config is not None:
         paths["best_config.yaml"] = folder / "best_config.yaml"
-        paths["best_config.yaml"].write_text(to_yaml(best_config))
+        # An artifact of the parent run: no credentials (masked like every logged config).
+        paths["best_config.yaml"].write_text(to_yaml(redact(to_dict(best_config))))
     return paths
 
 
