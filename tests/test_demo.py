@@ -33,11 +33,11 @@ def test_demo_runs_the_pipeline_end_to_end_and_a_rerun_skips_every_stage(
     store = TableStore(cfg.data.tables)
     labels = store.read("labels")
     assert labels.num_rows == 6 and set(labels.column("weather_hint").to_pylist()) == {"rain", "haze", "snow"}
-    assert store.read("pseudo_labels").num_rows >= 6  # the init candidates, at least the inputs
+    pseudo = store.read("pseudo_labels").to_pylist()  # the smoke profile's pseudo-labels start after round 1
+    assert len(pseudo) == 6 and {(row["round"], row["source"]) for row in pseudo} == {(1, "ema@round-1")}
     assert store.read("metrics").num_rows > 0
     assert sorted(store.read("pipeline").column("stage").to_pylist()) == [
         "evaluate",
-        "init",
         "label",
         "prompts",
         "rounds",
@@ -46,5 +46,5 @@ def test_demo_runs_the_pipeline_end_to_end_and_a_rerun_skips_every_stage(
 
     assert main(["demo", "--no-sweep", *overrides]) == 0  # a rerun finds every stage done on the same inputs
     out = capsys.readouterr().out
-    assert out.count("done before on the same inputs, skipped") == 5
+    assert out.count("done before on the same inputs, skipped") == 4 and "init: off in this config" in out
     assert TableStore(cfg.data.tables).read("labels").sort_by("image_id").equals(labels.sort_by("image_id"))

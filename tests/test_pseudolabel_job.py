@@ -122,7 +122,7 @@ def setup(tmp_path_factory, model_cache):
     cfg = load_config(
         "smoke",
         [f"runtime.runs_dir={root}/runs", f"runtime.model_cache_dir={model_cache}", f"data.tables={root}/tables",
-         f"data.pool={root}/pool", "runtime.num_cpus=2", "pseudo.metrics=[piqe]", "pseudo.use_vlm=false",
+         f"data.pool={root}/pool", "runtime.num_cpus=2", "pseudo.metrics=[piqe]", "pseudo.use_vlm=false", "pseudo.init=true",
          f"pseudo.init_folders=[bright={root}/bright]", f"pseudo.init_checkpoints=[dark={root}/dark]",
          "pseudo.flush_rows=2", "pseudo.batch_size=2"],
     )  # fmt: skip
@@ -225,6 +225,7 @@ def test_init_off_and_start_up_errors_are_one_line(tmp_path: Path, capsys):
         "smoke",
         f"data.tables={tmp_path}/tables",
         f"runtime.runs_dir={tmp_path}/runs",
+        "pseudo.init=true",
     ]
     assert main(base) == 2
     assert "fairweather label" in capsys.readouterr().err

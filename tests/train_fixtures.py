@@ -28,6 +28,8 @@ def tiny_overrides(root: Path, model_cache: Path, **extra: object) -> list[str]:
         "loss.weights.wpl": 0,
         "loss.weights.sem": 0,
         "loss.weights.feat": 0,
+        "train.rounds": 1,
+        "pseudo.init": True,  # the smoke profile has no existing restorer to start from; the tests do init
         "train.iterations_per_round": 6,
         "train.batch_size": 2,
         "train.real_batch_size": 0,
