@@ -144,8 +144,13 @@ def _check_cpu_budget(cfg: FairweatherConfig) -> None:
 
 
 def default_lineage(cfg: FairweatherConfig) -> str:
-    """The run name ``fairweather train`` gives this config now: the lineage its pseudo-labels are filed under."""
-    return run_name(cfg, table_versions(TableStore(cfg.data.tables)))
+    """The run name ``fairweather train`` gives this config now: the lineage its pseudo-labels are filed under.
+
+    A pinned ``train.run_name`` is the name itself, so the tables are read only when the name is a fingerprint (the
+    pipeline and the rounds ask for the lineage of a pinned config at every stage)."""
+    if cfg.train.run_name:
+        return run_name(cfg, {})
+    return run_name(cfg, table_versions(TableStore(cfg.data.tables), ("paired", "pool", "labels")))
 
 
 def _views(store: TableStore, lineage: str) -> dict[str, pa.Table]:
