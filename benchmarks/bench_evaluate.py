@@ -6,7 +6,7 @@ Generates a paired test set (noisy inputs, clean targets) and a checkpoint of th
 scores every (image, method) row for the methods ``input`` and the checkpoint, with the offline metrics (PIQE, plus
 NIQE when its parameters are present; PSNR and SSIM against the targets), side by side:
 ``loop`` (read, decode, restore, then each metric one image at a time, in this process, torch on 1 thread), and
-``ray x1`` / ``ray x2`` (:func:`fairweather.stages.evaluate.evaluation_dataset`, ``evaluate.concurrency`` = 1 / 2
+``ray x1`` / ``ray x2`` (:func:`fairweather.stages.evaluate.driver.evaluation_dataset`, ``evaluate.concurrency`` = 1 / 2
 actors per pool, 1 CPU and 1 torch thread each, on a private local Ray). Like ``bench_label.py`` each is run on
 ``--base-images`` and on ``--images`` images and it prints
 
@@ -37,9 +37,9 @@ from fairweather.contracts.tables import TableStore
 from fairweather.data.batches import to_tensor
 from fairweather.metrics import build_scorer, missing_weights
 from fairweather.models import build_model
-from fairweather.stages.evaluate import evaluation_dataset
-from fairweather.stages.evaluate_actors import CheckpointRef
-from fairweather.stages.evaluate_io import list_test_set, read_work_one, work_rows
+from fairweather.stages.evaluate.actors import CheckpointRef
+from fairweather.stages.evaluate.driver import evaluation_dataset
+from fairweather.stages.evaluate.io import list_test_set, read_work_one, work_rows
 from fairweather.training.restorer import load_restorer
 from fairweather.training.state import FORMAT_VERSION, save_state
 

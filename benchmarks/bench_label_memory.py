@@ -28,8 +28,8 @@ def child(count: int, root: Path) -> dict:
     """Label a generated pool of ``count`` images under ``root`` in this process; its memory figures."""
     from fairweather.contracts.config import load_config
     from fairweather.contracts.metric_logger import NullLogger
-    from fairweather.stages.label import run_label
-    from fairweather.stages.runtime import ray_session
+    from fairweather.stages.infra.runtime import ray_session
+    from fairweather.stages.label.driver import run_label
 
     make_pool(root / "pool", count, size=96)
     cfg = load_config(

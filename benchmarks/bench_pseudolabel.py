@@ -6,7 +6,7 @@ Generates a labeled pool (``pool`` + ``labels`` rows) and a checkpoint of the sm
 every image's ``ema@round-1`` candidate: restore (EMA teacher, tiled), store the lossless PNG (content-addressed),
 score with the smoke profile's selection scorers (PIQE and r_vlm on the tiny VLM), side by side:
 ``loop`` (read, decode, restore, write, then each scorer, one image at a time in this process, torch on 1 thread)
-and ``ray x1`` / ``ray x2`` (:func:`fairweather.stages.pseudolabel.pseudolabel_dataset`: 1 / 2 restore actors and
+and ``ray x1`` / ``ray x2`` (:func:`fairweather.stages.pseudolabel.driver.pseudolabel_dataset`: 1 / 2 restore actors and
 1 / 2 score actors, 1 CPU and 1 torch thread each, on a private local Ray). Like ``bench_evaluate.py`` each runs on
 ``--base-images`` and on ``--images`` images and it prints end-to-end and marginal images/s (the rate once
 start-up is paid) with the ratios to the loop, and the cost split restore / store / each scorer of the loop and of
@@ -38,9 +38,9 @@ from fairweather.data.batches import to_tensor
 from fairweather.data.views import real_view
 from fairweather.metrics import build_scorer
 from fairweather.models import build_model
-from fairweather.stages.evaluate_io import KIND_CHECKPOINT, read_work_one
-from fairweather.stages.pseudolabel import candidates_dir, pseudolabel_dataset
-from fairweather.stages.pseudolabel_io import Source, ema_source, encode_png, work_rows
+from fairweather.stages.evaluate.io import KIND_CHECKPOINT, read_work_one
+from fairweather.stages.pseudolabel.driver import candidates_dir, pseudolabel_dataset
+from fairweather.stages.pseudolabel.io import Source, ema_source, encode_png, work_rows
 from fairweather.training.restorer import load_restorer
 from fairweather.training.state import FORMAT_VERSION, save_state
 

@@ -30,9 +30,9 @@ import ray
 
 from fairweather.contracts.config import load_config, load_sweep
 from fairweather.contracts.config.sweep import ParamSpace, SchedulerConfig, trial_overrides
-from fairweather.stages.rounds import run_rounds
-from fairweather.stages.sweep import run_sweep
-from fairweather.stages.synth import run_synth
+from fairweather.stages.sweep.driver import run_sweep
+from fairweather.stages.synth.driver import run_synth
+from fairweather.stages.train.rounds import run_rounds
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = (0.1, 0.3, 0.5, 1.0)

@@ -53,8 +53,8 @@ from fairweather.contracts.config import FairweatherConfig, load_config
 from fairweather.contracts.metric_logger import DiskLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import paired_view, real_view
-from fairweather.stages.synth import run_synth
-from fairweather.stages.train import run_train
+from fairweather.stages.synth.driver import run_synth
+from fairweather.stages.train.driver import run_train
 from fairweather.training.ema import ema_update
 from fairweather.training.loop import Window, batch_stream, iterate, memory_format
 from fairweather.training.optim import build_optimizer, build_scheduler

@@ -102,7 +102,7 @@ def test_ray_token_authentication_is_on_every_node(prepared):
 
 def test_stages_log_to_the_tracking_uri_the_cluster_exports(monkeypatch, tmp_path):
     from fairweather.contracts.config import load_config
-    from fairweather.stages.runtime import artifact_root, tracking_uri
+    from fairweather.stages.infra.runtime import artifact_root, tracking_uri
 
     runtime = load_config("smoke", [f"runtime.runs_dir={tmp_path}"]).runtime
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

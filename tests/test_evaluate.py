@@ -22,8 +22,8 @@ from PIL import Image
 from fairweather.contracts.config import load_config
 from fairweather.contracts.metric_logger import DiskLogger
 from fairweather.contracts.tables import TableStore
-from fairweather.stages.evaluate_io import BaselineOutputs, read_work_one
-from fairweather.stages.evaluate_report import ReportInfo, metric_table, weather_means, write_report
+from fairweather.stages.evaluate.io import BaselineOutputs, read_work_one
+from fairweather.stages.evaluate.report import ReportInfo, metric_table, weather_means, write_report
 from fairweather.training.state import save_state
 from tests.test_restore import checkpoint_state
 
@@ -142,7 +142,7 @@ def test_report_files_with_ablation(tmp_path: Path):
 
 
 def test_checkpoint_names_and_training_runs():
-    from fairweather.stages.evaluate_actors import CheckpointRef
+    from fairweather.stages.evaluate.actors import CheckpointRef
 
     ray_layout = CheckpointRef.parse("/runs/train/train-abc123/checkpoint_000002")
     assert (ray_layout.name, ray_layout.training_run) == ("train-abc123", "train-abc123")
@@ -255,7 +255,7 @@ def evaluation_setup(tmp_path_factory, model_cache):
 
 @pytest.mark.usefixtures("local_ray")
 def test_evaluate_job_end_to_end(evaluation_setup):
-    from fairweather.stages.evaluate import run_evaluate
+    from fairweather.stages.evaluate.driver import run_evaluate
 
     root, cfg = evaluation_setup
     logger = DiskLogger(root / "logger")

@@ -19,9 +19,9 @@ from fairweather.contracts.io import LocationError
 from fairweather.contracts.metric_logger import NullLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.stages import label as label_stage
-from fairweather.stages.label import Labeler, NothingLabeledError, label_dataset, run_label
-from fairweather.stages.label_io import RESULT_SCHEMA
-from fairweather.stages.label_tables import ResultWriter
+from fairweather.stages.infra.pool import RESULT_SCHEMA
+from fairweather.stages.label.driver import Labeler, NothingLabeledError, label_dataset, run_label
+from fairweather.stages.label.tables import ResultWriter
 
 from .test_label_job import FakeFactory, job_config, make_pool, tables
 

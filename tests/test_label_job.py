@@ -23,8 +23,8 @@ from fairweather.contracts.config import load_config
 from fairweather.contracts.io import read_bytes, resolve_uri
 from fairweather.contracts.metric_logger import DiskLogger, NullLogger
 from fairweather.contracts.tables import TableStore
-from fairweather.stages.label import Labeler, NothingLabeledError, run_label
-from fairweather.stages.label_io import PoolError, list_pool
+from fairweather.stages.infra.pool import PoolError, list_pool
+from fairweather.stages.label.driver import Labeler, NothingLabeledError, run_label
 
 from .test_imaging import MAX_PIXELS, hostile_files
 
@@ -310,8 +310,8 @@ def test_label_command_reports_expected_errors_without_traceback(tmp_path, capsy
 
 
 def test_failed_files_are_named_on_the_console_up_to_a_cap(tmp_path, caplog):
-    from fairweather.stages.label_io import RESULT_SCHEMA
-    from fairweather.stages.label_tables import REPORTED_FAILURES, ResultWriter
+    from fairweather.stages.infra.pool import RESULT_SCHEMA
+    from fairweather.stages.label.tables import REPORTED_FAILURES, ResultWriter
 
     labeler = vars(Labeler.of(load_config("smoke")))
     writer = ResultWriter(TableStore(str(tmp_path)), labeler, flush_rows=10_000, flush_seconds=3600)

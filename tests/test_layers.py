@@ -1,7 +1,7 @@
 """Architecture: each layer imports only the layers above it (checked on the source, statically).
 
 An import is an ``import`` statement or a string constant naming a package module (``"fairweather.tiny.llava"``,
-``"fairweather.stages.label:run_label"``), since those end in ``importlib.import_module`` and hide a dependency.
+``"fairweather.stages.label.driver:run_label"``), since those end in ``importlib.import_module`` and hide a dependency.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ SCIENCE_ORDER = (
     "training",
 )
 SCIENCE = frozenset(SCIENCE_ORDER)
+#: The stage packages, each allowed to import only those before it: the folder tree is the architecture.
+STAGE_ORDER = ("infra", "synth", "label", "restore", "evaluate", "pseudolabel", "train", "sweep", "pipeline")
 #: Top-level entries of the package outside the three checked layers: faces, package data, markers.
 UNLAYERED = {"__init__", "cli", "profiles", "py.typed"}
 
@@ -131,13 +133,38 @@ def test_science_packages_import_only_earlier_science_packages():
     assert not problems, "\n".join(problems)
 
 
+def stage_package(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["fairweather", "stages"] else None
+
+
+def test_stages_are_packages_in_order():
+    stages = PACKAGE / "stages"
+    loose = sorted(p.name for p in stages.glob("*.py") if p.name != "__init__.py")
+    assert not loose, f"every stage module belongs to a stage package, not stages/ itself: {loose}"
+    packages = {p.name for p in stages.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(STAGE_ORDER)
+    problems = []
+    for path in sorted(stages.rglob("*.py")):
+        own = path.relative_to(stages).parts[0]
+        if own not in STAGE_ORDER:
+            continue
+        for module in imported_modules(path):
+            other = stage_package(module)
+            if other and other != own and STAGE_ORDER.index(other) > STAGE_ORDER.index(own):
+                problems.append(f"{path.relative_to(REPO)} ({own}) imports {module} ({other} comes later)")
+    assert not problems, "\n".join(problems)
+
+
 def test_import_strings_count_as_imports():
-    source = (
-        'import importlib\nimportlib.import_module("fairweather.stages.label")\nX = "fairweather.cli:main"\n'
-    )
-    assert sorted(imported_modules_of(source)) == ["fairweather.cli", "fairweather.stages.label", "importlib"]
+    source = 'import importlib\nimportlib.import_module("fairweather.stages.label.driver")\nX = "fairweather.cli:main"\n'
+    assert sorted(imported_modules_of(source)) == [
+        "fairweather.cli",
+        "fairweather.stages.label.driver",
+        "importlib",
+    ]
     # tags, docstrings and names of things that are not modules are not imports
-    assert imported_modules_of('T = "fairweather.version"\nD = "see fairweather.stages.label"\n') == []
+    assert imported_modules_of('T = "fairweather.version"\nD = "see fairweather.stages.label.driver"\n') == []
 
 
 def test_mlflow_only_in_the_tracking_module():

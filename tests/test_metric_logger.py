@@ -14,7 +14,7 @@ import pytest
 import fairweather
 from fairweather.contracts.config import load_config
 from fairweather.contracts.metric_logger import DiskLogger, MetricLogger, NullLogger
-from fairweather.stages.tracking import MLflowLogger, code_commit, open_logger, stage_run
+from fairweather.stages.infra.tracking import MLflowLogger, code_commit, open_logger, stage_run
 
 
 def test_disk_and_null_loggers_follow_the_protocol(tmp_path):
@@ -76,7 +76,7 @@ def test_a_run_whose_process_was_killed_is_marked_killed_by_the_next_run(tmp_pat
     script = (
         "import os, signal, sys\n"
         "from fairweather.contracts.config import load_config\n"
-        "from fairweather.stages.tracking import open_logger\n"
+        "from fairweather.stages.infra.tracking import open_logger\n"
         f"logger = open_logger(load_config('smoke', ['runtime.runs_dir={tmp_path}']), stage='test')\n"
         "print(logger.run_id, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -13,7 +13,7 @@ from fairweather.contracts.config import load_config
 from fairweather.contracts.io import resolve_uri
 from fairweather.contracts.tables import TableStore
 from fairweather.data.paired_folders import LAYOUTS, PairedFolderError, scan_paired_folder
-from fairweather.stages.import_pairs import run_import_pairs
+from fairweather.stages.synth.import_pairs import run_import_pairs
 from fairweather.synth import SPLITS
 
 

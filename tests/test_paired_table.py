@@ -14,7 +14,7 @@ from fairweather.contracts.config import load_config
 from fairweather.contracts.io import read_bytes, resolve_uri
 from fairweather.contracts.schemas import PAIRED, TABLES
 from fairweather.contracts.tables import TableError, TableStore
-from fairweather.stages.synth import run_synth
+from fairweather.stages.synth.driver import run_synth
 from fairweather.synth import SPLITS, PairRecord, paired_table
 from fairweather.synth.paired import hash_fraction, sequence_fraction, split_for
 

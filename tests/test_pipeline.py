@@ -9,8 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from fairweather.contracts.tables import TableStore
 from fairweather.stages import pipeline
-from fairweather.stages.runtime import tracking_uri
-from fairweather.stages.synth import run_synth
+from fairweather.stages.infra.runtime import tracking_uri
+from fairweather.stages.synth.driver import run_synth
 
 from .train_fixtures import tiny_config
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from fairweather.stages.label_io import PoolError, list_pool
+from fairweather.stages.infra.pool import PoolError, list_pool
 
 
 def uris(listing) -> list[str]:

@@ -16,7 +16,7 @@ from fairweather.contracts.config.evaluate import ScorerConfig
 from fairweather.metrics import build_scorer
 from fairweather.metrics.registry import NIQE_PARAMS
 from fairweather.metrics.weights import niqe_params_mat
-from fairweather.stages.prefetch import run_prefetch
+from fairweather.stages.infra.prefetch import run_prefetch
 
 
 def basicsr_like_npz(seed: int = 0) -> tuple[bytes, np.ndarray, np.ndarray]:

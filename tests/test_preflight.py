@@ -12,7 +12,7 @@ from PIL import Image
 
 from fairweather.cli import main
 from fairweather.contracts.config import load_config
-from fairweather.stages.preflight import (
+from fairweather.stages.infra.preflight import (
     WeightsMissingError,
     apply_weights_cache,
     check_weights,
@@ -166,7 +166,7 @@ def test_ray_workers_get_the_weights_cache(empty_cache, tmp_path, monkeypatch):
     """Through the job's runtime_env, not by inheritance: workers on other nodes never see the driver's variables."""
     import ray
 
-    from fairweather.stages.runtime import ray_session
+    from fairweather.stages.infra.runtime import ray_session
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "driver-only"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "driver-only"))

@@ -29,7 +29,7 @@ from fairweather.contracts.metric_logger import DiskLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import real_view
 from fairweather.metrics import METRICS
-from fairweather.stages.pseudolabel_io import encode_png
+from fairweather.stages.pseudolabel.io import encode_png
 from fairweather.training.state import save_state
 
 from .test_restore import checkpoint_state
@@ -214,7 +214,7 @@ def test_init_then_round_replaces_only_improvements_keeps_history_and_reruns_cha
 
 
 def test_init_off_and_start_up_errors_are_one_line(tmp_path: Path, capsys):
-    from fairweather.stages.pseudolabel import run_pseudolabel
+    from fairweather.stages.pseudolabel.driver import run_pseudolabel
 
     cfg = load_config("smoke", [f"data.tables={tmp_path}/tables", f"runtime.runs_dir={tmp_path}/runs"])
     off = run_pseudolabel(load_config("smoke", ["pseudo.init=false"]), lineage="x")

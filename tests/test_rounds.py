@@ -21,10 +21,10 @@ from mlflow.tracking import MlflowClient
 from fairweather.contracts.metric_logger import NullLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import real_view
-from fairweather.stages.label import run_label
-from fairweather.stages.pseudolabel import PseudolabelSummary
-from fairweather.stages.runtime import tracking_uri
-from fairweather.stages.synth import run_synth
+from fairweather.stages.infra.runtime import tracking_uri
+from fairweather.stages.label.driver import run_label
+from fairweather.stages.pseudolabel.driver import PseudolabelSummary
+from fairweather.stages.synth.driver import run_synth
 from fairweather.training.state import load_state
 
 from . import train_fixtures
@@ -123,7 +123,7 @@ def _selected(root: Path, lineage: str) -> dict[str, str]:
 
 
 def test_two_rounds_train_on_the_pseudo_labels_of_the_round_before(data_root, model_cache, tmp_path):
-    from fairweather.stages.rounds import lineage_of, run_rounds
+    from fairweather.stages.train.rounds import lineage_of, run_rounds
 
     cfg = _config(data_root, model_cache, "two")
     steps, fake = tmp_path / "steps.jsonl", FakePseudolabel(tmp_path / "candidates")
@@ -181,7 +181,7 @@ def test_a_crash_between_rounds_resumes_at_round_2_without_retraining_round_1(
     data_root, model_cache, tmp_path
 ):
     """Also a switch: ``pseudo.init=false`` scores no init candidates."""
-    from fairweather.stages.rounds import lineage_of, run_rounds
+    from fairweather.stages.train.rounds import lineage_of, run_rounds
 
     cfg = _config(data_root, model_cache, "crash", **{"pseudo.init": False})
     first, steps = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
@@ -230,7 +230,7 @@ def test_a_crash_between_rounds_resumes_at_round_2_without_retraining_round_1(
 def test_pseudo_iterate_updates_after_every_round_but_the_last_or_after_round_1_only(
     rounds, iterate, expected, tmp_path, model_cache
 ):
-    from fairweather.stages.rounds import updates_after
+    from fairweather.stages.train.rounds import updates_after
 
     cfg = tiny_config(tmp_path, model_cache, **{"train.rounds": rounds, "pseudo.iterate": iterate})
     assert updates_after(cfg) == expected
@@ -238,7 +238,7 @@ def test_pseudo_iterate_updates_after_every_round_but_the_last_or_after_round_1_
 
 def test_refresh_descriptions_is_refused_until_it_is_built(tmp_path, model_cache):
     from fairweather.contracts.errors import FairweatherError
-    from fairweather.stages.rounds import run_rounds
+    from fairweather.stages.train.rounds import run_rounds
 
     cfg = tiny_config(tmp_path, model_cache, **{"pseudo.refresh_descriptions": True})
     with pytest.raises(FairweatherError, match="refresh_descriptions"):
@@ -249,7 +249,7 @@ def test_refresh_descriptions_is_refused_until_it_is_built(tmp_path, model_cache
 def test_two_rounds_with_the_real_pseudo_label_job(data_root, model_cache, tmp_path):
     """The real ``run_pseudolabel`` (PIQE + the tiny VLM's r_vlm) between the rounds: round 2 trains on what it
     selected, and the round's child run holds the job's numbers."""
-    from fairweather.stages.rounds import run_rounds
+    from fairweather.stages.train.rounds import run_rounds
 
     cfg = _config(data_root, model_cache, "real", **{"train.run_name": "real-job"})
     steps = tmp_path / "steps.jsonl"

@@ -8,7 +8,7 @@ import pytest
 import ray
 
 from fairweather.contracts.config import load_config
-from fairweather.stages.runtime import ray_session
+from fairweather.stages.infra.runtime import ray_session
 
 from .ray_head import ray_head
 

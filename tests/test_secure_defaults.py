@@ -12,7 +12,7 @@ import pytest
 from fairweather.cli import main
 from fairweather.contracts.io import within_roots
 from fairweather.contracts.redact import MASK, is_secret_key, redact, redact_text
-from fairweather.stages.label_io import PoolError, list_pool
+from fairweather.stages.infra.pool import PoolError, list_pool
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = [*(REPO / "platform" / "fairweather").rglob("*.py"), *(REPO / "jobs").glob("*.py")]
@@ -69,7 +69,7 @@ def test_redact_walks_nested_config_data_and_leaves_unset_secrets_visible():
 
 
 def test_mlflow_params_never_carry_credentials(tmp_path):
-    from fairweather.stages.tracking import MLflowLogger
+    from fairweather.stages.infra.tracking import MLflowLogger
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     logger = MLflowLogger(uri, "secure", "params", artifact_location=(tmp_path / "art").as_uri())

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fairweather.contracts.config import load_sweep
-from fairweather.stages.synth import run_synth
+from fairweather.stages.synth.driver import run_synth
 
 from .conftest import REPO
 from .train_fixtures import tiny_config, tiny_overrides
@@ -78,7 +78,7 @@ def checkpoints(root: Path, trial_id: str) -> list[str]:
 
 
 def test_four_trials_with_asha_log_one_parent_and_four_children(data_root, model_cache, tmp_path, capsys):
-    from fairweather.stages.sweep import run_sweep
+    from fairweather.stages.sweep.driver import run_sweep
 
     sweep = load_sweep(
         write_sweep(tmp_path / "tiny.yaml", scheduler="{kind: asha, grace_period: 3, reduction_factor: 2}")

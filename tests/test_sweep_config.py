@@ -11,7 +11,7 @@ from fairweather.contracts.config import ConfigError, load_sweep
 from fairweather.contracts.config.sweep import VARIANT_KEY, as_override, trial_overrides
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.metric_logger import NullLogger
-from fairweather.stages.sweep_trial import TrialJob, trial_status
+from fairweather.stages.sweep.trial import TrialJob, trial_status
 
 from .conftest import REPO
 from .train_fixtures import tiny_overrides
@@ -114,7 +114,7 @@ def _sweep(tmp_path: Path, body: str):
 def test_a_value_out_of_the_configs_range_or_an_unreported_metric_fails_before_any_trial(
     tmp_path, model_cache
 ):
-    from fairweather.stages.sweep import run_sweep
+    from fairweather.stages.sweep.driver import run_sweep
 
     overrides = tiny_overrides(tmp_path, model_cache)
     negative = _sweep(
@@ -146,7 +146,7 @@ def test_a_value_out_of_the_configs_range_or_an_unreported_metric_fails_before_a
 
 
 def test_a_trial_bigger_than_the_cluster_fails_before_any_trial(local_ray, tmp_path, model_cache):
-    from fairweather.stages.sweep import run_sweep
+    from fairweather.stages.sweep.driver import run_sweep
 
     sweep = _sweep(
         tmp_path,

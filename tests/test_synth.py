@@ -137,7 +137,7 @@ def test_bad_config_is_rejected():
 def test_run_synth_prints_a_summary_and_writes_the_paired_table(tmp_path, capsys):
     from fairweather.contracts.config import load_config
     from fairweather.contracts.tables import TableStore
-    from fairweather.stages.synth import run_synth
+    from fairweather.stages.synth.driver import run_synth
 
     overrides = [
         f"synth.out={tmp_path / 'data'}",

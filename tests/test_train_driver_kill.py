@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from fairweather.stages.synth import run_synth
+from fairweather.stages.synth.driver import run_synth
 
 from .train_fixtures import tiny_config, tiny_overrides
 

@@ -8,7 +8,7 @@ import cloudpickle
 import pytest
 
 from fairweather.contracts.metric_logger import DiskLogger
-from fairweather.stages.synth import run_synth
+from fairweather.stages.synth.driver import run_synth
 
 from . import train_fixtures
 from .train_fixtures import read_records, tiny_config
@@ -37,7 +37,7 @@ def test_two_nodes_train_on_disjoint_shards_that_cover_the_epoch(two_nodes, mode
 
     from fairweather.contracts.tables import TableStore
     from fairweather.data.views import paired_view
-    from fairweather.stages.train import run_train
+    from fairweather.stages.train.driver import run_train
 
     overrides = {
         "train.run_name": "two-nodes",

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fairweather.contracts.metric_logger import DiskLogger
-from fairweather.stages.synth import run_synth
+from fairweather.stages.synth.driver import run_synth
 
 from . import train_fixtures
 from .train_fixtures import read_records, tiny_config
@@ -33,7 +33,7 @@ def _loss_curve(logger: DiskLogger) -> dict[int, float]:
 def test_train_logs_every_term_validates_and_scores_the_test_split(
     local_ray, data_root, model_cache, tmp_path
 ):
-    from fairweather.stages.train import run_train
+    from fairweather.stages.train.driver import run_train
 
     logger = DiskLogger(tmp_path / "log")
     summary = run_train(tiny_config(data_root, model_cache, **{"train.run_name": "logs"}), logger)
@@ -61,7 +61,7 @@ def test_train_logs_every_term_validates_and_scores_the_test_split(
 
 def test_resume_equals_a_straight_run(local_ray, data_root, model_cache, tmp_path):
     """3 steps, stop, the same command to 6 steps == 6 straight steps (loss curve and final weights)."""
-    from fairweather.stages.train import run_train
+    from fairweather.stages.train.driver import run_train
     from fairweather.training.state import load_state
 
     straight, resumed = DiskLogger(tmp_path / "straight"), DiskLogger(tmp_path / "resumed")
@@ -82,7 +82,7 @@ def test_resume_equals_a_straight_run(local_ray, data_root, model_cache, tmp_pat
 def test_a_killed_worker_resumes_from_the_last_checkpoint_and_the_step_counter_continues(
     local_ray, data_root, model_cache, tmp_path
 ):
-    from fairweather.stages.train import run_train
+    from fairweather.stages.train.driver import run_train
 
     steps, marker = tmp_path / "steps.jsonl", tmp_path / "died"
     hook = functools.partial(train_fixtures.record_then_die_once, str(steps), str(marker), 5)
@@ -94,7 +94,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_the_step_counter_c
 
 
 def test_a_changed_config_is_a_new_run_and_new_run_forces_one(data_root, model_cache):
-    from fairweather.stages.train import run_name
+    from fairweather.stages.train.driver import run_name
 
     versions = {"paired": "20:abc"}
     base = run_name(tiny_config(data_root, model_cache), versions)
@@ -108,7 +108,7 @@ def test_a_changed_config_is_a_new_run_and_new_run_forces_one(data_root, model_c
 
 def test_no_pairs_is_a_clear_error(local_ray, model_cache, tmp_path):
     from fairweather.contracts.errors import FairweatherError
-    from fairweather.stages.train import run_train
+    from fairweather.stages.train.driver import run_train
 
     with pytest.raises(FairweatherError, match="fairweather synth"):
         run_train(tiny_config(tmp_path, model_cache), DiskLogger(tmp_path / "log"))
@@ -118,7 +118,7 @@ def test_workers_that_do_not_fit_the_local_cpus_are_refused_before_ray_starts(
     data_root, model_cache, tmp_path
 ):
     from fairweather.contracts.errors import FairweatherError
-    from fairweather.stages.train import run_train
+    from fairweather.stages.train.driver import run_train
 
     cfg = tiny_config(data_root, model_cache, **{"train.scaling.num_workers": 3})
     with pytest.raises(FairweatherError, match="num_workers"):
@@ -127,7 +127,7 @@ def test_workers_that_do_not_fit_the_local_cpus_are_refused_before_ray_starts(
 
 def test_a_loss_that_blows_up_stops_the_run_naming_the_step(local_ray, data_root, model_cache, tmp_path):
     from fairweather.contracts.errors import FairweatherError
-    from fairweather.stages.train import run_train
+    from fairweather.stages.train.driver import run_train
 
     overrides = {
         "train.run_name": "nan",
@@ -142,7 +142,7 @@ def test_a_loss_that_blows_up_stops_the_run_naming_the_step(local_ray, data_root
 
 def test_a_cluster_needs_a_shared_storage_path(data_root, model_cache, monkeypatch):
     from fairweather.contracts.errors import FairweatherError
-    from fairweather.stages.train import storage_path
+    from fairweather.stages.train.driver import storage_path
 
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     with pytest.raises(FairweatherError, match="local path"):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fairweather.contracts.config import FairweatherConfig, load_config, load_sweep, to_dict, to_yaml
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.redact import redact
-from fairweather.stages.preflight import apply_weights_cache
+from fairweather.stages.infra.preflight import apply_weights_cache
 
 #: Layouts of ``fairweather import-pairs`` (kept in step with ``fairweather.data.paired_folders.LAYOUTS`` by a test;
 #: listed here so ``--help`` does not import the science packages).
@@ -38,17 +38,17 @@ COMMANDS: dict[str, Command] = {
     "synth": Command(
         "Generate procedural paired data (input/ + target/ images, rows of the 'paired' table with train/val/test "
         "splits) and an unlabeled weather pool.",
-        "fairweather.stages.synth:run_synth",
+        "fairweather.stages.synth.driver:run_synth",
     ),
     "prefetch": Command(
         "Download (or, for tiny:* references, build) every model the config names into the local caches.",
-        "fairweather.stages.prefetch:run_prefetch",
+        "fairweather.stages.infra.prefetch:run_prefetch",
     ),
     "label": Command(
         "Rate (r_vlm, VLM-Vis) and describe every image of data.pool with the config's VLM on Ray Data actors; "
         "results go to the labels/errors/pool tables under data.tables. Resumable: images already labeled with "
         "the same vlm.model_id and prompt versions are skipped.",
-        "fairweather.stages.label:run_label",
+        "fairweather.stages.label.driver:run_label",
     ),
     "demo": Command(
         "The whole platform on this machine, no cluster, tracking server or downloads needed: generate data, build "
@@ -56,7 +56,7 @@ COMMANDS: dict[str, Command] = {
         "evaluation report) and a 4-trial sweep on a private local Ray; prints input vs. restored PSNR/SSIM on the "
         "synthetic test split, the report's folder and the MLflow compare command. --pool DIR uses a folder of "
         "real photos as the unlabeled pool.",
-        "fairweather.stages.demo:run_demo",
+        "fairweather.stages.pipeline.demo:run_demo",
     ),
     "pseudolabel": Command(
         "Restore every labeled pool image (the input itself, pseudo.init_checkpoints and pseudo.init_folders "
@@ -64,7 +64,7 @@ COMMANDS: dict[str, Command] = {
         "PNGs, score them (pseudo.metrics, r_vlm when pseudo.use_vlm), combine by pseudo.combination and replace "
         "an image's pseudo-label only when a candidate beats it; every candidate stays in the pseudo_labels table. "
         "Resumable: candidates already in the lineage's history are skipped.",
-        "fairweather.stages.pseudolabel:run_pseudolabel",
+        "fairweather.stages.pseudolabel.driver:run_pseudolabel",
     ),
     "train": Command(
         "Train the restoration network with Ray Train (DDP workers: train.scaling.*) on the 'paired' table's "
@@ -75,14 +75,14 @@ COMMANDS: dict[str, Command] = {
         "and a child run per round with its pseudo-label statistics. The same command resumes an interrupted run "
         "at the right round and step; a changed config starts a new one (train.new_run=true forces one). Each "
         "round ends with input vs. EMA PSNR/SSIM on the test split per weather.",
-        "fairweather.stages.rounds:run_rounds",
+        "fairweather.stages.train.rounds:run_rounds",
     ),
     "sweep": Command(
         "Ray Tune sweep of a sweep file (sweeps/*.yaml: the loss weights w1-w4, the learning rate, the ablation "
         "rows): every trial is `fairweather train` on its own config and an MLflow child run of the sweep's run; "
         "ASHA stops weak trials early; ends with the ranked trials, a plot and the MLflow compare URL. The same "
         "command resumes an interrupted sweep. --config replaces the sweep file's base profile.",
-        "fairweather.stages.sweep:run_sweep",
+        "fairweather.stages.sweep.driver:run_sweep",
     ),
     "evaluate": Command(
         "Score the untouched inputs, evaluate.checkpoints and evaluate.baseline_folders on the same test images "
@@ -90,20 +90,20 @@ COMMANDS: dict[str, Command] = {
         "LIQE, Q-Align, VLM-Vis) and PSNR/SSIM where targets exist, on Ray Data actors; per-image rows and "
         "per-weather means go to the metrics table, Paper A's tables (published rows quoted beside ours) to "
         "evaluate.report_dir and the MLflow run.",
-        "fairweather.stages.evaluate:run_evaluate",
+        "fairweather.stages.evaluate.driver:run_evaluate",
     ),
     "pipeline": Command(
         "Paper A end to end on the config: label the pool -> initial pseudo-labels -> stage-1 weather prompts -> "
         "training rounds with pseudo-label updates -> evaluation report. A stage already finished on the same "
         "inputs and config (the 'pipeline' table) is skipped, so rerunning the same command after a crash "
         "continues where it stopped. One MLflow parent run with a child per stage.",
-        "fairweather.stages.pipeline:run_pipeline",
+        "fairweather.stages.pipeline.driver:run_pipeline",
     ),
     "restore": Command(
         "Restore a folder (recursively) or one file of weather images with a trained checkpoint's EMA network: "
         "names, sizes, format and metadata kept, pixels upright, tiled at full resolution; files that cannot be "
         "decoded are reported and skipped.",
-        "fairweather.stages.restore:run_restore",
+        "fairweather.stages.restore.driver:run_restore",
     ),
 }
 
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             print(to_yaml(redact(to_dict(cfg))), end="")  # credentials masked: printed output is logged
         elif args.command == "restore":
-            from fairweather.stages.restore import run_restore
+            from fairweather.stages.restore.driver import run_restore
 
             _print_summary(
                 run_restore(
@@ -272,8 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         elif args.command == "pseudolabel":
-            from fairweather.stages.pseudolabel import run_pseudolabel
-            from fairweather.stages.train import default_lineage
+            from fairweather.stages.pseudolabel.driver import run_pseudolabel
+            from fairweather.stages.train.driver import default_lineage
 
             round_index = args.round if args.round is not None else int(args.checkpoint is not None)
             lineage = args.lineage or default_lineage(cfg)
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_pseudolabel(cfg, lineage=lineage, checkpoint=args.checkpoint, round_index=round_index)
             )
         elif args.command == "sweep":
-            from fairweather.stages.sweep import run_sweep
+            from fairweather.stages.sweep.driver import run_sweep
 
             sweep = load_sweep(args.sweep)
             if args.config:
@@ -290,12 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 apply_weights_cache(load_config(sweep.base, overrides))
             _print_summary(run_sweep(sweep, args.overrides))
         elif args.command == "demo":
-            from fairweather.stages.demo import SMOKE_SWEEP, run_demo
+            from fairweather.stages.pipeline.demo import SMOKE_SWEEP, run_demo
 
             sweep = None if args.no_sweep else (args.sweep or SMOKE_SWEEP)
             run_demo(cfg, base=args.config, overrides=args.overrides, pool=args.pool, sweep=sweep)
         elif args.command == "import-pairs":
-            from fairweather.stages.import_pairs import run_import_pairs
+            from fairweather.stages.synth.import_pairs import run_import_pairs
 
             _print_summary(
                 run_import_pairs(cfg, args.folder, args.layout, args.dataset, weather=args.weather)

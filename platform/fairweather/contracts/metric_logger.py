@@ -1,7 +1,7 @@
 """The one small metric-logging protocol every stage uses, with no-op and on-disk implementations.
 
 Stages never import MLflow directly: they receive a :class:`MetricLogger`. The MLflow implementation lives in
-``fairweather.stages.tracking``; tests use :class:`DiskLogger` (inspectable JSON files) or :class:`NullLogger`.
+``fairweather.stages.infra.tracking``; tests use :class:`DiskLogger` (inspectable JSON files) or :class:`NullLogger`.
 Only rank 0 of a distributed job gets a real logger; the other ranks get a :class:`NullLogger`.
 """
 

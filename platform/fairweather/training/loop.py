@@ -1,6 +1,6 @@
 """The pieces of the training loop that do not need Ray: the batch stream of a rank, one iteration, the report window.
 
-``stages/train_worker.py`` (Ray Train) and the plain ``torch.distributed`` baseline of ``benchmarks/bench_train.py``
+``stages/train/worker.py`` (Ray Train) and the plain ``torch.distributed`` baseline of ``benchmarks/bench_train.py``
 both run their loop from these, so the two measure the same work.
 """
 

@@ -1,7 +1,7 @@
 """VLM assessment of images (METHOD.md "Image assessment with a VLM"): rating math, prompts, token ids,
 engine backends (transformers, optional vLLM), descriptions and their clear-weather rewrites.
 
-No Ray here: ``fairweather.stages.label`` runs ``label_images`` inside Ray Data actors.
+No Ray here: ``fairweather.stages.label.driver`` runs ``label_images`` inside Ray Data actors.
 """
 
 from fairweather.contracts.vocab import WEATHER_CLASSES

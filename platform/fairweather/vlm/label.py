@@ -1,6 +1,6 @@
 """Images -> label records through a VLM backend: rating, description (d_neg), clear rewrite (d_pos), weather.
 
-Pure orchestration over ``VLMBackend``; the Ray Data job (``fairweather.stages.label``) calls ``label_images``
+Pure orchestration over ``VLMBackend``; the Ray Data job (``fairweather.stages.label.driver``) calls ``label_images``
 on each batch inside its actors.
 """
 

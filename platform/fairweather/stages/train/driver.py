@@ -36,12 +36,16 @@ from fairweather.contracts.io import has_scheme
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import paired_view, real_view, table_versions
+from fairweather.stages.infra.runtime import is_private_local, ray_session, runs_path
+from fairweather.stages.infra.tracking import stage_run
+from fairweather.stages.train.report import (
+    ReportToLogger,
+    evaluate_checkpoint,
+    learn_prompts,
+    print_test_table,
+)
+from fairweather.stages.train.worker import StepHook, WorkerJob, train_loop_per_worker
 from fairweather.training.step import NonFiniteLossError
-
-from .runtime import is_private_local, ray_session, runs_path
-from .tracking import stage_run
-from .train_report import ReportToLogger, evaluate_checkpoint, learn_prompts, print_test_table
-from .train_worker import StepHook, WorkerJob, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +195,7 @@ def run_train(
 ) -> TrainSummary:
     """Train until ``until_step`` (default: every round), log to ``logger`` (default: a new MLflow run).
 
-    step_hook: see :data:`~fairweather.stages.train_worker.StepHook` (tests).
+    step_hook: see :data:`~fairweather.stages.train.worker.StepHook` (tests).
     callbacks: more Ray Train callbacks (a Tune trial's report to Tune), after the one that logs to ``logger``.
     """
     cfg = _absolute_paths(cfg)

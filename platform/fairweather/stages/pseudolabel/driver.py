@@ -36,12 +36,12 @@ from fairweather.contracts.tables import TableStore
 from fairweather.data.views import real_view
 from fairweather.metrics import Scorer
 from fairweather.pseudo import Rule
-from fairweather.training.state import load_state
-
-from .evaluate_actors import CheckpointRef, ScoreActor
-from .evaluate_io import KIND_CHECKPOINT, KIND_FILE, KIND_INPUT, BaselineOutputs
-from .preflight import check_weights
-from .pseudolabel_io import (
+from fairweather.stages.evaluate.actors import CheckpointRef, ScoreActor
+from fairweather.stages.evaluate.io import KIND_CHECKPOINT, KIND_FILE, KIND_INPUT, BaselineOutputs
+from fairweather.stages.infra.preflight import check_weights
+from fairweather.stages.infra.runtime import check_output_locations, is_private_local, ray_session
+from fairweather.stages.infra.tracking import stage_run
+from fairweather.stages.pseudolabel.io import (
     INPUT_SOURCE,
     Source,
     TimedRestoreActor,
@@ -50,9 +50,14 @@ from .pseudolabel_io import (
     store_candidates,
     work_rows,
 )
-from .pseudolabel_tables import CandidateWriter, candidate_row, decide, missing_scores, selected_stats
-from .runtime import check_output_locations, is_private_local, ray_session
-from .tracking import stage_run
+from fairweather.stages.pseudolabel.tables import (
+    CandidateWriter,
+    candidate_row,
+    decide,
+    missing_scores,
+    selected_stats,
+)
+from fairweather.training.state import load_state
 
 log = logging.getLogger(__name__)
 

@@ -36,13 +36,18 @@ from fairweather.contracts.io import relative_uri
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.metrics import METRICS, missing_weights
+from fairweather.stages.evaluate.actors import CheckpointRef, RestoreActor, ScoreActor
+from fairweather.stages.evaluate.io import (
+    INPUT_METHOD,
+    BaselineOutputs,
+    list_test_set,
+    read_work_batch,
+    work_rows,
+)
+from fairweather.stages.evaluate.report import ReportInfo, weather_means, write_report
+from fairweather.stages.infra.runtime import check_output_locations, is_private_local, ray_session
+from fairweather.stages.infra.tracking import stage_run
 from fairweather.training.state import load_state
-
-from .evaluate_actors import CheckpointRef, RestoreActor, ScoreActor
-from .evaluate_io import INPUT_METHOD, BaselineOutputs, list_test_set, read_work_batch, work_rows
-from .evaluate_report import ReportInfo, weather_means, write_report
-from .runtime import check_output_locations, is_private_local, ray_session
-from .tracking import stage_run
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,11 @@ from fairweather.contracts.config import FairweatherConfig, to_dict, to_yaml
 from fairweather.contracts.io import atomic_write_bytes, read_bytes
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.redact import redact
+from fairweather.stages.train.worker import GRID_FILE
 from fairweather.training.prompt_stage import learn_prompt_context, weather_examples
 from fairweather.training.setup import load_encoders, load_teacher
 from fairweather.training.state import MODEL_FILE, load_state
 from fairweather.training.validate import score_pairs, validation_scorers
-
-from .train_worker import GRID_FILE
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The pseudo-label job's work rows and its two Ray Data steps of its own; the rest is the evaluation job's.
 
 One work row per (pool image, candidate source) not yet in the lineage's history. The pipeline reuses evaluation's
-read step (:func:`fairweather.stages.evaluate_io.read_work_one`), restore actors and score actors; between them
+read step (:func:`fairweather.stages.evaluate.io.read_work_one`), restore actors and score actors; between them
 :func:`store_candidates` writes every restored image as a lossless PNG named by its sha256 (content-addressed: a
 rerun rewrites nothing, equal restorations share one file). The ``input`` candidate is the pool file itself (its
 image_id is already the sha256 of its bytes), so the pool is never copied.
@@ -25,9 +25,8 @@ import pyarrow as pa
 from PIL import Image
 
 from fairweather.contracts.io import has_scheme, write_if_changed
-
-from .evaluate_actors import RestoreActor, as_target_size
-from .evaluate_io import (
+from fairweather.stages.evaluate.actors import RestoreActor, as_target_size
+from fairweather.stages.evaluate.io import (
     KIND_CHECKPOINT,
     KIND_FILE,
     KIND_INPUT,

@@ -5,7 +5,7 @@ into the Hugging Face / open_clip caches that the loading code reads. The weight
 (``pseudo.metrics``, ``evaluate.metrics`` and ``evaluate.reference_metrics``) go where the scorers look for them: pyiqa's files into
 ``evaluate.scorer.weights_dir``, torch hub files into ``$TORCH_HOME/hub``, Hugging Face repositories into the HF cache
 (see :mod:`fairweather.metrics.weights`). ``--cache DIR`` (``runtime.weights_cache``) puts all of it into one
-folder (:mod:`fairweather.stages.preflight` says where each kind goes); on a cluster that is a folder every node
+folder (:mod:`fairweather.stages.infra.preflight` says where each kind goes); on a cluster that is a folder every node
 mounts, so Ray actors never download at start-up and nodes without network run with ``HF_HUB_OFFLINE=1``. The run
 ends by checking, with the same code every stage runs at start-up, that nothing the config needs is missing.
 """
@@ -22,9 +22,8 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.metrics import METRICS
 from fairweather.metrics.registry import NIQE_PARAMS
 from fairweather.metrics.weights import WeightFetchError, fetch_weights
+from fairweather.stages.infra.preflight import apply_weights_cache, hf_hub_cache, missing_weights_for
 from fairweather.tiny import is_tiny, resolve_model_ref
-
-from .preflight import apply_weights_cache, hf_hub_cache, missing_weights_for
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,8 @@ from ray.util.placement_group import placement_group_table, remove_placement_gro
 from fairweather.contracts.config import FairweatherConfig, SweepConfig, flatten, load_config
 from fairweather.contracts.config.sweep import VARIANT_KEY, trial_overrides
 from fairweather.contracts.metric_logger import MetricLogger
-
-from .rounds import run_rounds
-from .train_worker import StepHook
+from fairweather.stages.train.rounds import run_rounds
+from fairweather.stages.train.worker import StepHook
 
 #: What a trial function itself holds: nothing its trainer needs (the trainer asks for its workers); Ray refuses
 #: ``{"cpu": 0}`` alone, so a token amount of memory.

@@ -35,11 +35,10 @@ from fairweather.contracts.config import FairweatherConfig, SweepConfig, load_co
 from fairweather.contracts.config.sweep import VARIANT_KEY, trial_overrides
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.metric_logger import MetricLogger, NullLogger
-from fairweather.training.validate import validation_metric_names
-
-from .runtime import ray_session, runs_path
-from .sweep_report import TrialRow, best_row, print_report, write_report
-from .sweep_trial import (
+from fairweather.stages.infra.runtime import ray_session, runs_path
+from fairweather.stages.infra.tracking import child_run_ids, stage_run, ui_links
+from fairweather.stages.sweep.report import TrialRow, best_row, print_report, write_report
+from fairweather.stages.sweep.trial import (
     TRIAL_RESOURCES,
     MarkTrials,
     TrainerRegistry,
@@ -48,9 +47,9 @@ from .sweep_trial import (
     trial_name,
     trial_status,
 )
-from .tracking import child_run_ids, stage_run, ui_links
-from .train import storage_path
-from .train_worker import StepHook
+from fairweather.stages.train.driver import storage_path
+from fairweather.stages.train.worker import StepHook
+from fairweather.training.validate import validation_metric_names
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
+from fairweather.stages.evaluate.paper_numbers import (
+    ABLATION_METRICS,
+    PUBLISHED_ABLATION,
+    PUBLISHED_OVERALL,
+    SOURCE,
+)
 from fairweather.training.validate import image_grid
-
-from .paper_numbers import ABLATION_METRICS, PUBLISHED_ABLATION, PUBLISHED_OVERALL, SOURCE
 
 #: Weather columns of the paper's tables, in its order.
 WEATHERS: tuple[str, ...] = ("rain", "haze", "snow", "overall")

@@ -28,15 +28,14 @@ from fairweather.contracts.config import FairweatherConfig, to_dict
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import table_versions
-
-from .evaluate import run_evaluate
-from .label import run_label
-from .label_io import list_pool
-from .preflight import check_weights
-from .pseudolabel import run_pseudolabel
-from .rounds import learn_run_prompts, lineage_of, pinned, run_rounds
-from .runtime import check_output_locations, ray_session
-from .tracking import closing, stage_run
+from fairweather.stages.evaluate.driver import run_evaluate
+from fairweather.stages.infra.pool import list_pool
+from fairweather.stages.infra.preflight import check_weights
+from fairweather.stages.infra.runtime import check_output_locations, ray_session
+from fairweather.stages.infra.tracking import closing, stage_run
+from fairweather.stages.label.driver import run_label
+from fairweather.stages.pseudolabel.driver import run_pseudolabel
+from fairweather.stages.train.rounds import learn_run_prompts, lineage_of, pinned, run_rounds
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Hugging Face repositories (VLM, Depth Anything, open_clip's CLIP, timm backbones
 ``<cache>/huggingface`` (``HF_HOME``), torch hub files (OpenAI CLIP for CLIP-IQA/LIQE, AlexNet) and pyiqa's own files
 and NIQE's parameters under ``<cache>/torch`` (``TORCH_HOME``; pyiqa's folder is ``<cache>/torch/hub/pyiqa`` unless
 ``evaluate.scorer.weights_dir`` says otherwise). :func:`apply_weights_cache` exports those variables before any
-loader is imported (the CLI calls it first), and :func:`fairweather.stages.runtime.ray_session` hands
+loader is imported (the CLI calls it first), and :func:`fairweather.stages.infra.runtime.ray_session` hands
 :func:`weights_env` to every Ray worker through the job's ``runtime_env`` (``cluster.yaml`` also exports them on
 every node). Workers without network then run with ``HF_HUB_OFFLINE=1``.
 

@@ -35,15 +35,20 @@ from fairweather.contracts.config.vlm import VLMConfig
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
+from fairweather.stages.infra.pool import (
+    RESULT_SCHEMA,
+    PoolListing,
+    item_pixels,
+    list_pool,
+    read_decode_batch,
+)
+from fairweather.stages.infra.preflight import check_weights
+from fairweather.stages.infra.runtime import check_output_locations, is_private_local, ray_session
+from fairweather.stages.infra.tracking import stage_run
+from fairweather.stages.label.report import log_label_report
+from fairweather.stages.label.tables import ResultWriter, done_image_ids, finish_tables
 from fairweather.tiny import resolve_model_ref
 from fairweather.vlm import ImageLabel, VLMBackend, build_backend, label_images, prompt_versions
-
-from .label_io import RESULT_SCHEMA, PoolListing, item_pixels, list_pool, read_decode_batch
-from .label_report import log_label_report
-from .label_tables import ResultWriter, done_image_ids, finish_tables
-from .preflight import check_weights
-from .runtime import check_output_locations, is_private_local, ray_session
-from .tracking import stage_run
 
 log = logging.getLogger(__name__)
 

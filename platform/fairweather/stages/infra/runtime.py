@@ -21,8 +21,7 @@ from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.config.runtime import RuntimeConfig
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import check_writable
-
-from .preflight import weights_env
+from fairweather.stages.infra.preflight import weights_env
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@
 One process and one model copy, file after file, with a progress bar on a terminal. No Ray: a folder of photos
 is restored by a single network on one device, so Ray would only add start-up time; large sets are the
 evaluation stage's job. Each file is read and decoded under the labeling stage's rules
-(:func:`fairweather.stages.label_io.read_decode_one`: EXIF orientation applied, 16-bit/RGBA/CMYK/grayscale
+(:func:`fairweather.stages.infra.pool.read_decode_one`: EXIF orientation applied, 16-bit/RGBA/CMYK/grayscale
 converted, empty, truncated, non-image and over-``data.max_image_pixels`` files rejected with a reason), restored
 in tiles of ``model.tile`` pixels (a 24-Mpx photo costs the image plus one tile of activations), and written
-atomically in its own format (:mod:`fairweather.stages.restore_files`). A file that fails is reported and skipped;
+atomically in its own format (:mod:`fairweather.stages.restore.files`). A file that fails is reported and skipped;
 the others are restored. The command fails only when every listed file failed.
 
 The network and its config come from the checkpoint by default, so any training run's checkpoint restores with
@@ -26,10 +26,9 @@ from tqdm import tqdm
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import atomic_write_bytes, check_writable, read_bytes
+from fairweather.stages.infra.pool import item_pixels, read_decode_one
+from fairweather.stages.restore.files import encode_like, plan_restore
 from fairweather.training.restorer import Restorer, load_restorer
-
-from .label_io import item_pixels, read_decode_one
-from .restore_files import encode_like, plan_restore
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,8 @@ from fairweather.contracts.config.evaluate import ScorerConfig
 from fairweather.contracts.config.vlm import VLMConfig
 from fairweather.data.batches import to_tensor
 from fairweather.metrics import Scorer, build_scorer
+from fairweather.stages.evaluate.io import KIND_CHECKPOINT, WORK_SCHEMA, pixels_of
 from fairweather.training.restorer import load_restorer
-
-from .evaluate_io import KIND_CHECKPOINT, WORK_SCHEMA, pixels_of
 
 log = logging.getLogger(__name__)
 

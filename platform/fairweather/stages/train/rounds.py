@@ -38,16 +38,15 @@ from fairweather.contracts.io import full_uri
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import paired_view, real_view, table_versions
-
-from .preflight import check_weights
-from .pseudolabel import PseudolabelSummary, run_pseudolabel
-from .pseudolabel_tables import lineage_rows
-from .rounds_report import log_selection_plot, update_complete
-from .runtime import ray_session
-from .tracking import closing, stage_run
-from .train import default_lineage, run_train, storage_path
-from .train_report import PROMPTS_FILE, learn_prompts
-from .train_worker import StepHook
+from fairweather.stages.infra.preflight import check_weights
+from fairweather.stages.infra.runtime import ray_session
+from fairweather.stages.infra.tracking import closing, stage_run
+from fairweather.stages.pseudolabel.driver import PseudolabelSummary, run_pseudolabel
+from fairweather.stages.pseudolabel.tables import lineage_rows
+from fairweather.stages.train.driver import default_lineage, run_train, storage_path
+from fairweather.stages.train.report import PROMPTS_FILE, learn_prompts
+from fairweather.stages.train.rounds_report import log_selection_plot, update_complete
+from fairweather.stages.train.worker import StepHook
 
 #: ``(cfg, logger, *, lineage, checkpoint, round_index) -> PseudolabelSummary``: the update (``run_pseudolabel``).
 Pseudolabel = Callable[..., PseudolabelSummary]
@@ -132,7 +131,7 @@ def run_rounds(
     """Train ``train.rounds`` rounds with pseudo-label updates between them (see the module docstring).
 
     logger: the parent run (default: the ``train`` stage's MLflow run keyed by the run name, reopened by a rerun).
-    step_hook, callbacks: passed to every round's :func:`~fairweather.stages.train.run_train`.
+    step_hook, callbacks: passed to every round's :func:`~fairweather.stages.train.driver.run_train`.
     pseudolabel: the update job (tests inject a fast one, or one that fails).
     """
     if cfg.pseudo.refresh_descriptions:

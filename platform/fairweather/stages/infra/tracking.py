@@ -33,8 +33,7 @@ import fairweather
 from fairweather.contracts.config import FairweatherConfig, flatten, to_dict, to_yaml
 from fairweather.contracts.metric_logger import MetricLogger, NullLogger
 from fairweather.contracts.redact import redact
-
-from .runtime import artifact_root, tracking_uri
+from fairweather.stages.infra.runtime import artifact_root, tracking_uri
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The files of ``fairweather restore``: what to read, where each result goes, and how it is written back.
 
-Inputs are listed with the labeling stage's rules (:func:`fairweather.stages.label_io.list_pool`: image suffixes,
+Inputs are listed with the labeling stage's rules (:func:`fairweather.stages.infra.pool.list_pool`: image suffixes,
 no link loops, every skipped entry reported). Each result keeps its file's relative path and name under the
 output folder, and a run never writes where an input lives: an output folder equal to or inside the input
 folder, or any result path that would land on an input, is refused before anything is written.
@@ -26,8 +26,7 @@ from PIL import Image
 
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import filesystem_for, full_uri
-
-from .label_io import PoolError, list_pool
+from fairweather.stages.infra.pool import PoolError, list_pool
 
 #: EXIF tag of the orientation (rotation/flip a viewer applies).
 ORIENTATION_TAG = 0x0112
@@ -70,7 +69,7 @@ def plan_restore(source: str, output: str, *, follow_links_out: bool = False) ->
     """The files of ``source`` (a folder, listed recursively, or one image file) and their paths under ``output``.
 
     Raises :class:`OverwriteError` when a result would land on or among the inputs, and
-    :class:`fairweather.stages.label_io.PoolError` when ``source`` does not exist or lists no image.
+    :class:`fairweather.stages.infra.pool.PoolError` when ``source`` does not exist or lists no image.
     """
     fs, path = filesystem_for(source)
     kind = fs.get_file_info(path).type

@@ -1,7 +1,7 @@
 """The evaluation job's inputs: test sets listed on the driver, one work row per (image, method), read in tasks.
 
 A test set is ``paired:<split>`` (the ``paired`` table: inputs with clean targets), or a folder / glob / manifest of
-images listed under the labeling stage's rules (:func:`fairweather.stages.label_io.list_pool`: weather from the
+images listed under the labeling stage's rules (:func:`fairweather.stages.infra.pool.list_pool`: weather from the
 sub-folder name or the manifest, nothing skipped silently). Each image is scored once per method: ``input`` (the
 untouched image), every checkpoint (restored in actors), every baseline folder (another method's output for the
 same image, matched by name). :func:`read_work_batch` turns every work row into exactly one row: ``ok`` with the
@@ -22,8 +22,7 @@ from fairweather.contracts.tables import TableStore
 from fairweather.contracts.vocab import IMAGE_SUFFIXES
 from fairweather.data.views import paired_view
 from fairweather.imaging import ImageDecodeError, decode_image, limit_short_side
-
-from .label_io import list_pool
+from fairweather.stages.infra.pool import list_pool
 
 log = logging.getLogger(__name__)
 

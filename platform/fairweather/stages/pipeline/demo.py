@@ -19,12 +19,11 @@ import fairweather
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.config.sweep import load_sweep
 from fairweather.contracts.errors import FairweatherError
-
-from .pipeline import PipelineSummary, run_pipeline
-from .prefetch import PrefetchSummary, run_prefetch
-from .runtime import ray_session
-from .sweep import SweepSummary, run_sweep
-from .synth import SynthSummary, run_synth
+from fairweather.stages.infra.prefetch import PrefetchSummary, run_prefetch
+from fairweather.stages.infra.runtime import ray_session
+from fairweather.stages.pipeline.driver import PipelineSummary, run_pipeline
+from fairweather.stages.sweep.driver import SweepSummary, run_sweep
+from fairweather.stages.synth.driver import SynthSummary, run_synth
 
 #: The sweep the demo runs: ``sweeps/smoke.yaml`` of the source checkout the package runs from.
 SMOKE_SWEEP = Path(fairweather.__file__).resolve().parents[2] / "sweeps" / "smoke.yaml"

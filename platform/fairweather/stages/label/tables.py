@@ -21,8 +21,7 @@ import pyarrow.compute as pc
 
 from fairweather.contracts.io import relative_uri
 from fairweather.contracts.tables import TableStore
-
-from .label_io import RESULT_SCHEMA
+from fairweather.stages.infra.pool import RESULT_SCHEMA
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""`fairweather pseudolabel`: restore, score and select pseudo-labels for the real pool (Ray Data)."""

@@ -1,0 +1,1 @@
+"""`fairweather restore`: restore a folder of photos with a trained checkpoint (tiled)."""

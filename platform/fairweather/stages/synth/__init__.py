@@ -1,0 +1,1 @@
+"""`fairweather synth` and `import-pairs`: the labeled paired set, generated or imported."""

@@ -1,0 +1,1 @@
+"""`fairweather train`: Ray Train DDP training, one run or the pseudo-label rounds."""
