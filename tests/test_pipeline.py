@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fairweather.contracts.tables import TableStore
-from fairweather.stages import pipeline
+from fairweather.stages.pipeline import driver as pipeline
 from fairweather.stages.infra.runtime import tracking_uri
 from fairweather.stages.synth.driver import run_synth
 

@@ -150,7 +150,7 @@ def selected(cfg, ids: dict[str, str]) -> dict[str, str]:
 def test_init_then_round_replaces_only_improvements_keeps_history_and_reruns_change_nothing(
     setup, monkeypatch
 ):
-    from fairweather.stages import pseudolabel as stage
+    from fairweather.stages.pseudolabel import driver as stage
 
     root, cfg, ids = setup
     logger = DiskLogger(root / "logger")
