@@ -3,9 +3,13 @@
 A location is a local path (relative allowed) or a URI (``file://``, ``s3://bucket/x``, ``gs://bucket/x``). Every
 stage and the science code read, write and list through these functions, so the rules hold everywhere:
 
-- writes are atomic: bytes go to a hidden staging sibling (``.<name>.<random>.tmp``) that is then renamed into
-  place (a server-side copy on object stores), so a reader never sees a half-written file and plain Parquet readers
-  (pandas, pyarrow) ignore leftovers of a crash;
+- writes are atomic: bytes go to a hidden staging sibling (``.<name>.<random>.tmp``) that is then renamed over the
+  target with ``os.replace`` (a server-side copy on object stores), so a reader never sees a half-written file and
+  plain Parquet readers (pandas, pyarrow) ignore leftovers of a crash; ``durable=True`` (checkpoints, model files)
+  also fsyncs the staged bytes before the rename and the folder after it, so not even a power loss leaves a
+  truncated file (an fsync costs milliseconds, too much for every generated or restored image); a full disk raises
+  :class:`DiskFullError` with the previous version of the file intact. :func:`atomic_write_bytes` is the one place
+  that writes a file (tables, checkpoints, images, reports all go through it);
 - listing never descends into a directory twice (real paths are compared, so ``up -> ..`` links cannot loop),
   never leaves the listed root through a link unless asked, and reports every entry it skipped with the reason
   (hidden, dangling link, link outside the root, wrong suffix, name that is not UTF-8) instead of dropping it;
@@ -16,6 +20,7 @@ stage and the science code read, write and list through these functions, so the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import posixpath
@@ -36,6 +41,21 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 class LocationError(FairweatherError):
     """An output location cannot be written (a file where a folder should be, no permission, ...)."""
+
+
+class DiskFullError(FairweatherError, OSError):
+    """The disk (or the user's quota) filled up while a file was written; the file's previous version is intact.
+
+    An :class:`OSError` too (``errno`` is ``ENOSPC`` or ``EDQUOT``), so callers that handle I/O errors keep working.
+    """
+
+    def __init__(self, message: str, code: int = errno.ENOSPC):
+        super().__init__(message)
+        self.errno = code
+
+
+#: errno values of a full disk or quota.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @functools.lru_cache(maxsize=32)
@@ -74,22 +94,69 @@ def read_bytes(uri: str) -> bytes:
         return stream.read()
 
 
-def atomic_write_bytes(uri: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``uri`` so that readers see either the old file or the complete new one, never a part."""
-    fs, path = filesystem_for(os.fspath(uri))
-    parent, name = posixpath.split(path)
-    fs.create_dir(parent, recursive=True)
-    staging = f"{parent}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
+def _fsync_folder(folder: str) -> None:
+    """Make a rename in ``folder`` durable; best effort where the filesystem cannot fsync a folder."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_local(path: str, data: bytes, durable: bool) -> None:
+    """Staging file in the same folder, write (``durable``: flush + fsync), ``os.replace`` over ``path`` (``durable``:
+    fsync the folder)."""
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    staging = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with fs.open_output_stream(staging) as sink:
+        with open(staging, "xb") as sink:
             sink.write(data)
-        fs.move(staging, path)
+            if durable:
+                sink.flush()
+                os.fsync(sink.fileno())
+        os.replace(staging, path)
     except BaseException:
         with contextlib.suppress(
             OSError
         ):  # nothing was staged, or it is already gone: the error is what matters
-            fs.delete_file(staging)
+            os.unlink(staging)
         raise
+    if durable:
+        _fsync_folder(parent)
+
+
+def atomic_write_bytes(uri: str | os.PathLike, data: bytes, *, durable: bool = False) -> None:
+    """Write ``data`` to ``uri`` so that readers see either the old file or the complete new one, never a part.
+
+    durable: on a local disk, fsync the file before and its folder after the rename, so the new file survives a
+        power loss whole (checkpoints); object stores are durable once the copy returns.
+    Raises :class:`DiskFullError` (one line naming the file) when the disk fills up; the previous version of the
+    file is then kept.
+    """
+    uri = os.fspath(uri)
+    fs, path = filesystem_for(uri)
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            _write_local(path, data, durable)
+            return
+        parent, name = posixpath.split(path)
+        fs.create_dir(parent, recursive=True)
+        staging = f"{parent}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            with fs.open_output_stream(staging) as sink:
+                sink.write(data)
+            fs.move(staging, path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # nothing was staged, or it is already gone
+                fs.delete_file(staging)
+            raise
+    except OSError as err:
+        if err.errno not in _DISK_FULL:
+            raise
+        kept = "the previous version is kept" if os.path.exists(path) else "nothing was written"
+        raise DiskFullError(f"disk full while writing {uri}: {kept}", err.errno) from err
 
 
 def write_if_changed(uri: str | os.PathLike, data: bytes) -> bool:

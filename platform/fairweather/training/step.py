@@ -9,7 +9,10 @@ in the all-reduce forever.
 A non-finite term or total stops the step *before* ``optimizer.step()``: the backward still runs (so the ranks of a
 DDP job stay in step with each other's all-reduce), the poisoned gradients are dropped, and
 :class:`NonFiniteLossError` names the term(s) and the step. A NaN on another rank reaches this rank through the
-averaged gradients; the gradient-norm check catches that case with the same error.
+averaged gradients; the gradient-norm check catches that case with the same error. After ``optimizer.step()`` the
+weights are checked too (one fused norm over every trained tensor, one host sync): a learning rate that makes them
+overflow (1e30) stops the run with :class:`NonFiniteError` at that step, before any checkpoint of it is written,
+instead of feeding inf weights to the next forward, the EMA teacher and the validation.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fairweather.contracts.errors import FairweatherError
 from fairweather.losses import CompositeLoss, LossContext
 from fairweather.models import RestorationNet
 
@@ -72,7 +76,13 @@ class StepResult:
     grad_norm: float  # before clipping
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteError(FairweatherError, RuntimeError):
+    """Training diverged: a loss, the gradient or the weights became NaN/inf. The message names the step; nothing
+    of that step may be saved (the last good checkpoint stays the latest), and a rerun with the same settings fails
+    the same way."""
+
+
+class NonFiniteLossError(NonFiniteError):
     """A loss term, the total or the gradient became NaN/inf; raised before the optimizer could apply it."""
 
 
@@ -152,6 +162,7 @@ def train_step(
     Raises:
         NonFiniteLossError: a term, the total or the gradient norm is NaN/inf; the parameters are unchanged and
             the gradients cleared.
+        NonFiniteError: the optimizer step overflowed or left a weight NaN/inf (the weights are spoiled: stop).
     """
     inputs = batch.paired_input if not batch.num_real else torch.cat([batch.paired_input, batch.real_input])
     autocast = (
@@ -178,11 +189,42 @@ def train_step(
         # Nobody may step with these gradients, not even a caller that catches the error.
         optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLossError(f"{problem} at step {step}; the optimizer step was skipped")
-    optimizer.step()
+    lr = optimizer.param_groups[0]["lr"]
+    try:
+        optimizer.step()
+    except RuntimeError as err:  # Adam's step size past float32's range (lr 3e38): "... without overflow"
+        if "overflow" not in str(err):
+            raise
+        raise NonFiniteError(
+            f"the optimizer step overflowed at step {step} (learning rate {lr:g}): lower train.lr"
+        ) from None
+    _check_weights(model, step, lr)
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return StepResult(loss=total_value, terms=terms, applied=applied, grad_norm=norm_value)
+
+
+def _check_weights(model: nn.Module, step: int, lr: float) -> None:
+    """Raise :class:`NonFiniteError` when a trained weight is NaN/inf or so large that the norm overflows.
+
+    One fused norm per tensor (``torch._foreach_norm``) summed on the device and one host sync per step: a NaN or
+    inf anywhere makes the sum non-finite, and so do weights past ~1e19 whose squares overflow float32 (such a
+    network's next forward overflows anyway).
+    """
+    params = [p.detach() for p in model.parameters() if p.requires_grad]
+    if not params:
+        return
+    total = torch.stack([norm.float() for norm in torch._foreach_norm(params)]).sum()
+    if not torch.isfinite(total):
+        raise NonFiniteError(
+            f"the weights became non-finite after the optimizer step at step {step} (their norm is "
+            f"{float(total)}, learning rate {lr:g}): lower train.lr"
+        )
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _non_finite(
@@ -199,7 +241,9 @@ def _non_finite(
     if not math.isfinite(total):
         return f"the total loss became {total}"
     if not math.isfinite(grad_norm):
-        return f"the gradient norm became {grad_norm} (a non-finite loss on another rank reaches every rank's gradients)"
+        if _world_size() > 1:
+            return f"the gradient norm became {grad_norm} (a non-finite loss on another rank reaches every rank's gradients)"
+        return f"the gradient norm became {grad_norm} although every loss term is finite"
     return None
 
 

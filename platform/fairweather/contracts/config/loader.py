@@ -3,13 +3,16 @@
 A config file is parsed into a tree of frozen dataclasses. Every key must exist in the dataclass it lands in
 and every value must have the field's type; otherwise a :class:`ConfigError` names the key and the file.
 Overrides use the same dotted paths as the YAML (``loss.weights.ps=0.3``); their values are parsed as YAML
-scalars/lists, so ``model.arch=nafnet`` and ``synth.size=[64,64]`` both work.
+scalars/lists, so ``model.arch=nafnet`` and ``synth.size=[64,64]`` both work. Files and overrides are read by one
+YAML loader (:func:`load_yaml`) that also takes YAML 1.2 exponent floats: PyYAML follows YAML 1.1, where ``1e-4``,
+``3E5`` and ``1.0e4`` (no dot, or no exponent sign) are strings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -21,6 +24,23 @@ import yaml
 from fairweather.contracts.errors import FairweatherError
 
 T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader plus YAML 1.2 floats with an exponent: ``1e4``, ``1e-4``, ``3E5``, ``1.0e4``, ``.5e3``."""
+
+
+# Tried after PyYAML's own resolvers (bool, float, int, ...), so it only adds what YAML 1.1 leaves a string.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text safely (no tags that build objects), with exponent floats as numbers."""
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(FairweatherError, ValueError):
@@ -76,6 +96,10 @@ POSITIVE = Range(0, low_open=True)
 NON_NEGATIVE = Range(0)
 AT_LEAST_ONE = Range(1)
 UNIT_INTERVAL = Range(0, 1)
+#: Every learning rate (``train.lr``, ``loss.prompt_fit_lr``): finite, > 0 and at most 1. Adam-type optimisers
+#: step each weight by about the learning rate, so more than 1 only destroys the weights (3e38 overflows inside
+#: Adam); the shipped profiles use 1e-4 to 5e-3.
+LEARNING_RATE = Range(0, 1, low_open=True)
 
 
 def check_ranges(config: Any, **ranges: Range) -> None:
@@ -234,7 +258,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} is not of the form key=value", source="command line")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -269,7 +293,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         raise ConfigError("not a YAML text file (it is not UTF-8 text)", source=str(path)) from err
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"malformed YAML: {err}", source=str(path)) from err
     if data is None:

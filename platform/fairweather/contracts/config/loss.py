@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .loader import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, FieldRangeError, check_ranges
+from .loader import AT_LEAST_ONE, LEARNING_RATE, NON_NEGATIVE, POSITIVE, FieldRangeError, check_ranges
 
 #: The two kinds of training images: labeled synthetic ``paired`` data and the unlabeled ``real`` pool.
 Domain = Literal["paired", "real"]
@@ -64,7 +64,7 @@ class LossConfig:
     prompt_context_len: int = 16
     #: Optimiser steps of stage-1 weather prompt learning (CLIP frozen, only the prompt context trains).
     prompt_fit_steps: int = 100
-    #: Adam learning rate of the prompt context vectors in stage 1.
+    #: Adam learning rate of the prompt context vectors in stage 1; in (0, 1].
     prompt_fit_lr: float = 5e-3
     #: Weather-labelled images per stage-1 step.
     prompt_fit_batch_size: int = 16
@@ -75,6 +75,6 @@ class LossConfig:
             charbonnier_eps=POSITIVE,
             prompt_context_len=AT_LEAST_ONE,
             prompt_fit_steps=NON_NEGATIVE,
-            prompt_fit_lr=POSITIVE,
+            prompt_fit_lr=LEARNING_RATE,
             prompt_fit_batch_size=AT_LEAST_ONE,
         )

@@ -9,7 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .loader import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, FieldRangeError, Range, check_ranges
+from .loader import (
+    AT_LEAST_ONE,
+    LEARNING_RATE,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT_INTERVAL,
+    FieldRangeError,
+    Range,
+    check_ranges,
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,8 @@ class TrainConfig:
     #: Square training crop; images smaller than this are padded by reflection first.
     crop_size: int = 256
     #: AdamW peak learning rate, reached after ``warmup_steps`` linear steps, then a cosine decay to
-    #: ``lr * min_lr_ratio`` at the last step of the run.
+    #: ``lr * min_lr_ratio`` at the last step of the run. In (0, 1] (``loader.LEARNING_RATE``). A resumed run
+    #: with a pinned ``run_name`` takes a changed value from the step it resumes at.
     lr: float = 2e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 500
@@ -102,7 +112,7 @@ class TrainConfig:
                 ("real_batch_size", "warmup_steps", "val_images", "val_real_images", "max_failures"),
                 NON_NEGATIVE,
             ),
-            lr=POSITIVE,
+            lr=LEARNING_RATE,
             weight_decay=NON_NEGATIVE,
             min_lr_ratio=UNIT_INTERVAL,
             grad_clip=NON_NEGATIVE,
