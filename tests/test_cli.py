@@ -30,6 +30,8 @@ EXPECTED = {
     "restore",
     "prefetch",
     "synth",
+    "import-pairs",
+    "config",
 }
 
 
@@ -37,9 +39,68 @@ def test_every_subcommand_exists_with_help(capsys):
     assert set(COMMANDS) == EXPECTED
     for name in EXPECTED:
         with pytest.raises(SystemExit) as exit_:
-            build_parser().parse_args([name, "--help"])
+            build_parser().parse_args([name, "show", "--help"] if name == "config" else [name, "--help"])
         assert exit_.value.code == 0
-        assert "--config" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "--config" in out and (name == "config" or COMMANDS[name].help.split()[0] in out)
+
+
+def test_one_dispatch_table_of_plain_functions():
+    """Every subcommand, config show and import-pairs included, is one entry of COMMANDS whose ``run`` is a function
+    (its stage imported inside it): no module:function strings, no second dispatch path."""
+    source = (REPO / "platform" / "fairweather" / "cli.py").read_text()
+    assert "importlib" not in source and "elif args.command" not in source
+    assert all(callable(c.run) and callable(c.arguments) for c in COMMANDS.values())
+
+
+def test_help_is_fast_to_import_and_documents_the_exit_codes():
+    code = (
+        "import sys\nfrom fairweather.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as e:\n"
+        "    heavy = [m for m in ('torch', 'ray', 'mlflow', 'transformers') if m in sys.modules]\n"
+        "    print('HEAVY', heavy, e.code)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert "HEAVY [] 0" in result.stdout, result.stderr
+    text = " ".join(result.stdout.split())
+    for words in (
+        "Exit codes: 0 done",
+        "1 the job ran and failed",
+        "2 a user or input error",
+        "130 interrupted",
+    ):
+        assert words in text
+
+
+def test_a_usage_error_is_one_line_with_exit_code_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--no-such-flag"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unrecognized arguments: --no-such-flag" in err
+
+
+def test_a_failed_job_exits_1_and_a_crash_keeps_its_traceback(monkeypatch, capsys):
+    import dataclasses
+
+    from fairweather import cli
+    from fairweather.contracts.errors import JobFailedError
+
+    def failed(args, cfg):
+        raise JobFailedError("no trial of sweep x completed:\n2 trials: ValueError: boom")
+
+    def crashed(args, cfg):
+        raise RuntimeError("deep inside, at http://user:pw@host/")
+
+    monkeypatch.setitem(cli.COMMANDS, "synth", dataclasses.replace(cli.COMMANDS["synth"], run=failed))
+    assert main(["synth"]) == 1
+    assert capsys.readouterr().err.startswith(
+        "fairweather synth: failed: no trial of sweep x completed:\n2 trials"
+    )
+    monkeypatch.setitem(cli.COMMANDS, "synth", dataclasses.replace(cli.COMMANDS["synth"], run=crashed))
+    assert main(["synth"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "pw@" not in err.splitlines()[-1]
+    assert err.splitlines()[-1] == "fairweather synth: failed: RuntimeError: deep inside, at http://***@host/"
 
 
 def test_missing_config_is_one_line_not_a_traceback():

@@ -12,10 +12,11 @@ from PIL import Image
 
 from fairweather.cli import main
 from fairweather.contracts.config import load_config
+from fairweather.contracts.errors import FairweatherError
 from fairweather.stages.infra.preflight import (
     WeightsMissingError,
-    apply_weights_cache,
     check_weights,
+    export_weights_cache,
     hf_hub_cache,
     missing_weights_for,
     weights_env,
@@ -53,16 +54,41 @@ def _fake_hf_repo(cache: Path, repo: str, files: tuple[str, ...] = ("config.json
 
 
 def test_weights_env_puts_every_cache_below_one_folder(tmp_path, monkeypatch):
-    for name in _CACHE_VARS:
-        monkeypatch.delenv(name, raising=False)
-    cfg = load_config("smoke", [f"runtime.weights_cache={tmp_path}"])
-    assert apply_weights_cache(cfg) == {
+    for name in _CACHE_VARS:  # recorded (then removed), so what the export sets is undone after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    assert export_weights_cache(tmp_path) == {
         "HF_HOME": str(tmp_path / "huggingface"),
         "TORCH_HOME": str(tmp_path / "torch"),
     }
     assert os.environ["HF_HOME"] == str(tmp_path / "huggingface")
     assert hf_hub_cache() == tmp_path / "huggingface" / "hub"
-    assert apply_weights_cache(load_config("smoke")) == {}  # unset: the libraries' own caches
+    assert export_weights_cache(None) == {}  # unset: the libraries' own caches
+
+
+def test_a_stage_never_changes_the_caches_and_refuses_a_process_pointed_elsewhere(
+    tmp_path, monkeypatch, capsys
+):
+    """The face sets the weights cache once at start-up; a stage called directly in a process whose caches point
+    elsewhere is refused (it used to export the variables itself, after Hugging Face had read them at import)."""
+    from fairweather.stages.infra.prefetch import run_prefetch
+
+    for name in _CACHE_VARS:  # recorded (then removed), so what the command below exports is undone too
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "elsewhere"))
+    cfg = load_config(
+        "smoke", [f"runtime.weights_cache={tmp_path / 'cache'}", f"runtime.model_cache_dir={tmp_path}"]
+    )
+    for call in (lambda: run_prefetch(cfg), lambda: check_weights(cfg, "label")):
+        with pytest.raises(
+            FairweatherError, match=r"caches point elsewhere \(HF_HOME=.*elsewhere, TORCH_HOME=\(unset\)"
+        ):
+            call()
+    assert os.environ["HF_HOME"] == str(tmp_path / "elsewhere") and "TORCH_HOME" not in os.environ
+    # The command line points them at the cache before any stage runs.
+    assert main(["prefetch", "--cache", str(tmp_path / "cache"), f"runtime.model_cache_dir={tmp_path}"]) == 0
+    assert os.environ["HF_HOME"] == str(tmp_path / "cache" / "huggingface")
 
 
 def test_an_empty_cache_names_every_missing_weight_and_the_prefetch_command(empty_cache):

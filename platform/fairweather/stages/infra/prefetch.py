@@ -22,7 +22,7 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.metrics import METRICS
 from fairweather.metrics.registry import NIQE_PARAMS
 from fairweather.metrics.weights import WeightFetchError, fetch_weights
-from fairweather.stages.infra.preflight import apply_weights_cache, hf_hub_cache, missing_weights_for
+from fairweather.stages.infra.preflight import check_weights_cache, hf_hub_cache, missing_weights_for
 from fairweather.tiny import is_tiny, resolve_model_ref
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def run_prefetch(cfg: FairweatherConfig) -> PrefetchSummary:
     """Build or download the VLM, the CLIP encoder and the Depth Anything encoder named by ``cfg``, and the
     weights of its pseudo-label scorers and evaluation metrics, into ``runtime.weights_cache`` when set."""
     start = time.perf_counter()
-    apply_weights_cache(cfg)  # the CLI did this already; a direct call (tests, notebooks) needs it too
+    check_weights_cache(cfg)  # the caches point at runtime.weights_cache (the CLI set them at start-up)
     cache = cfg.runtime.model_cache_dir
     clip = cfg.encoders.clip
     fetchers = {

@@ -4,10 +4,17 @@
 Hugging Face repositories (VLM, Depth Anything, open_clip's CLIP, timm backbones, Q-Align) under
 ``<cache>/huggingface`` (``HF_HOME``), torch hub files (OpenAI CLIP for CLIP-IQA/LIQE, AlexNet) and pyiqa's own files
 and NIQE's parameters under ``<cache>/torch`` (``TORCH_HOME``; pyiqa's folder is ``<cache>/torch/hub/pyiqa`` unless
-``evaluate.scorer.weights_dir`` says otherwise). :func:`apply_weights_cache` exports those variables before any
-loader is imported (the CLI calls it first), and :func:`fairweather.stages.infra.runtime.ray_session` hands
-:func:`weights_env` to every Ray worker through the job's ``runtime_env`` (``cluster.yaml`` also exports them on
-every node). Workers without network then run with ``HF_HUB_OFFLINE=1``.
+``evaluate.scorer.weights_dir`` says otherwise).
+
+Where the cache is set, explicitly and once: the command line (the face) calls :func:`export_weights_cache` right
+after loading the config and before it imports any stage, so every loader in the process reads the cache from
+``HF_HOME`` / ``TORCH_HOME`` (Hugging Face libraries read them once, at import: set later, they would be ignored);
+:func:`fairweather.stages.infra.runtime.ray_session` hands :func:`weights_env` to every Ray worker through the job's
+``runtime_env`` (``cluster.yaml`` also exports them on every node). Stage code never changes the environment: a
+stage called directly (a notebook, a test) with ``runtime.weights_cache`` set in a process whose caches point
+elsewhere is refused by :func:`check_weights_cache` (export the variables before starting Python, or run the
+``fairweather`` command), instead of loading from, or downloading into, another folder. Workers without network then
+run with ``HF_HUB_OFFLINE=1``.
 
 :func:`check_weights` runs at a stage's start, before Ray or MLflow: every missing item is named, with the
 ``fairweather prefetch`` command that fetches them, instead of a download timeout deep inside a Ray actor.
@@ -16,7 +23,9 @@ every node). Workers without network then run with ``HF_HUB_OFFLINE=1``.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +33,8 @@ from pathlib import Path
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.config.root import CONFIG_DIR
 from fairweather.contracts.errors import FairweatherError
+
+log = logging.getLogger(__name__)
 
 #: open_clip's weight file names in a Hugging Face repository (safetensors first, as open_clip tries them).
 _OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -49,14 +60,43 @@ def weights_env(cache: str | os.PathLike) -> dict[str, str]:
     return {"HF_HOME": str(root / "huggingface"), "TORCH_HOME": str(root / "torch")}
 
 
-def apply_weights_cache(cfg: FairweatherConfig) -> dict[str, str]:
-    """Export :func:`weights_env` of ``runtime.weights_cache`` into this process (a no-op when unset); returns what
-    was set. Call it before Hugging Face libraries are imported: they read ``HF_HOME`` once, at import."""
-    if not cfg.runtime.weights_cache:
+def export_weights_cache(cache: str | os.PathLike | None) -> dict[str, str]:
+    """Point this process's weight caches at ``cache`` (``runtime.weights_cache``; a no-op when None); returns what
+    was set. For the face only, once, at process start: before any stage module (hence any Hugging Face library,
+    which reads ``HF_HOME`` at import) is imported."""
+    if not cache:
         return {}
-    env = weights_env(cfg.runtime.weights_cache)
+    env = weights_env(cache)
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None and getattr(constants, "HF_HOME", env["HF_HOME"]) != env["HF_HOME"]:
+        log.debug(  # never from the command line (nothing imported it yet); tests and notebooks may see it
+            "huggingface_hub was imported before the weights cache was set (its cache: %s): Hugging Face "
+            "loaders in this process may not read %s",
+            constants.HF_HOME,
+            env["HF_HOME"],
+        )
     os.environ.update(env)
     return env
+
+
+def check_weights_cache(cfg: FairweatherConfig) -> None:
+    """Refuse to run with ``runtime.weights_cache`` set while this process's caches point elsewhere (a stage called
+    directly without the face's :func:`export_weights_cache`): loaders would read, or download into, other folders."""
+    if not cfg.runtime.weights_cache:
+        return
+    wrong = {
+        k: os.environ.get(k)
+        for k, v in weights_env(cfg.runtime.weights_cache).items()
+        if os.environ.get(k) != v
+    }
+    if wrong:
+        now = ", ".join(f"{k}={v or '(unset)'}" for k, v in wrong.items())
+        raise FairweatherError(
+            f"runtime.weights_cache={cfg.runtime.weights_cache!r} is set, but this process's caches point elsewhere "
+            f"({now}): run the `fairweather` command (it points them at the cache at start-up), or export "
+            + " ".join(f"{k}={v}" for k, v in weights_env(cfg.runtime.weights_cache).items())
+            + " before Python starts"
+        )
 
 
 def hf_hub_cache() -> Path:
@@ -180,6 +220,7 @@ def check_weights(cfg: FairweatherConfig, stage: str, metrics: Iterable[str] = (
     Call it before Ray starts and before an MLflow run opens. ``metrics``: the metric names the stage scores with
     (pseudolabel: ``cfg.pseudo.metrics`` plus ``vlm_vis`` when ``cfg.pseudo.use_vlm``).
     """
+    check_weights_cache(cfg)
     missing = missing_weights_for(cfg, stage, metrics)
     if not missing:
         return
