@@ -37,9 +37,10 @@ from fairweather.contracts.tables import TableStore
 from fairweather.data.batches import to_tensor
 from fairweather.metrics import build_scorer, missing_weights
 from fairweather.models import build_model
-from fairweather.stages.evaluate.actors import CheckpointRef
+from fairweather.stages.engine.rows import CheckpointRef, read_one
 from fairweather.stages.evaluate.driver import evaluation_dataset
-from fairweather.stages.evaluate.io import list_test_set, read_work_one, work_rows
+from fairweather.stages.evaluate.io import list_test_set, work_rows
+from fairweather.stages.infra.cpus import machine_cpus
 from fairweather.training.restorer import load_restorer
 from fairweather.training.state import FORMAT_VERSION, save_state
 
@@ -99,7 +100,7 @@ def run_loop(
     scorers = {name: build_scorer(name, cfg.evaluate.scorer, vlm=cfg.vlm) for name in metrics + reference}
     cost: Counter = Counter()
     for row in rows:
-        item = read_work_one(row, max_pixels=cfg.data.max_image_pixels, short_side=None)
+        item = read_one(row, max_pixels=cfg.data.max_image_pixels, short_side=None)
         shape = (item["height"], item["width"], 3)
         image = np.frombuffer(item["pixels"], np.uint8).reshape(shape)
         if row["kind"] == "checkpoint":
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         base = full[: 2 * args.base_images]
         print(
             f"{args.images} images of {args.size}x{args.size}, {len(full)} rows (input + checkpoint), "
-            f"metrics {metrics + reference}, {ray._private.utils.get_num_cpus()} CPUs"
+            f"metrics {metrics + reference}, {machine_cpus()} CPUs"
         )
         results = {}
         loop_base, _ = run_loop(cfg, base, ckpt.path, metrics, reference)

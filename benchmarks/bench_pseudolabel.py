@@ -38,7 +38,8 @@ from fairweather.data.batches import to_tensor
 from fairweather.data.views import real_view
 from fairweather.metrics import build_scorer
 from fairweather.models import build_model
-from fairweather.stages.evaluate.io import KIND_CHECKPOINT, read_work_one
+from fairweather.stages.engine.rows import KIND_CHECKPOINT, read_one
+from fairweather.stages.infra.cpus import machine_cpus
 from fairweather.stages.pseudolabel.driver import candidates_dir, pseudolabel_dataset
 from fairweather.stages.pseudolabel.io import Source, ema_source, encode_png, work_rows
 from fairweather.training.restorer import load_restorer
@@ -96,7 +97,7 @@ def run_loop(cfg: FairweatherConfig, rows: list[dict], ckpt: str, out: Path) -> 
     }
     cost: Counter = Counter()
     for row in rows:
-        item = read_work_one(row, max_pixels=cfg.data.max_image_pixels, short_side=None)
+        item = read_one(row, max_pixels=cfg.data.max_image_pixels, short_side=None)
         image = np.frombuffer(item["pixels"], np.uint8).reshape(item["height"], item["width"], 3)
         tick = time.perf_counter()
         image = restorer.restore(image)
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         (root / "loop").mkdir()
         print(
             f"{args.images} images of {args.size}x{args.size}, scorers {cfg.pseudo.scorer_names}, "
-            f"{ray._private.utils.get_num_cpus()} CPUs; candidates in {candidates_dir(cfg)}"
+            f"{machine_cpus()} CPUs; candidates in {candidates_dir(cfg)}"
         )
         results, costs = {}, {}
         loop_base, _ = run_loop(cfg, base, source.checkpoint, root / "loop")

@@ -22,7 +22,7 @@ from PIL import Image
 from fairweather.contracts.config import load_config
 from fairweather.contracts.metric_logger import DiskLogger
 from fairweather.contracts.tables import TableStore
-from fairweather.stages.evaluate.io import BaselineOutputs, read_work_one
+from fairweather.stages.engine.rows import OutputFolder, read_one
 from fairweather.stages.evaluate.report import ReportInfo, metric_table, weather_means, write_report
 from fairweather.training.state import save_state
 from tests.test_restore import checkpoint_state
@@ -142,7 +142,7 @@ def test_report_files_with_ablation(tmp_path: Path):
 
 
 def test_checkpoint_names_and_training_runs():
-    from fairweather.stages.evaluate.actors import CheckpointRef
+    from fairweather.stages.engine.rows import CheckpointRef
 
     ray_layout = CheckpointRef.parse("/runs/train/train-abc123/checkpoint_000002")
     assert (ray_layout.name, ray_layout.training_run) == ("train-abc123", "train-abc123")
@@ -166,11 +166,11 @@ def scene(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     return clean.clip(0, 255).astype(np.uint8), noisy.clip(0, 255).astype(np.uint8)
 
 
-def test_baseline_outputs_match_by_path_then_unique_base_name(tmp_path: Path):
+def test_output_folders_match_by_path_then_unique_base_name(tmp_path: Path):
     for name in ("rain/001.png", "002.jpg", "a/003.png", "b/003.png"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    outputs = BaselineOutputs(str(tmp_path))
+    outputs = OutputFolder(str(tmp_path))
     assert outputs.match("rain/001") == str(tmp_path / "rain/001.png")
     assert outputs.match("synth/rain/001") == str(tmp_path / "rain/001.png")  # a pair id's dataset prefix
     assert outputs.match("snow/002") == str(tmp_path / "002.jpg")
@@ -183,15 +183,13 @@ def test_resize_policy_applies_to_input_and_target_and_hostile_files_become_rows
     (tmp_path / "target.png").write_bytes(png(clean[:, :72]))
     (tmp_path / "bad.png").write_bytes(b"not an image at all")
     row = {"source_uri": str(tmp_path / "in.png"), "target_uri": str(tmp_path / "target.png")}
-    out = read_work_one(row, max_pixels=10**6, short_side=36)
+    out = read_one(row, max_pixels=10**6, short_side=36)
     assert (out["status"], out["height"], out["width"]) == ("ok", 48, 36)  # short side 72 -> 36, aspect kept
     assert (out["target_height"], out["target_width"]) == (48, 36) and len(out["pixels"]) == 48 * 36 * 3
-    assert read_work_one(row, max_pixels=10**6, short_side=None)["height"] == 96  # "none": full resolution
-    bad = read_work_one({**row, "source_uri": str(tmp_path / "bad.png")}, max_pixels=10**6, short_side=None)
+    assert read_one(row, max_pixels=10**6, short_side=None)["height"] == 96  # "none": full resolution
+    bad = read_one({**row, "source_uri": str(tmp_path / "bad.png")}, max_pixels=10**6, short_side=None)
     assert (bad["status"], bad["error_type"]) == ("failed", "not_an_image")
-    missing = read_work_one(
-        {**row, "target_uri": str(tmp_path / "gone.png")}, max_pixels=10**6, short_side=None
-    )
+    missing = read_one({**row, "target_uri": str(tmp_path / "gone.png")}, max_pixels=10**6, short_side=None)
     assert missing["status"] == "failed" and "gone.png" in missing["message"]
 
 

@@ -1,10 +1,12 @@
 """``fairweather evaluate``: score methods on the same test images, as one Ray Data job, and write Paper A's tables.
 
-Pipeline: test sets listed on the driver (``evaluate_io``) -> one work row per (image, method) -> read + decode +
-resize by ``evaluate.resize`` (Ray tasks) -> restore with each checkpoint's EMA teacher (actor pool, only when
-checkpoints are given) -> score with every available metric (actor pool) -> the driver writes per-image rows and
-per-weather means to the ``metrics`` table, failures to ``errors``, and the report (``evaluate_report``) to
-``evaluate.report_dir``; everything is logged to an MLflow run tagged with the checkpoints' training runs.
+Pipeline: test sets listed on the driver (``evaluate.io``) -> one engine row per (image, method) -> the engine
+(:func:`fairweather.stages.engine.pipeline.restore_and_score`): read + decode + resize by ``evaluate.resize`` (Ray
+tasks) -> restore with each checkpoint's EMA teacher (actor pool, only when checkpoints are given) -> score with
+every available metric (actor pool) -> the driver writes per-image rows and per-weather means to the ``metrics``
+table, failures to ``errors``, and the report (``evaluate.report``) to ``evaluate.report_dir``; everything is
+logged to an MLflow run tagged with the checkpoints' training runs. :func:`score_checkpoint_here` computes the same
+numbers for one checkpoint in-process (``fairweather train``'s final test table).
 
 Start-up checks run before Ray or MLflow start: test sets list, baseline folders and checkpoints read, output
 folders writable, the actors leave a CPU for reading on a private local Ray, and every metric's weights are
@@ -18,7 +20,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import re
 import time
 from collections import Counter, defaultdict
@@ -29,23 +30,21 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import ray
+import torch
 
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import relative_uri
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
-from fairweather.metrics import METRICS, missing_weights
-from fairweather.stages.evaluate.actors import CheckpointRef, RestoreActor, ScoreActor
-from fairweather.stages.evaluate.io import (
-    INPUT_METHOD,
-    BaselineOutputs,
-    list_test_set,
-    read_work_batch,
-    work_rows,
-)
+from fairweather.metrics import METRICS, build_scorers, missing_weights
+from fairweather.stages.engine.pipeline import Scoring, Sizing, restore_and_score
+from fairweather.stages.engine.rows import CheckpointRef, OutputFolder
+from fairweather.stages.engine.score import Restores, restore_and_score_here
+from fairweather.stages.evaluate.io import INPUT_METHOD, TestSet, list_test_set, metric_rows, work_rows
 from fairweather.stages.evaluate.report import ReportInfo, weather_means, write_report
-from fairweather.stages.infra.runtime import check_output_locations, is_private_local, ray_session
+from fairweather.stages.infra.cpus import check_cpu_budget
+from fairweather.stages.infra.runtime import check_output_locations, ray_session
 from fairweather.stages.infra.tracking import stage_run
 from fairweather.training.state import load_state
 
@@ -53,8 +52,6 @@ log = logging.getLogger(__name__)
 
 #: Example images per test set in the report's grid.
 EXAMPLES = 4
-#: Work rows per read task.
-READ_BLOCK_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -110,22 +107,12 @@ def _check_devices(cfg: FairweatherConfig) -> None:
         )
 
 
-def _check_cpu_budget(cfg: FairweatherConfig, pools: int) -> None:
-    """Refuse actors that would take every CPU of a private local Ray (the read tasks could never run)."""
-    if not is_private_local(cfg.runtime):
-        return
-    cpus = (
-        ray.cluster_resources().get("CPU", 0.0)
-        if ray.is_initialized()
-        else (cfg.runtime.num_cpus or ray._private.utils.get_num_cpus())
+def sizing(cfg: FairweatherConfig) -> Sizing:
+    """Both actor pools (restore, score) are ``evaluate.concurrency`` actors of the same size."""
+    ev = cfg.evaluate
+    return Sizing(
+        ev.concurrency, ev.concurrency, ev.num_cpus_per_actor, ev.num_gpus_per_actor, ev.scorer.batch_size
     )
-    actor_cpus = pools * cfg.evaluate.concurrency * cfg.evaluate.num_cpus_per_actor
-    if actor_cpus + 1 > cpus:
-        raise FairweatherError(
-            f"{pools} actor pool(s) x evaluate.concurrency x evaluate.num_cpus_per_actor = {actor_cpus:g} CPUs leave "
-            f"less than 1 of the {cpus:g} CPUs of the local Ray for reading images; lower one of them (fractions are "
-            "fine) or set runtime.num_cpus"
-        )
 
 
 def evaluation_dataset(
@@ -135,46 +122,58 @@ def evaluation_dataset(
     metrics: tuple[str, ...],
     reference: tuple[str, ...],
 ) -> ray.data.Dataset:
-    """The lazy pipeline: work rows -> pixels (tasks) -> restorations (actors) -> scores (actors).
+    """The lazy engine pipeline: work rows -> pixels (tasks) -> restorations (actors) -> scores (actors).
 
     metrics / reference: the no-reference and full-reference metrics that can run (weights present).
     """
-    ev = cfg.evaluate
-    threads = max(1, int(ev.num_cpus_per_actor))
-    actors = {
-        "compute": ray.data.ActorPoolStrategy(size=ev.concurrency),
-        "num_cpus": ev.num_cpus_per_actor,
-        "num_gpus": ev.num_gpus_per_actor,
-        "batch_format": "pyarrow",
-    }
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / READ_BLOCK_ROWS)))
-    ds = ds.map_batches(
-        read_work_batch,
-        batch_format="pyarrow",
-        fn_kwargs={"max_pixels": cfg.data.max_image_pixels, "short_side": ev.resize_short_side},
+    scoring = Scoring(metrics, reference, cfg.evaluate.scorer, cfg.vlm, cfg.runtime.model_cache_dir)
+    return restore_and_score(
+        rows,
+        checkpoints={ref.name: ref.path for ref in checkpoints},
+        scoring=scoring,
+        sizing=sizing(cfg),
+        max_pixels=cfg.data.max_image_pixels,
+        short_side=cfg.evaluate.resize_short_side,
     )
-    if checkpoints:
-        paths = {ref.name: ref.path for ref in checkpoints}
-        # Images are restored one by one (sizes differ); the batch only sets how often Ray hands out work.
-        ds = ds.map_batches(
-            RestoreActor,
-            fn_constructor_kwargs={
-                "checkpoints": paths,
-                "num_gpus": ev.num_gpus_per_actor,
-                "threads": threads,
-            },
-            batch_size=ev.scorer.batch_size,
-            **actors,
+
+
+def score_checkpoint_here(
+    cfg: FairweatherConfig,
+    restorer: Restores,
+    pairs: list[dict],
+    *,
+    metrics: tuple[str, ...],
+    device: torch.device | str,
+    name: str = "checkpoint",
+) -> pd.DataFrame:
+    """What ``fairweather evaluate`` reports for ``restorer`` (as method ``name``) and the untouched inputs on
+    ``pairs`` (``paired`` view rows), computed in this process by the same steps: evaluation's work rows, the
+    engine's read (``evaluate.resize``), restore and score (full-reference ``metrics`` on ``device``, with the
+    score actors' thread count), evaluation's per-weather means. Returns the means (:func:`weather_means` rows).
+
+    Raises when an image cannot be read or restored (a table without it would not be the test split's).
+    """
+    rows, _ = work_rows([TestSet.of_pairs("paired", pairs)], [name], {}, include_input=True, examples=0)
+    reference = build_scorers(metrics, cfg.evaluate.scorer, device=device)
+    scored = restore_and_score_here(
+        rows,
+        restorers={name: restorer},
+        scorers={},
+        reference=reference,
+        max_pixels=cfg.data.max_image_pixels,
+        short_side=cfg.evaluate.resize_short_side,
+        chunk=cfg.evaluate.scorer.batch_size,
+        score_threads=sizing(cfg).threads,
+    )
+    failed = [row for row in scored if row["status"] != "ok"]
+    if failed:
+        first = failed[0]
+        raise FairweatherError(
+            f"{len(failed)} test image(s) could not be scored; first: {first['source_uri']} "
+            f"({first['error_type']}: {first['message']})"
         )
-    kwargs = {
-        "metrics": metrics,
-        "reference_metrics": reference,
-        "scorer": ev.scorer,
-        "threads": threads,
-        "vlm": cfg.vlm,
-        "model_cache_dir": cfg.runtime.model_cache_dir,
-    }
-    return ds.map_batches(ScoreActor, fn_constructor_kwargs=kwargs, batch_size=ev.scorer.batch_size, **actors)
+    per_image = pd.DataFrame([m for row in scored for m in metric_rows(row)])
+    return weather_means(per_image.assign(resize_policy=cfg.evaluate.resize))
 
 
 def _key(text: str) -> str:
@@ -189,7 +188,7 @@ def run_evaluate(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
     ev, store = cfg.evaluate, TableStore(cfg.data.tables)
     checkpoints = _checkpoints(cfg)
     baselines = {
-        name.strip(): BaselineOutputs(folder.strip())
+        name.strip(): OutputFolder(folder.strip())
         for name, _, folder in (entry.partition("=") for entry in ev.baseline_folders)
     }
     test_sets = [
@@ -206,7 +205,11 @@ def run_evaluate(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
     unavailable = _unavailable(cfg)
     check_output_locations(cfg)
     _check_devices(cfg)
-    _check_cpu_budget(cfg, 2 if checkpoints else 1)
+    check_cpu_budget(
+        cfg.runtime,
+        sizing(cfg).actor_cpus(restoring=bool(checkpoints)),
+        f"{2 if checkpoints else 1} actor pool(s) x evaluate.concurrency x evaluate.num_cpus_per_actor",
+    )
     run_name = f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}"
     report_dir = ev.report_dir or f"{cfg.runtime.runs_dir}/reports/{run_name}"
     methods = (
@@ -272,13 +275,12 @@ def _evaluate(
                 if row["status"] != "ok":
                     failures.append(row)
                     continue
-                base = {k: row[k] for k in ("method", "dataset", "weather", "image")}
-                per_image += [{**base, "metric": m, "value": v} for m, v in json.loads(row["scores"]).items()]
+                per_image += metric_rows(row)
                 seconds_by_metric.update(json.loads(row["seconds"]))
                 if row["message"]:
-                    log.warning("evaluate: %s %s: %s", row["method"], row["image"], row["message"])
+                    log.warning("evaluate: %s %s: %s", row["source"], row["image"], row["message"])
                 if row["thumbnail"]:
-                    thumbnails[(row["dataset"], row["image"])][row["method"]] = row["thumbnail"]
+                    thumbnails[(row["group"], row["image"])][row["source"]] = row["thumbnail"]
         seconds = time.perf_counter() - start
     if received != len(rows):  # Ray Data fails the job on a lost block by default; never report a partial run
         raise RuntimeError(f"evaluate: {received} results for {len(rows)} (image, method) rows")
@@ -306,7 +308,7 @@ def _evaluate(
     summary = EvaluateSummary(
         info.run_name,
         str(report_dir),
-        len({(r["dataset"], r["image"]) for r in rows}),
+        len({(r["group"], r["image"]) for r in rows}),
         scored,
         len(failures),
         dict(info.unavailable),
@@ -340,7 +342,7 @@ def _write_tables(
                 "uri": relative_uri(store.root, f["source_uri"]),
                 "stage": "evaluate",
                 "error_type": f["error_type"],
-                "message": f"{f['method']}: {f['message']}",
+                "message": f"{f['source']}: {f['message']}",
                 "time": now,
             }
             for f in failures

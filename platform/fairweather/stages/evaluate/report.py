@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
+from fairweather.stages.engine.score import weather_means as engine_weather_means
 from fairweather.stages.evaluate.paper_numbers import (
     ABLATION_METRICS,
     PUBLISHED_ABLATION,
@@ -61,15 +62,15 @@ def weather_means(per_image: pd.DataFrame) -> pd.DataFrame:
 
     per_image: columns ``method, dataset, resize_policy, weather, image, metric, value``. Returns the same columns
     with ``image`` empty plus ``num_images``; with several test sets, also the means over all of them
-    (dataset ``all``).
+    (dataset ``all``). The means are the engine's (:func:`fairweather.stages.engine.score.weather_means`), which
+    ``fairweather train``'s final test table uses too.
     """
-    frames = [per_image, per_image.assign(weather="overall")]
+    frames = [per_image]
     if per_image["dataset"].nunique() > 1:
-        frames += [frame.assign(dataset=ALL_SETS) for frame in frames]
-    keys = ["method", "dataset", "resize_policy", "weather", "metric"]
-    stacked = pd.concat(frames, ignore_index=True)
-    means = stacked.groupby(keys, sort=True)["value"].agg(value="mean", num_images="count").reset_index()
-    return means.assign(image="")[[*keys[:4], "image", "metric", "value", "num_images"]]
+        frames.append(per_image.assign(dataset=ALL_SETS))
+    keys = ["method", "dataset", "resize_policy"]
+    means = engine_weather_means(pd.concat(frames, ignore_index=True), by=keys)
+    return means.assign(image="")[[*keys, "weather", "image", "metric", "value", "num_images"]]
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """``fairweather pseudolabel``: restore the real pool, score every candidate, update the pseudo-label database.
 
-Pipeline (one Ray Data job): work rows for every (pool image, candidate source) not yet in the lineage's history
-(driver) -> read + decode (tasks) -> restore with the EMA teacher(s) (``pseudo.restore_concurrency`` actors) ->
-store each restoration as a content-addressed PNG (tasks) -> score with ``pseudo.metrics`` and r_vlm
+Pipeline (one Ray Data job, the engine's :func:`~fairweather.stages.engine.pipeline.restore_and_score`): engine
+rows for every (pool image, candidate source) not yet in the lineage's history (driver) -> read + decode (tasks) ->
+restore with the EMA teacher(s) (``pseudo.restore_concurrency`` actors) -> store each restoration as a
+content-addressed PNG (tasks, ``pseudolabel.io``) -> score with ``pseudo.metrics`` and r_vlm
 (``pseudo.score_concurrency`` actors) -> the driver streams pending rows into ``pseudo_labels`` and failures into
-``errors``, then decides per image which candidate is the pseudo-label (``pseudolabel_tables``).
+``errors``, then decides per image which candidate is the pseudo-label (``pseudolabel.tables``).
 
 Sources: round 0 ("init", ``pseudo.init``) scores the input itself, ``pseudo.init_checkpoints`` and the outputs in
 ``pseudo.init_folders``; round k scores the EMA teacher of the given checkpoint as ``ema@round-<k>``. Every image
@@ -15,6 +16,7 @@ row (stage ``pseudolabel:<lineage>:<source>``) and is retried by the next run; n
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -36,20 +38,21 @@ from fairweather.contracts.tables import TableStore
 from fairweather.data.views import real_view
 from fairweather.metrics import Scorer
 from fairweather.pseudo import Rule
-from fairweather.stages.evaluate.actors import CheckpointRef, ScoreActor
-from fairweather.stages.evaluate.io import KIND_CHECKPOINT, KIND_FILE, KIND_INPUT, BaselineOutputs
-from fairweather.stages.infra.preflight import check_weights
-from fairweather.stages.infra.runtime import check_output_locations, is_private_local, ray_session
-from fairweather.stages.infra.tracking import stage_run
-from fairweather.stages.pseudolabel.io import (
+from fairweather.stages.engine.pipeline import Scoring, Sizing, restore_and_score
+from fairweather.stages.engine.rows import (
     INPUT_SOURCE,
-    Source,
-    TimedRestoreActor,
-    ema_source,
-    read_candidates,
-    store_candidates,
-    work_rows,
+    KIND_CHECKPOINT,
+    KIND_FILE,
+    KIND_INPUT,
+    CheckpointRef,
+    OutputFolder,
 )
+from fairweather.stages.engine.score import InputChecks
+from fairweather.stages.infra.cpus import check_cpu_budget
+from fairweather.stages.infra.preflight import check_weights
+from fairweather.stages.infra.runtime import check_output_locations, ray_session
+from fairweather.stages.infra.tracking import stage_run
+from fairweather.stages.pseudolabel.io import Source, ema_source, store_candidates, work_rows
 from fairweather.stages.pseudolabel.tables import (
     CandidateWriter,
     candidate_row,
@@ -60,9 +63,6 @@ from fairweather.stages.pseudolabel.tables import (
 from fairweather.training.state import load_state
 
 log = logging.getLogger(__name__)
-
-#: Work rows per read task.
-READ_BLOCK_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def _sources(cfg: FairweatherConfig, checkpoint: str | None, round_index: int) -
             sources.append(Source(ref.name, KIND_CHECKPOINT, checkpoint=ref.path))
         for entry in cfg.pseudo.init_folders:
             name, _, folder = entry.partition("=")
-            sources.append(Source(name.strip(), KIND_FILE, outputs=BaselineOutputs(folder.strip())))
+            sources.append(Source(name.strip(), KIND_FILE, outputs=OutputFolder(folder.strip())))
     else:
         if round_index < 1:
             raise FairweatherError("pseudolabel: a checkpoint's candidates belong to a round >= 1 (--round)")
@@ -121,6 +121,17 @@ def _sources(cfg: FairweatherConfig, checkpoint: str | None, round_index: int) -
     return sources
 
 
+def sizing(cfg: FairweatherConfig) -> Sizing:
+    ps = cfg.pseudo
+    return Sizing(
+        ps.restore_concurrency,
+        ps.score_concurrency,
+        ps.num_cpus_per_actor,
+        ps.num_gpus_per_actor,
+        ps.batch_size,
+    )
+
+
 def _check_resources(cfg: FairweatherConfig, restoring: bool) -> None:
     """GPUs where a CUDA scorer runs, a CPU left for reading on a private local Ray."""
     ps = cfg.pseudo
@@ -128,15 +139,11 @@ def _check_resources(cfg: FairweatherConfig, restoring: bool) -> None:
         raise FairweatherError(
             f"pseudo.scorer.device={ps.scorer.device!r} but pseudo.num_gpus_per_actor=0: the actors would see no GPU"
         )
-    if not is_private_local(cfg.runtime):
-        return
-    cpus = cfg.runtime.num_cpus or ray._private.utils.get_num_cpus()
-    actors = ps.score_concurrency + (ps.restore_concurrency if restoring else 0)
-    if actors * ps.num_cpus_per_actor + 1 > cpus:
-        raise FairweatherError(
-            f"pseudo.restore_concurrency + pseudo.score_concurrency actors x pseudo.num_cpus_per_actor leave less "
-            f"than 1 of the {cpus:g} CPUs of the local Ray for reading images; lower them (fractions are fine)"
-        )
+    check_cpu_budget(
+        cfg.runtime,
+        sizing(cfg).actor_cpus(restoring),
+        "pseudo.restore_concurrency + pseudo.score_concurrency actors x pseudo.num_cpus_per_actor",
+    )
 
 
 def pseudolabel_dataset(
@@ -144,46 +151,23 @@ def pseudolabel_dataset(
     rows: list[dict],
     sources: list[Source],
     scorer_factory: Callable[[str], Scorer] | None = None,
+    input_checks: InputChecks | None = None,
 ) -> ray.data.Dataset:
-    """The lazy pipeline: work rows -> pixels (tasks) -> restorations (actors) -> PNGs (tasks) -> scores (actors)."""
+    """The lazy engine pipeline: work rows -> pixels (tasks) -> restorations (actors) -> PNGs (tasks) -> scores
+    (actors). Every candidate carries its input (folder outputs are resized to it); ``input_checks`` scores a
+    candidate against it."""
     ps = cfg.pseudo
-    threads = max(1, int(ps.num_cpus_per_actor))
-    actors = {"num_cpus": ps.num_cpus_per_actor, "num_gpus": ps.num_gpus_per_actor, "batch_format": "pyarrow"}
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / READ_BLOCK_ROWS)))
-    ds = ds.map_batches(
-        read_candidates, batch_format="pyarrow", fn_kwargs={"max_pixels": cfg.data.max_image_pixels}
+    scoring = Scoring(
+        ps.scorer_names, (), ps.scorer, cfg.vlm, cfg.runtime.model_cache_dir, scorer_factory, input_checks
     )
-    checkpoints = {s.name: s.checkpoint for s in sources if s.checkpoint is not None}
-    if checkpoints:
-        ds = ds.map_batches(
-            TimedRestoreActor,
-            fn_constructor_kwargs={
-                "checkpoints": checkpoints,
-                "num_gpus": ps.num_gpus_per_actor,
-                "threads": threads,
-            },
-            batch_size=ps.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=ps.restore_concurrency),
-            **actors,
-        )
-    ds = ds.map_batches(
-        store_candidates, batch_format="pyarrow", fn_kwargs={"candidates_dir": candidates_dir(cfg)}
-    )
-    kwargs = {
-        "metrics": ps.scorer_names,
-        "reference_metrics": (),
-        "scorer": ps.scorer,
-        "threads": threads,
-        "vlm": cfg.vlm,
-        "model_cache_dir": cfg.runtime.model_cache_dir,
-        "scorer_factory": scorer_factory,
-    }
-    return ds.map_batches(
-        ScoreActor,
-        fn_constructor_kwargs=kwargs,
-        batch_size=ps.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=ps.score_concurrency),
-        **actors,
+    return restore_and_score(
+        rows,
+        checkpoints={s.name: s.checkpoint for s in sources if s.checkpoint is not None},
+        scoring=scoring,
+        sizing=sizing(cfg),
+        max_pixels=cfg.data.max_image_pixels,
+        with_inputs=True,
+        after_restore=functools.partial(store_candidates, candidates_dir=candidates_dir(cfg)),
     )
 
 
@@ -258,7 +242,7 @@ def _update(
                 for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
                     now = datetime.now(timezone.utc)
                     for row in batch.to_pylist():
-                        stage = f"pseudolabel:{lineage}:{row['method']}"
+                        stage = f"pseudolabel:{lineage}:{row['source']}"
                         error = _failure(row, rule)
                         if error is not None:
                             failures.append({"uri": row["source_uri"], "stage": stage, **error, "time": now})

@@ -58,13 +58,14 @@ def missing_scores(scores: dict[str, float], rule: Rule) -> list[str]:
 def candidate_row(
     scored: dict, *, store: TableStore, lineage: str, round_index: int, rule: Rule, now: datetime
 ) -> dict:
-    """A pending ``pseudo_labels`` row from a scored work row (``method`` = source, ``image`` = image_id)."""
+    """A pending ``pseudo_labels`` row from a scored engine row (its ``image`` is the pool image's ``image_id``;
+    :func:`~fairweather.stages.pseudolabel.io.store_candidates` added the candidate's file and sha256)."""
     scores = {name: float(value) for name, value in json.loads(scored["scores"]).items()}
     return {
         "lineage": lineage,
         "image_id": scored["image"],
         "round": round_index,
-        "source": scored["method"],
+        "source": scored["source"],
         "candidate_uri": relative_uri(store.root, scored["candidate_uri"]),
         "candidate_sha256": scored["candidate_sha256"],
         "weather": scored["weather"],

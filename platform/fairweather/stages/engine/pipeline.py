@@ -1,0 +1,126 @@
+"""The restore-and-score pipeline: work rows -> pixels (tasks) -> restorations (actors) -> [the caller's step]
+-> scores (actors), as one lazy Ray Data dataset sized by the caller's knobs.
+
+Callers: ``fairweather evaluate`` (test sets x methods, then its tables and report) and ``fairweather
+pseudolabel`` (pool images x candidate sources; its step stores each candidate as a PNG). Each maps the scored
+rows (:data:`~fairweather.stages.engine.score.SCORED_SCHEMA`) to its own table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import pyarrow as pa
+import ray
+
+from fairweather.contracts.config.evaluate import ScorerConfig
+from fairweather.contracts.config.vlm import VLMConfig
+from fairweather.metrics import Scorer
+from fairweather.stages.engine.actors import RestoreActor, ScoreActor
+from fairweather.stages.engine.rows import read_batch
+from fairweather.stages.engine.score import InputChecks
+
+#: Work rows per read task.
+READ_BLOCK_ROWS = 16
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """The actor pools: how many of each, what each reserves, rows per actor call."""
+
+    restore_actors: int
+    score_actors: int
+    num_cpus_per_actor: float
+    num_gpus_per_actor: float
+    batch_size: int
+
+    @property
+    def threads(self) -> int:
+        """Torch threads in each actor: its whole CPUs, at least 1."""
+        return max(1, int(self.num_cpus_per_actor))
+
+    def actor_cpus(self, restoring: bool) -> float:
+        """CPUs the actors reserve (the restore pool only exists when something is restored)."""
+        return (self.score_actors + (self.restore_actors if restoring else 0)) * self.num_cpus_per_actor
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What the score actors compute: no-reference ``metrics`` on every image, ``reference_metrics`` where a
+    target exists, ``input_checks`` where the input is known."""
+
+    metrics: tuple[str, ...]
+    reference_metrics: tuple[str, ...]
+    scorer: ScorerConfig
+    vlm: VLMConfig
+    model_cache_dir: str
+    #: Picklable ``name -> Scorer`` built in the actors instead of the real metrics (tests).
+    scorer_factory: Callable[[str], Scorer] | None = None
+    input_checks: InputChecks | None = None
+
+
+def restore_and_score(
+    rows: list[dict],
+    *,
+    checkpoints: Mapping[str, str],
+    scoring: Scoring,
+    sizing: Sizing,
+    max_pixels: int,
+    short_side: int | None = None,
+    with_inputs: bool = False,
+    after_restore: Callable[[pa.Table], pa.Table] | None = None,
+) -> ray.data.Dataset:
+    """The lazy pipeline over ``rows`` (:func:`~fairweather.stages.engine.rows.work_row` dicts).
+
+    checkpoints: source name -> checkpoint path of every ``checkpoint`` row's source (no restore actors when
+    empty). short_side: the resize policy (None: full resolution). with_inputs: carry each candidate's degraded
+    input to the steps after restoring (always with ``scoring.input_checks``). after_restore: a picklable Ray Data
+    map run in tasks between restoring and scoring (it may add columns; they pass through to the output).
+    """
+    with_inputs = with_inputs or scoring.input_checks is not None
+    threads = sizing.threads
+    actors = {
+        "num_cpus": sizing.num_cpus_per_actor,
+        "num_gpus": sizing.num_gpus_per_actor,
+        "batch_format": "pyarrow",
+        # Images are restored and scored one size group at a time; the batch sets how often Ray hands out work.
+        "batch_size": sizing.batch_size,
+    }
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / READ_BLOCK_ROWS)))
+    ds = ds.map_batches(
+        read_batch,
+        batch_format="pyarrow",
+        fn_kwargs={"max_pixels": max_pixels, "short_side": short_side, "with_input": with_inputs},
+    )
+    if checkpoints:
+        ds = ds.map_batches(
+            RestoreActor,
+            fn_constructor_kwargs={
+                "checkpoints": dict(checkpoints),
+                "num_gpus": sizing.num_gpus_per_actor,
+                "threads": threads,
+                "keep_input": with_inputs,
+            },
+            compute=ray.data.ActorPoolStrategy(size=sizing.restore_actors),
+            **actors,
+        )
+    if after_restore is not None:
+        ds = ds.map_batches(after_restore, batch_format="pyarrow")
+    kwargs = {
+        "metrics": scoring.metrics,
+        "reference_metrics": scoring.reference_metrics,
+        "scorer": scoring.scorer,
+        "threads": threads,
+        "vlm": scoring.vlm,
+        "model_cache_dir": scoring.model_cache_dir,
+        "scorer_factory": scoring.scorer_factory,
+        "input_checks": scoring.input_checks,
+    }
+    return ds.map_batches(
+        ScoreActor,
+        fn_constructor_kwargs=kwargs,
+        compute=ray.data.ActorPoolStrategy(size=sizing.score_actors),
+        **actors,
+    )
