@@ -1,7 +1,8 @@
 """What the training driver does around the trainer: stage-1 prompts, the logging callback, the final test score.
 
 Everything here runs on the driver's node (the callback inside Ray Train's controller, which Ray pins there), so
-the embedded MLflow store has one writer; the final scoring runs as one Ray task on a GPU when training uses GPUs.
+the embedded MLflow store has one writer; the final scoring runs as one Ray task on a GPU when training uses GPUs,
+through the evaluation's scoring path, so ``fairweather evaluate`` reports the same numbers for the checkpoint.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from fairweather.contracts.config import FairweatherConfig, to_dict, to_yaml
 from fairweather.contracts.io import atomic_write_bytes, read_bytes
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.redact import redact
+from fairweather.stages.evaluate.driver import score_checkpoint_here
+from fairweather.stages.evaluate.io import INPUT_METHOD
 from fairweather.stages.train.worker import GRID_FILE
 from fairweather.training.prompt_stage import learn_prompt_context, weather_examples
-from fairweather.training.setup import load_encoders, load_teacher
+from fairweather.training.restorer import load_restorer
+from fairweather.training.setup import load_encoders
 from fairweather.training.state import MODEL_FILE, load_state
-from fairweather.training.validate import score_pairs, validation_scorers
+from fairweather.training.validate import PAIR_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +94,18 @@ def learn_prompts(cfg: FairweatherConfig, rows: dict[str, list[dict]], run_folde
 def _score_test(
     cfg: FairweatherConfig, checkpoint: ray.train.Checkpoint, rows: list[dict]
 ) -> dict[str, float]:
-    """The EMA teacher of ``checkpoint`` vs the untouched input on ``rows`` (PSNR/SSIM per weather)."""
+    """The EMA teacher of ``checkpoint`` and the untouched input on ``rows``, scored exactly as ``fairweather
+    evaluate`` scores them (:func:`~fairweather.stages.evaluate.driver.score_checkpoint_here`):
+    ``{"test/<metric>/<weather>", "test/input_<metric>/<weather>": mean}`` for PSNR/SSIM."""
     device = torch.device("cuda" if cfg.train.scaling.use_gpu and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(max(1, int(cfg.train.scaling.cpus_per_worker)))
     with checkpoint.as_directory() as folder:
-        state = load_state(folder, arch=cfg.model.arch)
-    teacher = load_teacher(cfg, state, device)
-    metrics, _ = score_pairs(
-        teacher,
-        rows,
-        cfg.model,
-        validation_scorers(device),
-        max_pixels=cfg.data.max_image_pixels,
-        device=device,
-        prefix="test",
-    )
-    return metrics
+        restorer = load_restorer(folder, cfg, source="the training config", device=str(device))
+    means = score_checkpoint_here(cfg, restorer, rows, metrics=PAIR_METRICS, device=device)
+    return {
+        f"test/{'input_' if r.method == INPUT_METHOD else ''}{r.metric}/{r.weather}": r.value
+        for r in means.itertuples()
+    }
 
 
 def evaluate_checkpoint(
