@@ -35,6 +35,7 @@ from fairweather.contracts.config.vlm import VLMConfig
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
+from fairweather.stages.infra import cpus
 from fairweather.stages.infra.pool import (
     RESULT_SCHEMA,
     PoolListing,
@@ -43,7 +44,7 @@ from fairweather.stages.infra.pool import (
     read_decode_batch,
 )
 from fairweather.stages.infra.preflight import check_weights
-from fairweather.stages.infra.runtime import check_output_locations, is_private_local, ray_session
+from fairweather.stages.infra.runtime import check_output_locations, ray_session
 from fairweather.stages.infra.tracking import stage_run
 from fairweather.stages.label.report import log_label_report
 from fairweather.stages.label.tables import ResultWriter, done_image_ids, finish_tables
@@ -214,24 +215,13 @@ def _label_actors(
 
 
 def check_cpu_budget(cfg: FairweatherConfig) -> None:
-    """Refuse, before Ray starts, actors that would take every CPU of a private local Ray.
-
-    The read tasks could then never be scheduled and the job would hang instead of failing. A remote cluster may
-    autoscale, so it is trusted. Counts the CPUs Ray itself would detect (cgroup limits included).
-    """
-    if not is_private_local(cfg.runtime):
-        return
-    if ray.is_initialized():
-        cpus = ray.cluster_resources().get("CPU", 0.0)
-    else:
-        cpus = cfg.runtime.num_cpus or ray._private.utils.get_num_cpus()  # what ray.init would give us
-    actor_cpus = cfg.label.concurrency * cfg.label.num_cpus_per_actor
-    if actor_cpus + 1 > cpus:
-        raise FairweatherError(
-            f"label.concurrency x label.num_cpus_per_actor = {actor_cpus:g} CPUs leaves less than 1 of the "
-            f"{cpus:g} CPUs of the local Ray for reading and decoding images; lower one of them (fractions are "
-            "fine) or set runtime.num_cpus / add CPUs"
-        )
+    """Refuse, before Ray starts, actors that would take every CPU of a private local Ray (the read tasks could
+    then never be scheduled and the job would hang instead of failing)."""
+    cpus.check_cpu_budget(
+        cfg.runtime,
+        cfg.label.concurrency * cfg.label.num_cpus_per_actor,
+        "label.concurrency x label.num_cpus_per_actor",
+    )
 
 
 def run_label(

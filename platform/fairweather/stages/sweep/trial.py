@@ -9,9 +9,9 @@ Train V2 run nested in the trial, which brings two duties the trial cannot do it
 - When ASHA stops a trial, Tune ends the trial's actor and the nested Train controller dies with it. Ray Train's
   own clean-up of the workers' placement group asks the State API, which a private local Ray without a dashboard
   does not serve, so the group (the trainer's CPUs) would stay reserved and no later trainer could start.
-  :class:`RecordTrainer` registers each trial's controller and placement groups with a driver-owned
-  :class:`TrainerRegistry`; :class:`MarkTrials` releases them when the trial ends, then closes the trial's MLflow
-  child run with its status.
+  :class:`RecordTrainer` (on Ray Train's internal worker-group hook: :mod:`fairweather.stages.infra.ray_compat`)
+  registers each trial's controller and placement groups with a driver-owned :class:`TrainerRegistry`;
+  :class:`MarkTrials` releases them when the trial ends, then closes the trial's MLflow child run with its status.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from typing import Any
 
 import ray
 import ray.tune
-from ray.train.v2._internal.execution.callback import WorkerGroupCallback
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.util.placement_group import placement_group_table, remove_placement_group
 
 from fairweather.contracts.config import FairweatherConfig, SweepConfig, flatten, load_config
 from fairweather.contracts.config.sweep import VARIANT_KEY, trial_overrides
 from fairweather.contracts.metric_logger import MetricLogger
+from fairweather.stages.infra.ray_compat import WorkerGroupCallback, worker_group_placement_group
 from fairweather.stages.train.rounds import run_rounds
 from fairweather.stages.train.worker import StepHook
 
@@ -83,7 +83,7 @@ class RecordTrainer(WorkerGroupCallback):
         self.registry_name, self.trial_id = registry_name, trial_id
 
     def after_worker_group_start(self, worker_group: Any) -> None:
-        group = worker_group.get_worker_group_state().placement_group_handle.placement_group
+        group = worker_group_placement_group(worker_group)
         controller = ray.get_runtime_context().current_actor
         ray.get(ray.get_actor(self.registry_name).add.remote(self.trial_id, controller, group))
 

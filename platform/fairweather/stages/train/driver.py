@@ -36,6 +36,7 @@ from fairweather.contracts.io import has_scheme
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import paired_view, real_view, table_versions
+from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.runtime import is_private_local, ray_session, runs_path
 from fairweather.stages.infra.tracking import stage_run
 from fairweather.stages.train.report import (
@@ -136,13 +137,8 @@ def _check_cpu_budget(cfg: FairweatherConfig) -> None:
     if not is_private_local(cfg.runtime):
         return
     scaling = cfg.train.scaling
-    available = cfg.runtime.num_cpus or os.cpu_count() or 1
     wanted = scaling.num_workers * scaling.cpus_per_worker
-    if wanted > available:
-        raise FairweatherError(
-            f"train.scaling.num_workers x cpus_per_worker = {wanted:g} CPUs, but this local Ray has {available}; "
-            "lower one of them"
-        )
+    check_cpu_budget(cfg.runtime, wanted, "train.scaling.num_workers x cpus_per_worker", spare=0)
     if scaling.use_gpu and not torch.cuda.is_available():
         raise FairweatherError("train.scaling.use_gpu=true but this machine has no CUDA device")
 
