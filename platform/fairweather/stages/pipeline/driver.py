@@ -29,6 +29,7 @@ from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import table_versions
 from fairweather.stages.evaluate.driver import run_evaluate
+from fairweather.stages.infra.locks import run_lock
 from fairweather.stages.infra.pool import list_pool
 from fairweather.stages.infra.preflight import check_weights
 from fairweather.stages.infra.runtime import check_output_locations, ray_session
@@ -176,7 +177,11 @@ def run_pipeline(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
     results: list[StageResult] = []
     state: dict = {}
     own = stage_run(cfg, "pipeline", name, key=name) if logger is None else contextlib.nullcontext(logger)
-    with ray_session(cfg), own as parent:
+    with (
+        run_lock(cfg.runtime, "pipeline", name, what=f"pipeline run {name}"),
+        ray_session(cfg),
+        own as parent,
+    ):
         for position, stage in enumerate(STAGES, 1):
             if results and results[-1].stage == "label":
                 # The training run's name (the pseudo-labels' lineage) fingerprints the labels: fix it once they

@@ -37,6 +37,7 @@ from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import paired_view, real_view, table_versions
 from fairweather.stages.infra.cpus import check_cpu_budget
+from fairweather.stages.infra.locks import run_lock
 from fairweather.stages.infra.runtime import is_private_local, ray_session, runs_path
 from fairweather.stages.infra.tracking import stage_run
 from fairweather.stages.train.report import (
@@ -205,10 +206,12 @@ def run_train(
             "no labeled real images under %s: training on the pairs alone (run `fairweather label`)",
             store.root,
         )
-    if logger is None:
-        with stage_run(cfg, "train", name) as own:
-            return _train(cfg, own, views, versions, name, storage, until_step, step_hook, callbacks)
-    return _train(cfg, logger, views, versions, name, storage, until_step, step_hook, callbacks)
+    # A second command on the same run is refused (re-entrant: the rounds hold this lock already).
+    with run_lock(cfg.runtime, "train", name, storage, what=f"training run {name}"):
+        if logger is None:
+            with stage_run(cfg, "train", name) as own:
+                return _train(cfg, own, views, versions, name, storage, until_step, step_hook, callbacks)
+        return _train(cfg, logger, views, versions, name, storage, until_step, step_hook, callbacks)
 
 
 def _train(

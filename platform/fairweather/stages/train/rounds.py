@@ -38,6 +38,7 @@ from fairweather.contracts.io import full_uri
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import paired_view, real_view, table_versions
+from fairweather.stages.infra.locks import run_lock
 from fairweather.stages.infra.preflight import check_weights
 from fairweather.stages.infra.runtime import ray_session
 from fairweather.stages.infra.tracking import closing, stage_run
@@ -146,7 +147,11 @@ def run_rounds(
         check_weights(cfg, "pseudolabel", cfg.pseudo.scorer_names)
     name = lineage_of(cfg)
     cfg = pinned(cfg, name)
-    with ray_session(cfg):
+    # One live command per training run: a second one is refused here, before Ray or MLflow start.
+    with (
+        run_lock(cfg.runtime, "train", name, storage_path(cfg), what=f"training run {name}"),
+        ray_session(cfg),
+    ):
         if logger is None:
             with stage_run(cfg, "train", name, key=name) as own:
                 return _rounds(cfg, own, name, step_hook, callbacks, pseudolabel)
