@@ -43,9 +43,13 @@ def test_schema_is_registered_with_its_key():
         "target_uri",
         "width",
         "height",
+        "clean_source",
+        "degradation",
+        "depth_source",
         "created_at",
     ]
-    assert all(not f.nullable for f in PAIRED.fields)
+    optional = {"clean_source", "degradation", "depth_source"}  # generated pairs only
+    assert all(f.nullable == (f.name in optional) for f in PAIRED.fields)
     assert PAIRED.schema.field("created_at").type == pa.timestamp("us", tz="UTC")
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fairweather.contracts.config.synth import SynthConfig
-from fairweather.synth import degrade, generate, haze, procedural_scene, sample_params
+from fairweather.synth import CleanPhotoShortage, degrade, generate, haze, procedural_scene, sample_params
 
 SIZE = (48, 64)
 
@@ -105,24 +105,25 @@ def test_rerun_is_idempotent(tmp_path):
     assert all(after[p][1] == before[p][1] for p in before if p.suffix == ".png")  # images untouched
 
 
-def test_real_photo_mode_skips_non_images(tmp_path, caplog):
+def test_real_photo_mode_refuses_non_images_with_a_reason(tmp_path):
     photos = tmp_path / "clean"
     photos.mkdir()
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(photos / "a.jpg")
-    Image.fromarray(rng.integers(0, 255, (70, 50, 3), dtype=np.uint8)).save(photos / "b.png")
+    for name, shape in (("a.jpg", (60, 90, 3)), ("b.png", (70, 50, 3)), ("c.png", (64, 64, 3))):
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(photos / name)
     (photos / "notes.png").write_text("not an image")
-    result = generate(small_cfg(tmp_path, clean_photos=str(photos)))
-    assert result.num_paired == 6 and "notes.png" in caplog.text
+    result = generate(small_cfg(tmp_path, clean=str(photos)))
+    assert result.num_paired == 6 and result.photo_splits == {"train": 2, "val": 0, "test": 1}  # 6 pairs: no val
+    assert [(e.uri, e.reason) for e in result.errors] == [(str(photos / "notes.png"), "not_an_image")]
     rows = pq.read_table(f"{result.pool_dir}/manifest.parquet").to_pylist()
-    assert {r["source"] for r in rows} == {str(photos / "a.jpg"), str(photos / "b.png")}
+    assert {r["source"] for r in rows} <= {str(photos / n) for n in ("a.jpg", "b.png", "c.png")}
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "x.jpg").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="no usable clean photos"):
-        generate(small_cfg(tmp_path, clean_photos=str(empty)))
+    with pytest.raises(CleanPhotoShortage, match="0 usable photo"):
+        generate(small_cfg(tmp_path, clean=str(empty)))
     with pytest.raises(FileNotFoundError, match="not a folder"):
-        generate(small_cfg(tmp_path, clean_photos=str(tmp_path / "missing")))
+        generate(small_cfg(tmp_path, clean=str(tmp_path / "missing")))
 
 
 def test_bad_config_is_rejected():

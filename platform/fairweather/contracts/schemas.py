@@ -133,6 +133,8 @@ METRICS = TableSpec(
 
 PAIRED = TableSpec(
     name="paired",
+    # v1; clean_source, degradation and depth_source were added as nullable columns (parts written before them
+    # read as null, see tables.read), so version 1 tables stay readable.
     version=1,
     fields=(
         pa.field("pair_id", pa.string(), nullable=False),  # "<dataset>/<relative name, no suffix>", unique
@@ -143,6 +145,12 @@ PAIRED = TableSpec(
         pa.field("target_uri", pa.string(), nullable=False),
         pa.field("width", pa.int32(), nullable=False),
         pa.field("height", pa.int32(), nullable=False),
+        # Generated pairs: where the clean image came from (photo path/URI or "procedural"), the degradation's
+        # parameters as sorted JSON (weather, model, drawn values, crop), the depth's origin ("model:<name>",
+        # "prior:ground-sky-darkchannel/v1", "procedural"). Null for imported pairs.
+        pa.field("clean_source", pa.string()),
+        pa.field("degradation", pa.string()),
+        pa.field("depth_source", pa.string()),
         pa.field("created_at", _TIME, nullable=False),
     ),
     key=("pair_id",),

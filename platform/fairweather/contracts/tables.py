@@ -30,8 +30,20 @@ class TableError(FairweatherError, ValueError):
     """A table could not be read or written as its contract says."""
 
 
+def with_optional_columns(spec: TableSpec, table: pa.Table) -> pa.Table:
+    """``table`` with every nullable column of the spec that it lacks added as nulls (a nullable column can be
+    added to a schema without a version bump: writers and parts that predate it still fit)."""
+    for field in spec.fields:
+        if field.nullable and field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table
+
+
 def conform(spec: TableSpec, table: pa.Table) -> pa.Table:
-    """Select and cast ``table``'s columns to the spec's schema, naming the first column that does not fit."""
+    """Select and cast ``table``'s columns to the spec's schema, naming the first column that does not fit.
+
+    A missing nullable column is filled with nulls; a missing required column is an error."""
+    table = with_optional_columns(spec, table)
     missing = [f.name for f in spec.fields if f.name not in table.column_names]
     if missing:
         raise TableError(f"table '{spec.name}': missing column(s) {missing}")
@@ -118,7 +130,8 @@ class TableStore:
                     f"table '{name}' part {path} has schema version {version}, this code reads version "
                     f"{spec.version}: move the table folder away (or set data.tables to a new folder) and rerun"
                 )
-            pieces.append(piece.replace_schema_metadata(spec.schema.metadata))
+            pieces.append(with_optional_columns(spec, piece).select(spec.schema.names))
+            pieces[-1] = pieces[-1].replace_schema_metadata(spec.schema.metadata)
         table = pa.concat_tables(pieces) if pieces else spec.schema.empty_table()
         table = latest_per_key(table, spec.key)
         return table.select(columns) if columns else table

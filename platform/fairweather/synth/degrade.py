@@ -16,13 +16,15 @@ from scipy.ndimage import convolve, gaussian_filter, rotate
 from fairweather.contracts.config.synth import SynthConfig
 
 
-def haze(clean: np.ndarray, depth: np.ndarray, beta: float, airlight: float) -> np.ndarray:
-    """Atmospheric scattering model: I = J·t + A·(1 − t), t = exp(−β·d). β = 0 returns ``clean`` unchanged."""
+def haze(clean: np.ndarray, depth: np.ndarray, beta: float, airlight: float | np.ndarray) -> np.ndarray:
+    """Atmospheric scattering model: I = J·t + A·(1 − t), t = exp(−β·d). β = 0 returns ``clean`` unchanged.
+
+    ``airlight``: a grey level, or an RGB triple for a tinted atmospheric light."""
     t = np.exp(-beta * depth)[..., None].astype(np.float32)
     return (clean * t + airlight * (1.0 - t)).astype(np.float32)
 
 
-def _streak_kernel(length: int, angle_deg: float) -> np.ndarray:
+def streak_kernel(length: int, angle_deg: float) -> np.ndarray:
     """A normalised line kernel of ``length`` pixels, tilted ``angle_deg`` from vertical (motion blur of a drop)."""
     size = length if length % 2 else length + 1
     kernel = np.zeros((size, size), dtype=np.float32)
@@ -45,7 +47,7 @@ def rain(
         seeds *= rng.uniform(0.6, 1.0, size=(h, w)).astype(np.float32)
         length = max(3, round(params["length"] * h * falloff))
         angle = params["angle_deg"] + rng.uniform(-3.0, 3.0)
-        blurred = convolve(seeds, _streak_kernel(length, angle), mode="wrap")
+        blurred = convolve(seeds, streak_kernel(length, angle), mode="wrap")
         streaks = np.maximum(streaks, blurred / (blurred.max() + 1e-8) * falloff)
     alpha = (params["opacity"] * streaks)[..., None]
     return (1.0 - (1.0 - image) * (1.0 - alpha)).clip(0, 1).astype(np.float32)

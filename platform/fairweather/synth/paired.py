@@ -29,7 +29,10 @@ from fairweather.contracts.tables import TableStore, conform
 SPLITS = ("train", "val", "test")
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 #: Columns that define a pair; ``created_at`` is not one (a rerun that changes nothing writes nothing).
-_CONTENT = ("dataset", "split", "weather", "input_uri", "target_uri", "width", "height")
+_CONTENT = (
+    "dataset", "split", "weather", "input_uri", "target_uri", "width", "height", "clean_source", "degradation",
+    "depth_source",
+)  # fmt: skip
 
 
 def split_for(u: float, val_fraction: float, test_fraction: float) -> str:
@@ -63,6 +66,12 @@ class PairRecord:
     target: str
     width: int
     height: int
+    #: Generated pairs only (None for imported ones): the clean image's origin (a photo's path / URI as listed,
+    #: or ``procedural``), the degradation's parameters as sorted JSON (weather, model version, every drawn
+    #: value, the crop), and where the depth came from (``model:<name>``, ``prior:...``, ``procedural``).
+    clean_source: str | None = None
+    degradation: str | None = None
+    depth_source: str | None = None
 
 
 def paired_table(records: Iterable[PairRecord], root: str, created_at: datetime | None = None) -> pa.Table:
@@ -85,6 +94,9 @@ def paired_table(records: Iterable[PairRecord], root: str, created_at: datetime 
         "target_uri": [relative_uri(root, r.target) for r in records],
         "width": [r.width for r in records],
         "height": [r.height for r in records],
+        "clean_source": pa.array([r.clean_source for r in records], pa.string()),
+        "degradation": pa.array([r.degradation for r in records], pa.string()),
+        "depth_source": pa.array([r.depth_source for r in records], pa.string()),
         "created_at": [now] * len(records),
     }
     return conform(PAIRED, pa.table(columns))

@@ -1,4 +1,4 @@
-"""Clean outdoor-like scenes with a depth map: procedural ones, or real photos with a pseudo-depth.
+"""Clean outdoor-like procedural scenes with a depth map (real photos: :mod:`fairweather.synth.photo_set`).
 
 A procedural scene is sky (depth 1.0), a mountain ridge near the horizon, a ground plane whose depth grows toward the
 horizon, and a few buildings and trees painted far to near, each at the ground depth of its base. Everything is
@@ -9,8 +9,7 @@ image ``(H, W, 3)`` in [0, 1], depth ``(H, W)`` in relative scene units (see ``S
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
-from scipy.ndimage import gaussian_filter, zoom
+from scipy.ndimage import zoom
 
 SKY_DEPTH = 1.0
 HORIZON_DEPTH = 0.7
@@ -89,24 +88,3 @@ def procedural_scene(rng: np.random.Generator, size: tuple[int, int]) -> tuple[n
         depth = np.where(inside, base_depth, depth)
 
     return image.clip(0, 1).astype(np.float32), depth.astype(np.float32)
-
-
-def fit_photo(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a ``(H, W, 3)`` uint8 photo to cover ``size = (h, w)`` and centre-crop it; float32 in [0, 1]."""
-    h, w = size
-    ph, pw = photo.shape[:2]
-    scale = max(h / ph, w / pw)
-    resized = Image.fromarray(photo).resize(
-        (max(w, round(pw * scale)), max(h, round(ph * scale))), Image.BICUBIC
-    )
-    top, left = (resized.height - h) // 2, (resized.width - w) // 2
-    return np.asarray(resized.crop((left, top, left + w, top + h)), dtype=np.float32) / 255.0
-
-
-def photo_pseudo_depth(size: tuple[int, int]) -> np.ndarray:
-    """A documented depth prior for photos without depth: outdoor photos are far at the top and near at the
-    bottom, so depth falls from the sky's 1.0 at the top row to NEAR_DEPTH at the bottom row. ``(H, W)`` float32."""
-    h, w = size
-    rows = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
-    depth = NEAR_DEPTH + (SKY_DEPTH - NEAR_DEPTH) * (1.0 - rows) ** 1.5
-    return gaussian_filter(np.repeat(depth, w, axis=1), sigma=1.0).astype(np.float32)
