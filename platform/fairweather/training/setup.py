@@ -40,13 +40,21 @@ def needs_clip(cfg: FairweatherConfig) -> bool:
 def load_encoders(
     cfg: FairweatherConfig, device: torch.device, *, depth: bool = True
 ) -> tuple[nn.Module | None, nn.Module | None]:
-    """``(clip, depth)`` on ``device``, each None when nothing in the config uses it (or ``depth=False``)."""
-    from fairweather.encoders import FrozenCLIP, FrozenDepthEncoder
+    """``(clip, depth)`` on ``device``, each None when nothing in the config uses it (or ``depth=False``).
 
+    Each encoder's module is imported only when it is used: CLIP's needs open_clip, which a run without CLIP terms
+    (e.g. ``benchmarks/gpu_check.py`` on a machine without it) must not require.
+    """
     cache = cfg.runtime.model_cache_dir
-    clip = FrozenCLIP.from_config(cfg.encoders.clip, cache).to(device) if needs_clip(cfg) else None
+    clip = None
+    if needs_clip(cfg):
+        from fairweather.encoders import FrozenCLIP
+
+        clip = FrozenCLIP.from_config(cfg.encoders.clip, cache).to(device)
     depth_encoder = None
     if depth and cfg.loss.weights.feat > 0:
+        from fairweather.encoders import FrozenDepthEncoder
+
         depth_encoder = FrozenDepthEncoder.from_config(cfg.encoders.depth, cache).to(device)
     return clip, depth_encoder
 
