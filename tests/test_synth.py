@@ -113,7 +113,11 @@ def test_real_photo_mode_refuses_non_images_with_a_reason(tmp_path):
         Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(photos / name)
     (photos / "notes.png").write_text("not an image")
     result = generate(small_cfg(tmp_path, clean=str(photos)))
-    assert result.num_paired == 6 and result.photo_splits == {"train": 2, "val": 0, "test": 1}  # 6 pairs: no val
+    assert result.num_paired == 6 and result.photo_splits == {
+        "train": 2,
+        "val": 0,
+        "test": 1,
+    }  # 6 pairs: no val
     assert [(e.uri, e.reason) for e in result.errors] == [(str(photos / "notes.png"), "not_an_image")]
     rows = pq.read_table(f"{result.pool_dir}/manifest.parquet").to_pylist()
     assert {r["source"] for r in rows} <= {str(photos / n) for n in ("a.jpg", "b.png", "c.png")}
@@ -157,4 +161,38 @@ def test_run_synth_prints_a_summary_and_writes_the_paired_table(tmp_path, capsys
     assert sum(summary.splits.values()) == 2
     assert TableStore(str(tmp_path / "tables")).read("paired").num_rows == 2
     out = capsys.readouterr().out
-    assert "synth: 2 paired" in out and "2 table row(s) written" in out
+    assert "synth: 2 paired" in out and "2 table row(s)" in out
+
+
+def test_run_synth_on_a_folder_of_clean_photos_records_depth_and_refusals(tmp_path, capsys):
+    """synth.clean lists a folder by the pool's rules; every row names its clean photo, its degradation's
+    parameters and where its depth came from; a file that is no image becomes an errors row."""
+    import json
+
+    from fairweather.contracts.config import load_config
+    from fairweather.contracts.tables import TableStore
+    from fairweather.stages.synth.driver import run_synth
+    from fairweather.synth import bundled_clean_photos
+
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for name, data in bundled_clean_photos()[:8]:
+        (clean / name.partition(":")[2]).write_bytes(data)
+    (clean / "broken.jpg").write_bytes(b"not a jpeg")
+    overrides = [
+        f"synth.out={tmp_path / 'data'}",
+        f"data.tables={tmp_path / 'tables'}",
+        f"synth.clean={clean}",
+        "synth.num_paired=6",
+        "synth.num_unlabeled=1",
+        "synth.size=[48,48]",
+    ]
+    summary = run_synth(load_config("smoke", overrides))
+    store = TableStore(str(tmp_path / "tables"))
+    rows = store.read("paired").to_pylist()
+    assert len(rows) == summary.num_paired == 6 and {r["dataset"] for r in rows} == {"synth-photo"}
+    assert all(r["clean_source"] and r["depth_source"].startswith("prior:") for r in rows)
+    assert all(json.loads(r["degradation"]) for r in rows)
+    assert summary.clean_errors == 1
+    assert [e["uri"].rpartition("/")[2] for e in store.read("errors").to_pylist()] == ["broken.jpg"]
+    assert "random weights" in capsys.readouterr().out

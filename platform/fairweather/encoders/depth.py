@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import DepthAnythingForDepthEstimation
@@ -59,3 +60,31 @@ class FrozenDepthEncoder(FrozenModule):
             -1
         ]  # (N, L + 1, C) with the class token first (reshape_hidden_states=False)
         return features[:, 1:] if features.ndim == 3 else features.flatten(2).transpose(1, 2)
+
+
+class DepthEstimator:
+    """Depth Anything's whole model as a depth map for ``fairweather synth``: ``(H, W, 3)`` float RGB in [0, 1] ->
+    ``(h, w)`` relative inverse depth (larger = nearer, the model's own resolution), as
+    :mod:`fairweather.synth.depth` expects. Only worth using with real weights: a tiny random model's map is noise,
+    so the synth stage uses the geometric prior then."""
+
+    def __init__(self, model: DepthAnythingForDepthEstimation, input_size: int):
+        self.model = model.eval()
+        self.input_size = input_size
+        self.patch_size = int(model.config.patch_size)
+
+    @classmethod
+    def from_config(cls, cfg: DepthEncoderConfig, cache_dir: str | Path) -> DepthEstimator:
+        model = DepthAnythingForDepthEstimation.from_pretrained(resolve_model_ref(cfg.model_id, cache_dir))
+        return cls(model, cfg.input_size)
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(image, dtype=torch.float32).permute(2, 0, 1)[None]
+        h, w = x.shape[-2:]
+        scale, p = self.input_size / min(h, w), self.patch_size
+        size = (max(p, round(h * scale / p) * p), max(p, round(w * scale / p) * p))
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return self.model(pixel_values=(x - mean) / std).predicted_depth[0].numpy()
