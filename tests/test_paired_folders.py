@@ -170,9 +170,26 @@ def test_unreadable_and_mismatched_pairs_are_reported_not_dropped(tmp_path):
     found = scan_paired_folder(str(root), "generic", "set", weather="rain")
     assert [p.pair_id for p in found.pairs] == ["set/input/ok"]
     assert found.size_mismatch == (f"{root / 'input/big.png'}: 12x8 vs target 20x8",)
-    assert len(found.unreadable) == 1 and found.unreadable[0].startswith(str(root / "input/broken.png"))
+    assert found.unreadable == (
+        f"{root / 'input/broken.png'}: not an image format PIL can read (or a damaged header)",
+    )
     # The listing is sorted, so ok.jpg makes the pair and ok.png is the repeat.
     assert found.pairs[0].input.endswith("ok.jpg") and found.duplicates == (str(root / "input/ok.png"),)
+
+
+def test_an_unreadable_target_is_named_itself_without_pythons_file_object(tmp_path, capsys):
+    root = make(tmp_path / "set", "input/ok.png", "target/ok.png", "input/bad.png")
+    (root / "target/bad.png").write_bytes(b"not an image")
+    found = scan_paired_folder(str(root), "generic", "set", weather="rain")
+    assert [p.pair_id for p in found.pairs] == ["set/input/ok"]
+    assert found.unreadable == (
+        f"{root / 'target/bad.png'} (target of {root / 'input/bad.png'}): not an image format PIL can read "
+        "(or a damaged header)",
+    )
+    cfg = load_config("smoke", [f"data.tables={tmp_path / 'tables'}"])
+    run_import_pairs(cfg, str(root), "generic", "set", weather="rain")
+    out = capsys.readouterr().out
+    assert "1 unreadable images, skipped: " in out and "NativeFile" not in out and "target/bad.png" in out
 
 
 def test_hash_splits_are_stable_when_the_folder_grows(tmp_path):

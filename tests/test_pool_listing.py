@@ -82,3 +82,13 @@ def test_skipped_files_and_dropped_manifest_rows_are_counted_and_named(tmp_path,
     assert uris(listing) == [str(tmp_path / "a.png")]
     assert listing.skipped["duplicate"] == [str(tmp_path / "a.png")]
     assert len(listing.skipped["manifest_empty_uri"]) == 1
+
+
+def test_a_missing_test_set_is_called_a_test_set_not_a_pool(tmp_path):
+    from fairweather.contracts.tables import TableStore
+    from fairweather.stages.evaluate.io import list_test_set
+
+    with pytest.raises(PoolError, match=r"^test set '/missing' does not exist$"):
+        list_test_set("/missing", TableStore(str(tmp_path)))
+    with pytest.raises(PoolError, match=r"^pool '/missing' does not exist$"):
+        list_pool("/missing")

@@ -124,6 +124,17 @@ def _image_size(uri: str) -> tuple[int, int]:
         return image.size
 
 
+def _unreadable_reason(err: Exception) -> str:
+    """Why an image header cannot be read, in words (PIL names the open file object, not the file)."""
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image format PIL can read (or a damaged header)"
+    if isinstance(
+        err, OSError
+    ):  # pyarrow: "Failed to open local file '<path>'. Detail: [errno 13] Permission denied"
+        return (err.strerror or str(err)).split("Detail: ", 1)[-1]
+    return str(err)
+
+
 def _check_arguments(layout: str, dataset: str, weather: str | None) -> tuple[Layout, str]:
     if layout not in LAYOUTS:
         raise PairedFolderError(f"unknown layout '{layout}' (known: {', '.join(LAYOUTS)})")
@@ -221,11 +232,18 @@ def scan_paired_folder(
         if pair_id in ids:
             duplicates.append(uri)
             continue
-        try:
-            size, target_size = _image_size(uri), _image_size(target)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-            unreadable.append(f"{uri}: {err}")
+        sizes = []
+        for role, image_uri in (("input", uri), ("target", target)):
+            try:
+                sizes.append(_image_size(image_uri))
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+                # The file that failed, named as itself (a target names its input too).
+                of = f" (target of {uri})" if role == "target" else ""
+                unreadable.append(f"{image_uri}{of}: {_unreadable_reason(err)}")
+                break
+        if len(sizes) < 2:
             continue
+        size, target_size = sizes
         if size != target_size:
             mismatch.append(f"{uri}: {size[0]}x{size[1]} vs target {target_size[0]}x{target_size[1]}")
             continue

@@ -60,7 +60,7 @@ def list_test_set(
     """List ``paired:<split>`` from ``store``'s paired table, or a folder / glob / manifest of images."""
     if spec.startswith("paired:"):
         return TestSet.of_pairs(spec, paired_view(store, spec.partition(":")[2]).to_pylist())
-    listing = list_pool(spec, follow_links_out=follow_links_out, roots=roots)
+    listing = list_pool(spec, follow_links_out=follow_links_out, roots=roots, what="test set")
     root = spec.rstrip("/")
     images = []
     for item in listing.items:

@@ -152,19 +152,21 @@ def _read_manifest(uri: str, listing: PoolListing, roots: tuple[str, ...]) -> li
     return rows
 
 
-def list_pool(pool: str, *, follow_links_out: bool = False, roots: tuple[str, ...] = ()) -> PoolListing:
+def list_pool(
+    pool: str, *, follow_links_out: bool = False, roots: tuple[str, ...] = (), what: str = "pool"
+) -> PoolListing:
     """The files of a folder, glob or manifest (see :class:`PoolListing`); never leaves a file unaccounted for.
 
     A folder lists its image-suffixed files (the bytes decide the real format later); a glob lists exactly what
     it matches; an existing path is never a glob, even with ``[`` or ``*`` in its name. Raises
     :class:`PoolError` if the path does not exist or lists no file, or if a manifest names a file outside
-    ``roots`` (when given).
+    ``roots`` (when given). ``what`` names the listing in those errors (``pool``, ``test set``).
     """
     listing = PoolListing(items=[])
     try:
-        rows = _list_rows(pool, follow_links_out, listing, roots)
+        rows = _list_rows(pool, follow_links_out, listing, roots, what)
     except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as err:  # missing, permission, credentials, bad CSV
-        raise PoolError(f"pool {pool!r} cannot be listed: {err}") from err
+        raise PoolError(f"{what} {pool!r} cannot be listed: {err}") from err
     unique: dict[str, dict[str, str | None]] = {}
     for row in rows:
         row["weather_hint"] = row["weather_hint"] or _folder_hint(str(row["uri"]))
@@ -177,13 +179,13 @@ def list_pool(pool: str, *, follow_links_out: bool = False, roots: tuple[str, ..
             "listing skipped %d (%s): %s%s", len(skipped), reason, ", ".join(skipped[:_NAMED_SKIPS]), more
         )
     if not unique and not listing.bad_names:
-        raise PoolError(f"pool {pool!r} lists no image files ({listing.summary()})")
+        raise PoolError(f"{what} {pool!r} lists no image files ({listing.summary()})")
     listing.items = [unique[uri] for uri in sorted(unique)]
     return listing
 
 
 def _list_rows(
-    pool: str, follow_links_out: bool, listing: PoolListing, roots: tuple[str, ...]
+    pool: str, follow_links_out: bool, listing: PoolListing, roots: tuple[str, ...], what: str
 ) -> list[dict[str, str | None]]:
     """Unsorted ``{"uri", "weather_hint"}`` rows of a glob, folder or manifest (hints from the manifest only)."""
     if is_glob(pool):
@@ -194,11 +196,11 @@ def _list_rows(
         if info.type == pafs.FileType.File:
             if PurePosixPath(path).suffix.lower() not in _MANIFEST_SUFFIXES:
                 raise PoolError(
-                    f"pool {pool!r} is a file but not a manifest ({', '.join(_MANIFEST_SUFFIXES)})"
+                    f"{what} {pool!r} is a file but not a manifest ({', '.join(_MANIFEST_SUFFIXES)})"
                 )
             return _read_manifest(pool, listing, roots)
         if info.type != pafs.FileType.Directory:
-            raise PoolError(f"pool {pool!r} does not exist")
+            raise PoolError(f"{what} {pool!r} does not exist")
         found = list_files(pool, suffixes=IMAGE_SUFFIXES, follow_links_out=follow_links_out)
     listing.skipped, listing.bad_names = found.skipped, found.bad_names
     return [{"uri": uri, "weather_hint": None} for uri in found.files]
