@@ -122,6 +122,7 @@ def _sources(cfg: FairweatherConfig, checkpoint: str | None, round_index: int) -
 
 
 def sizing(cfg: FairweatherConfig) -> Sizing:
+    """``pseudo.restore_concurrency`` restore actors, ``pseudo.score_concurrency`` score actors, of one size."""
     ps = cfg.pseudo
     return Sizing(
         ps.restore_concurrency,
