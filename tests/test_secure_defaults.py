@@ -158,3 +158,31 @@ def test_within_roots_on_object_stores():
     assert not within_roots("s3://bucket/pool2/1.jpg", roots)
     assert not within_roots("gs://bucket/pool/1.jpg", roots)
     assert within_roots("anything", ())
+
+
+def test_printed_mlflow_links_mask_the_tracking_servers_credentials(monkeypatch, capsys):
+    """The sweep prints the MLflow UI and the compare view's URL; a tracking URI's user:password never shows."""
+    from fairweather.contracts.config import SweepConfig, load_config
+    from fairweather.stages.infra.tracking import MLflowLogger, ui_links
+    from fairweather.stages.sweep.report import print_report
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config("smoke", ["runtime.mlflow_tracking_uri=https://alice:s3cret@mlflow.example.com/"])
+    parent = MLflowLogger.__new__(MLflowLogger)  # a run on that server (links need no connection)
+    parent.run_id, parent.experiment_id = "p", "3"
+    links = ui_links(cfg, parent, ["a", "b"])
+    assert links is not None and "s3cret" not in "".join(links)
+    assert links[1].startswith("https://***@mlflow.example.com/?workflowType=machine_learning#/compare-runs")
+    sweep = SweepConfig(metric="val/psnr/overall", mode="max", name="s")
+    print_report([], sweep, {"best_config.yaml": "s3://k:s3cret@b/x"}, links)
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "MLflow UI: open https://***@mlflow.example.com" in out
+
+
+def test_the_printed_final_checkpoint_masks_its_uri(capsys):
+    from fairweather.stages.train.report import print_test_table
+
+    print_test_table("run", "s3://key:s3cret@bucket/train/run/checkpoint_1", {})
+    assert (
+        capsys.readouterr().out == "train: run run, final checkpoint s3://***@bucket/train/run/checkpoint_1\n"
+    )

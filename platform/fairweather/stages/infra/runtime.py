@@ -5,6 +5,13 @@ MLflow on a SQLite file under the project runs folder (``mlflow ui --backend-sto
 "Private" means ``ray.init(address="local")``: ``address=None`` would join whatever cluster a ``ray start`` left in
 ``/tmp/ray/ray_current_cluster``. ``runtime.ray_address``, else ``RAY_ADDRESS`` (set by ``ray job submit``), joins
 a cluster.
+
+The private Ray listens on 127.0.0.1 only (GCS, raylet, object manager, workers, dashboard and runtime-env agents):
+Ray binds its servers to the loopback interface exactly when its node IP is ``127.0.0.1``, and it takes that IP only
+when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is in the environment as Ray is imported (``ray.init``'s
+``_node_ip_address="127.0.0.1"`` is turned back into the machine's reachable address). The CLI therefore runs
+every command inside :func:`private_ray_on_loopback`, before any stage imports Ray. This module imports Ray only
+inside :func:`ray_session`, so importing it early changes nothing.
 """
 
 from __future__ import annotations
@@ -12,10 +19,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-
-import ray
 
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.config.runtime import RuntimeConfig
@@ -59,9 +65,40 @@ def is_private_local(runtime: RuntimeConfig) -> bool:
     return runtime.ray_address is None and "RAY_ADDRESS" not in os.environ
 
 
+#: Ray's switch for single-node operation (read once, when ``ray`` is imported): with ``0`` the node IP is
+#: ``127.0.0.1`` and every server of a Ray started by this process binds the loopback interface only.
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+#: What a private local Ray's node IP is when :func:`private_ray_on_loopback` took effect.
+LOOPBACK = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def private_ray_on_loopback(runtime: RuntimeConfig | None) -> Iterator[bool]:
+    """Run the body so that a private local Ray it starts listens on 127.0.0.1 only; yields whether this call set
+    the environment for it.
+
+    Effective only while Ray is not imported yet in this process (the CLI enters it before importing a stage): the
+    variable is in the environment while the body imports Ray (and while Ray starts its daemons, which inherit
+    it), and the previous environment is restored afterwards, so nothing else this process starts later sees
+    it. ``runtime`` None (``sweep`` or ``restore`` without ``--config``): private unless ``RAY_ADDRESS`` is set.
+    A config that joins a cluster is left alone: its nodes must reach each other.
+    """
+    private = "RAY_ADDRESS" not in os.environ if runtime is None else is_private_local(runtime)
+    if not private or "ray" in sys.modules or SINGLE_NODE_ENV in os.environ:
+        yield False  # a cluster, too late (Ray already imported), or the user's own setting
+        return
+    os.environ[SINGLE_NODE_ENV] = "0"
+    try:
+        yield True
+    finally:
+        os.environ.pop(SINGLE_NODE_ENV, None)
+
+
 @contextlib.contextmanager
 def ray_session(cfg: FairweatherConfig) -> Iterator[None]:
     """Connect to (or start) Ray for the duration of a stage; shut down only what this call started."""
+    import ray
+
     if ray.is_initialized():
         yield
         return
@@ -75,6 +112,11 @@ def ray_session(cfg: FairweatherConfig) -> Iterator[None]:
         kwargs.update(address="local", num_cpus=runtime.num_cpus, include_dashboard=False)
     ray.init(**kwargs)
     log.info("Ray resources: %s", ray.cluster_resources())
+    if is_private_local(runtime) and (address := ray.util.get_node_ip_address()) != LOOPBACK:
+        # Ray was imported before private_ray_on_loopback (a notebook, a test process): token auth still guards it.
+        log.info(
+            "the private Ray listens on every interface (node IP %s): Ray was imported too early", address
+        )
     try:
         yield
     finally:

@@ -7,11 +7,18 @@ several stages, Ray workers and Tune trials in one process cannot log into each 
 so every stage gets the same record: the flattened config as params, the resolved config as ``config.yaml``, the
 package version, code commit, profile, stage, host and PID as tags, and the repair of runs left RUNNING by a killed
 process of the same stage.
+
+Credentials: params, ``config.yaml`` and every URL this module prints are masked
+(:mod:`fairweather.contracts.redact`); MLflow's own "View run ... at: <tracking URI>" console lines, which would
+show ``https://user:password@host``, are switched off through MLflow's ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``
+and replaced by a masked log line. Several commands starting at once on a fresh runs folder create the SQLite
+store's schema one at a time, under a file lock beside the database (:func:`mlflow_client`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import json
 import logging
@@ -20,6 +27,7 @@ import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -27,15 +35,55 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import fairweather
 from fairweather.contracts.config import FairweatherConfig, flatten, to_dict, to_yaml
 from fairweather.contracts.metric_logger import MetricLogger, NullLogger
-from fairweather.contracts.redact import redact
+from fairweather.contracts.redact import redact, redact_text
 from fairweather.stages.infra.runtime import artifact_root, tracking_uri
 
 log = logging.getLogger(__name__)
+
+# MLflow prints "View run <name> at: <tracking URI>/#/..." when a run on a tracking server ends, credentials
+# included; its own switch turns that off in this process and every process it starts (Ray workers, Tune trials).
+# MLflowLogger.close logs the same link masked instead.
+os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
+#: SQLite stores whose schema this process has seen created (MLflow keeps one store object per URI and process).
+_READY_STORES: set[str] = set()
+_READY_LOCK = threading.Lock()
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///<path>`` tracking URI; None for any other store (or an in-memory one)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def mlflow_client(uri: str) -> MlflowClient:
+    """An ``MlflowClient`` for ``uri``. The first one of a SQLite store in this process is made under an exclusive
+    lock on ``<db>.lock``: creating the client creates (or migrates) the schema, and two processes doing that at
+    once on a fresh file fail ("duplicate column name: step", "table latest_metrics already exists")."""
+    path = _sqlite_path(uri)
+    if path is None or uri in _READY_STORES:
+        return MlflowClient(tracking_uri=uri)
+    with _READY_LOCK, open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        made = MlflowClient(tracking_uri=uri)
+        _READY_STORES.add(uri)
+    return made
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str | None:
+    """The masked address of a run in the UI of tracking server ``uri`` (None: not a server, e.g. SQLite)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    return redact_text(f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}")
+
 
 #: MLflow rejects param values longer than this.
 _MAX_PARAM_LEN = 6000
@@ -43,6 +91,21 @@ _MAX_PARAM_LEN = 6000
 HOST_TAG, PID_TAG, STAGE_TAG = "fairweather.host", "fairweather.pid", "fairweather.stage"
 #: A run's identity for find-or-create (resumed runs log into the run they started); MLflow's own nesting tag.
 KEY_TAG, PARENT_TAG = "fairweather.key", "mlflow.parentRunId"
+
+
+def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """The id of experiment ``name``, created when missing; another process creating it at the same moment wins
+    the race and its experiment is used."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException as err:
+        found = client.get_experiment_by_name(name)
+        if err.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
+            raise
+        return found.experiment_id
 
 
 class MLflowLogger:
@@ -65,13 +128,8 @@ class MLflowLogger:
         parent_run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
     ):
-        self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            found.experiment_id
-            if found is not None
-            else self.client.create_experiment(experiment, artifact_location=artifact_location)
-        )
+        self.client = mlflow_client(uri)
+        self.experiment_id = _experiment_id(self.client, experiment, artifact_location)
         all_tags = dict(tags or {})
         if key is not None:
             all_tags[KEY_TAG] = key
@@ -101,7 +159,7 @@ class MLflowLogger:
     def attach(cls, uri: str, run_id: str) -> MLflowLogger:
         """A logger for an existing run (no new run is created)."""
         logger = cls.__new__(cls)
-        logger.client, logger.run_id, logger.resumed = MlflowClient(tracking_uri=uri), run_id, True
+        logger.client, logger.run_id, logger.resumed = mlflow_client(uri), run_id, True
         logger.experiment_id = logger.client.get_run(run_id).info.experiment_id
         return logger
 
@@ -144,6 +202,8 @@ class MLflowLogger:
 
     def close(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
+        if url := run_url(self.client.tracking_uri, self.experiment_id, self.run_id):
+            log.info("MLflow run %s (%s): %s", self.run_id, status, url)
 
 
 @functools.cache
@@ -220,10 +280,10 @@ def open_logger(
     if rank != 0:
         return NullLogger()
     # Runs of this stage left RUNNING by a killed process first become KILLED; a keyed rerun then reopens its own.
-    client = MlflowClient(tracking_uri=tracking_uri(cfg.runtime))
-    experiment = client.get_experiment_by_name(cfg.runtime.experiment)
+    store = mlflow_client(tracking_uri(cfg.runtime))
+    experiment = store.get_experiment_by_name(cfg.runtime.experiment)
     if experiment is not None:
-        repair_stale_runs(client, experiment.experiment_id, stage)
+        repair_stale_runs(store, experiment.experiment_id, stage)
     tags = {
         STAGE_TAG: stage,
         "fairweather.profile": cfg.profile,
@@ -290,7 +350,8 @@ UI_ADDRESS = "http://127.0.0.1:5000"
 def ui_links(cfg: FairweatherConfig, parent: MetricLogger, run_ids: list[str]) -> tuple[str, str] | None:
     """How to look at ``run_ids`` side by side: the ``mlflow ui`` command (or the server's address) and the URL
     of the compare view (parallel coordinates, scatter, params/metrics table). MLflow 3 opens in GenAI mode,
-    which lists no runs: ``workflowType=machine_learning`` switches to the experiment view. None without MLflow."""
+    which lists no runs: ``workflowType=machine_learning`` switches to the experiment view. None without MLflow.
+    Both are printed: credentials in the tracking URI (``https://user:password@host``) are masked."""
     if not isinstance(parent, MLflowLogger):
         return None
     uri = tracking_uri(cfg.runtime)
@@ -304,6 +365,8 @@ def ui_links(cfg: FairweatherConfig, parent: MetricLogger, run_ids: list[str]) -
     runs = urllib.parse.quote(json.dumps(run_ids, separators=(",", ":")))
     experiments = urllib.parse.quote(json.dumps([parent.experiment_id]))
     return (
-        command,
-        f"{base}/?workflowType=machine_learning#/compare-runs?runs={runs}&experiments={experiments}",
+        redact_text(command),
+        redact_text(
+            f"{base}/?workflowType=machine_learning#/compare-runs?runs={runs}&experiments={experiments}"
+        ),
     )

@@ -17,7 +17,7 @@ from matplotlib.ticker import NullFormatter
 
 from fairweather.contracts.config import FairweatherConfig, SweepConfig, to_dict, to_yaml
 from fairweather.contracts.config.sweep import VARIANT_KEY
-from fairweather.contracts.redact import redact
+from fairweather.contracts.redact import redact, redact_text
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,12 @@ def write_report(
 def print_report(
     rows: list[TrialRow], sweep: SweepConfig, artifacts: dict[str, str], links: tuple[str, str] | None
 ) -> None:
-    """The ranked table, where the files are, and how to compare the trials in the MLflow UI."""
+    """The ranked table, where the files are, and how to compare the trials in the MLflow UI; credentials in a
+    URI (the tracking server's ``https://user:password@host``, a storage URI) are masked."""
     print(f"sweep {sweep.name}: {len(rows)} trials, ranked by {sweep.metric} ({sweep.mode})")
     print(markdown(*table(rows, sweep)), end="")
     for name, path in artifacts.items():
-        print(f"  {name}: {path}")
+        print(redact_text(f"  {name}: {path}"))
     if links:
-        print(f"MLflow UI: {links[0]}")
-        print(f"compare the trials: {links[1]}")
+        print(redact_text(f"MLflow UI: {links[0]}"))
+        print(redact_text(f"compare the trials: {links[1]}"))

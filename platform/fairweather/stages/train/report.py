@@ -22,14 +22,14 @@ import torch
 from fairweather.contracts.config import FairweatherConfig, to_dict, to_yaml
 from fairweather.contracts.io import atomic_write_bytes, read_bytes
 from fairweather.contracts.metric_logger import MetricLogger
-from fairweather.contracts.redact import redact
+from fairweather.contracts.redact import redact, redact_text
 from fairweather.stages.evaluate.driver import score_checkpoint_here
 from fairweather.stages.evaluate.io import INPUT_METHOD
 from fairweather.stages.train.worker import GRID_FILE
 from fairweather.training.prompt_stage import learn_prompt_context, weather_examples
 from fairweather.training.restorer import load_restorer
 from fairweather.training.setup import load_encoders
-from fairweather.training.state import MODEL_FILE, load_state
+from fairweather.training.state import load_state, save_model_artifact
 from fairweather.training.validate import PAIR_METRICS
 
 log = logging.getLogger(__name__)
@@ -122,12 +122,11 @@ def evaluate_checkpoint(
     with checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
         state = load_state(folder)
         steps = int(state["step"])
-        model = {
-            k: state[k] for k in ("format", "arch", "model", "teacher", "prompt_context", "step", "config")
-        }
-        torch.save(model, Path(out) / MODEL_FILE)
-        (Path(out) / "config.yaml").write_text(to_yaml(redact(to_dict(cfg))))  # no credentials in artifacts
-        logger.log_artifact(Path(out) / MODEL_FILE, "model")
+        # No credentials in artifacts: the model's config and config.yaml are masked (a checkpoint written before
+        # checkpoints were masked is masked here too).
+        model = save_model_artifact(state, out)
+        (Path(out) / "config.yaml").write_text(to_yaml(redact(to_dict(cfg))))
+        logger.log_artifact(model, "model")
         logger.log_artifact(Path(out) / "config.yaml", "model")
     logger.log_metrics(metrics, step=steps)
     table: dict[str, dict[str, float]] = {}
@@ -138,8 +137,8 @@ def evaluate_checkpoint(
 
 
 def print_test_table(run_name: str, checkpoint: str, table: dict[str, dict[str, float]]) -> None:
-    """The input-vs-EMA table on the console."""
-    print(f"train: run {run_name}, final checkpoint {checkpoint}")
+    """The input-vs-EMA table on the console (the checkpoint's URI masked: ``s3://key:secret@bucket/...``)."""
+    print(f"train: run {run_name}, final checkpoint {redact_text(checkpoint)}")
     if not table:
         return
     print(f"{'weather':<10}{'input PSNR':>12}{'EMA PSNR':>10}{'gain':>8}{'input SSIM':>12}{'EMA SSIM':>10}")
