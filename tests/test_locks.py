@@ -182,7 +182,10 @@ def test_a_live_holder_is_named_and_the_command_line_is_masked(tmp_path, monkeyp
     try:
         assert other.stdout.readline().startswith("HELD")
         # Held by a live process that has not written its name yet: refused all the same.
-        with pytest.raises(LockedError, match="in use by another process"), hold_lock(path, "training run r"):
+        refused = pytest.raises(
+            LockedError, match=r"^sweep experiment s3://\*\*\*@b/x is in use by another process"
+        )
+        with refused, hold_lock(path, "sweep experiment s3://k:secret@b/x"):
             pass
     finally:
         other.kill()

@@ -156,3 +156,34 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(data_root, mod
             assert checkpoints(root, trial) == before[trial]
         steps = [m.step for m in info["client"].get_metric_history(kid.info.run_id, "val/psnr/overall")]
         assert steps == [3, 6, 9, 12], (trial, steps)
+
+
+def test_a_relative_config_reaches_the_trials_and_a_sweep_without_a_completed_trial_exits_1(
+    tmp_path, model_cache, monkeypatch, capsys
+):
+    """No pairs in the tables: both trials fail at their start, for one reason, and the command exits 1 with one
+    line per reason. Before, a relative --config failed every trial instead (trials load it in Ray's working
+    directory) and the command exited 0."""
+    from fairweather.cli import main
+
+    (tmp_path / "base.yaml").write_text((REPO / "platform/fairweather/profiles/smoke.yaml").read_text())
+    (tmp_path / "s.yaml").write_text(
+        "metric: val/psnr/overall\nmode: max\nparams:\n  train.lr: {distribution: grid, values: [0.001, 0.002]}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "sweep",
+        "--sweep",
+        "s.yaml",
+        "--config",
+        "base.yaml",
+        *overrides(tmp_path / "empty", model_cache),
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    start = err.index("fairweather sweep: failed: no trial of sweep s completed (2 of 2 failed;")
+    reasons = err[start:].splitlines()[1:]
+    assert len(reasons) == 1 and reasons[0].startswith("2 trials: FairweatherError: no labeled pairs"), (
+        reasons
+    )
+    assert "no such config file" not in err

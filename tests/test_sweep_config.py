@@ -164,3 +164,78 @@ def test_trial_status_from_the_last_result():
     assert trial_status({"step": 12}, False, 12) == "completed"
     assert trial_status({"step": 3}, False, 12) == "stopped_early"
     assert trial_status({}, True, 12) == "failed"
+
+
+def _sampled(alg, n: int) -> list[dict]:
+    configs = []
+    for _ in range(n):
+        trial = alg.next_trial()
+        configs.append(trial.config)
+        alg.on_trial_complete(trial.trial_id)
+    return configs
+
+
+def _generator(sweep, seed: int):
+    from ray.tune.experiment import Experiment
+
+    from fairweather.stages.sweep.driver import param_space, search_algorithm
+
+    alg = search_algorithm(dataclasses.replace(sweep, seed=seed), 1)
+    space = param_space(sweep)
+    alg.add_configurations(
+        [Experiment("s", run=lambda config: None, config=space, num_samples=sweep.num_samples)]
+    )
+    return alg
+
+
+def test_the_seed_samples_the_same_trials_and_a_resumed_sweep_goes_on_sampling_them():
+    """Tune saves its sampler with the experiment (cloudpickle); with the sweep's seed, a sampler restored after two
+    trials samples the two an uninterrupted sweep would have (unseeded, it drew from numpy's global state)."""
+    from ray import cloudpickle
+
+    from fairweather.stages.sweep.driver import search_algorithm
+
+    sweep = load_sweep(REPO / "sweeps" / "smoke.yaml")
+    assert sweep.seed == 0 and load_sweep(REPO / "sweeps" / "paper.yaml").seed == 0
+    uninterrupted = _sampled(_generator(sweep, 0), 4)
+    assert _sampled(_generator(sweep, 0), 4) == uninterrupted
+    assert _sampled(_generator(sweep, 1), 4) != uninterrupted
+    interrupted = _generator(sweep, 0)
+    first = _sampled(interrupted, 2)
+    state = cloudpickle.loads(cloudpickle.dumps(interrupted.get_state()))
+    restored = search_algorithm(sweep, 1)
+    restored.set_state(state)
+    assert first + _sampled(restored, 2) == uninterrupted
+    # The seed is part of the sweep: another seed is another sweep (its own experiment and parent run).
+    assert sweep.fingerprint("smoke", []) != dataclasses.replace(sweep, seed=1).fingerprint("smoke", [])
+
+
+def test_a_relative_base_config_is_made_absolute_and_a_profile_name_stays_a_name(tmp_path, monkeypatch):
+    from fairweather.stages.sweep.driver import absolute_base
+
+    sweep = load_sweep(REPO / "sweeps" / "smoke.yaml")
+    assert absolute_base(sweep).base == "smoke"
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "base.yaml").write_text(
+        (REPO / "platform/fairweather/profiles/smoke.yaml").read_text()
+    )
+    monkeypatch.chdir(tmp_path)
+    assert absolute_base(dataclasses.replace(sweep, base="conf/base.yaml")).base == str(
+        tmp_path / "conf/base.yaml"
+    )
+
+
+def test_a_trials_failure_reason_is_the_innermost_error_line_without_its_module_path():
+    from fairweather.stages.sweep.driver import failure_reason
+
+    text = (
+        'ray::ImplicitFunc.train() (pid=1, ip=127.0.0.1)\n  File "x.py", line 3, in train\n'
+        "ray.exceptions.RayTaskError(FairweatherError): ray::_train() (pid=2, ip=127.0.0.1)\n"
+        '  File "rounds.py", line 9, in run_rounds\n'
+        "fairweather.contracts.errors.FairweatherError: no labeled pairs under s3://k:secret@b/t: run synth\n"
+    )
+    assert (
+        failure_reason(RuntimeError(text))
+        == "FairweatherError: no labeled pairs under s3://***@b/t: run synth"
+    )
+    assert failure_reason(TimeoutError("took too long")) == "TimeoutError: took too long"

@@ -103,9 +103,12 @@ class SweepConfig:
     search: Literal["random"] = "random"
     #: Trials running at once; 0: as many as the cluster's CPUs (GPUs) hold trainers of ``train.scaling``.
     max_concurrent_trials: int = 0
+    #: Seed of the search algorithm's sampling: the same sweep file samples the same trials, and a resumed sweep
+    #: the ones an uninterrupted run would have (a changed seed is a new sweep).
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        check_ranges(self, num_samples=AT_LEAST_ONE, max_concurrent_trials=NON_NEGATIVE)
+        check_ranges(self, num_samples=AT_LEAST_ONE, max_concurrent_trials=NON_NEGATIVE, seed=NON_NEGATIVE)
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must be unique, got {names}")

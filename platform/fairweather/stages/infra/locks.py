@@ -118,7 +118,7 @@ def _acquire(path: Path, what: str) -> int:
                 continue
             who = holder.describe() if holder else "another process (starting now)"
             raise LockedError(
-                f"{what} is in use by {who}; wait for it to finish or stop it, then rerun (lock: {path})"
+                f"{redact_text(what)} is in use by {who}; wait for it to finish or stop it, then rerun (lock: {path})"
             ) from None
         if not _same_file(fd, path):  # locked a file a stale lock's taker had just replaced: try again
             os.close(fd)
@@ -128,7 +128,9 @@ def _acquire(path: Path, what: str) -> int:
         os.write(fd, json.dumps(holder.__dict__).encode())
         os.fsync(fd)
         return fd
-    raise LockedError(f"{what}: could not take the lock {path} (other processes keep replacing it)")
+    raise LockedError(
+        f"{redact_text(what)}: could not take the lock {path} (other processes keep replacing it)"
+    )
 
 
 @contextlib.contextmanager
@@ -160,5 +162,5 @@ def hold_lock(path: Path, what: str) -> Iterator[Path]:
 
 def run_lock(runtime: RuntimeConfig, kind: str, name: str, where: str = "", *, what: str | None = None):
     """:func:`hold_lock` on :func:`lock_path`: ``with run_lock(cfg.runtime, "train", name, storage): ...``."""
-    described = what or f"{kind} run {name}" + (f" under {redact_text(where)}" if where else "")
+    described = what or f"{kind} run {name}" + (f" under {where}" if where else "")
     return hold_lock(lock_path(runtime, kind, name, where), described)

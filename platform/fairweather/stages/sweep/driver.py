@@ -14,7 +14,13 @@ trial's config and checkpoint on the parent.
 
 Resume: the Tune experiment lives at ``<train storage>/<sweep key>``; rerunning the same command restores it
 (``resume_errored``): finished trials stay finished, interrupted ones restart and their training resumes from its
-own checkpoints (each trial's training run is named ``<sweep key>-<trial id>``).
+own checkpoints (each trial's training run is named ``<sweep key>-<trial id>``). The sweep file's ``seed`` seeds
+Tune's random sampling, and the sampler's state is part of the experiment, so a resumed sweep samples the trials
+an uninterrupted one would have. One live command per experiment: a second one is refused at start-up
+(:mod:`fairweather.stages.infra.locks`).
+
+Failure: a sweep in which no trial completes (every trial failed) raises :class:`JobFailedError` with one line per
+distinct failure reason (exit code 1 on the command line) after its report is written.
 """
 
 from __future__ import annotations
@@ -23,18 +29,29 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 import ray.tune
+from ray.tune.search import BasicVariantGenerator
 
-from fairweather.contracts.config import FairweatherConfig, SweepConfig, load_config
+from fairweather.contracts.config import (
+    CONFIG_DIR,
+    FairweatherConfig,
+    SweepConfig,
+    load_config,
+    resolve_profile,
+)
 from fairweather.contracts.config.sweep import VARIANT_KEY, trial_overrides
-from fairweather.contracts.errors import FairweatherError
+from fairweather.contracts.errors import FairweatherError, JobFailedError
 from fairweather.contracts.metric_logger import MetricLogger, NullLogger
+from fairweather.contracts.redact import redact_text
+from fairweather.stages.infra.locks import run_lock
 from fairweather.stages.infra.runtime import ray_session, runs_path
 from fairweather.stages.infra.tracking import child_run_ids, stage_run, ui_links
 from fairweather.stages.sweep.report import TrialRow, best_row, print_report, write_report
@@ -85,6 +102,21 @@ def param_space(sweep: SweepConfig) -> dict[str, Any]:
     if sweep.variants:
         space[VARIANT_KEY] = ray.tune.grid_search([v.name for v in sweep.variants])
     return space
+
+
+def search_algorithm(sweep: SweepConfig, concurrency: int) -> BasicVariantGenerator:
+    """Tune's random/grid sampler seeded with the sweep's ``seed`` (its state is saved with the experiment, so a
+    resumed sweep goes on sampling where it stopped), running at most ``concurrency`` trials at once."""
+    return BasicVariantGenerator(max_concurrent=concurrency, random_state=sweep.seed)
+
+
+def absolute_base(sweep: SweepConfig) -> SweepConfig:
+    """``sweep`` with a base YAML path made absolute: trials load their config in Ray's working directory, where
+    a relative path names nothing. A shipped profile's name stays a name."""
+    path = resolve_profile(sweep.base)
+    if path == CONFIG_DIR / f"{sweep.base}.yaml":
+        return sweep
+    return dataclasses.replace(sweep, base=os.path.abspath(path))
 
 
 def check_sweep(job: TrialJob) -> list[FairweatherConfig]:
@@ -147,8 +179,8 @@ def _tuner(job: TrialJob, path: str, concurrency: int, total_steps: int) -> ray.
             metric=sweep.metric,
             mode=sweep.mode,
             num_samples=sweep.num_samples,
+            search_alg=search_algorithm(sweep, concurrency),
             scheduler=scheduler,
-            max_concurrent_trials=concurrency,
             trial_name_creator=trial_name,
             trial_dirname_creator=lambda trial: trial.trial_id,
         ),
@@ -158,6 +190,28 @@ def _tuner(job: TrialJob, path: str, concurrency: int, total_steps: int) -> ray.
             callbacks=[MarkTrials(job)],
         ),
     )
+
+
+#: ``pkg.module.SomeError: message`` (or ``SomeError(...)``): how a Python error's line starts in Ray's texts.
+_ERROR_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w]*\.)*(?P<line>[A-Za-z_]\w*(?:Error|Exception|Interrupt|Exit)\b.*)$"
+)
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line for a trial's error: the innermost ``SomeError: message`` line of Ray's text (the original error
+    under the task and actor wrappers), module path dropped, credentials masked."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    found = [m["line"] for line in lines if (m := _ERROR_LINE.match(line))]
+    line = found[-1] if found else (lines[-1] if lines else type(error).__name__)
+    if not found and lines:
+        line = f"{type(error).__name__}: {line}"
+    return redact_text(line if len(line) <= 300 else line[:297] + "...")
+
+
+def failure_reasons(results: ray.tune.ResultGrid) -> Counter[str]:
+    """Each distinct failure reason of the sweep's trials -> how many trials failed with it."""
+    return Counter(failure_reason(r.error) for r in results if r.error is not None)
 
 
 def _rows(job: TrialJob, results: ray.tune.ResultGrid) -> list[TrialRow]:
@@ -190,12 +244,15 @@ def run_sweep(
     """Run (or resume) ``sweep`` on ``sweep.base`` with ``overrides``; log to ``logger`` (default: the sweep's
     keyed MLflow parent run). step_hook: passed to every trial's workers (tests)."""
     start = time.perf_counter()
+    sweep = absolute_base(sweep)
     cfg = load_config(sweep.base, trial_overrides(sweep, {}, overrides))
     key = f"sweep-{sweep.name}-{sweep.fingerprint(sweep.base, list(overrides))}"
-    path = f"{storage_path(cfg)}/{key}"
+    storage = storage_path(cfg)
+    path = f"{storage}/{key}"
     job = TrialJob(sweep, tuple(overrides), key, NullLogger(), step_hook)
     configs = check_sweep(job)  # before Ray starts or a run opens
-    with ray_session(cfg):
+    # One live command per Tune experiment: a second one is refused here, before Ray or MLflow start.
+    with run_lock(cfg.runtime, "sweep", key, storage, what=f"sweep experiment {path}"), ray_session(cfg):
         concurrency = _concurrency(sweep, configs)  # the cluster's resources are known now
         own = stage_run(cfg, "sweep", key, key=key) if logger is None else contextlib.nullcontext(logger)
         with own as parent:
@@ -238,4 +295,13 @@ def _sweep(cfg: FairweatherConfig, job: TrialJob, path: str, concurrency: int, s
         seconds=round(time.perf_counter() - start, 1),
     )
     print_report(rows, sweep, summary.artifacts, links)
+    reasons = failure_reasons(results)
+    lines = [f"{n} trial{'s' * (n > 1)}: {reason}" for reason, n in reasons.most_common()]
+    if not summary.completed and not summary.stopped_early:
+        raise JobFailedError(
+            f"no trial of sweep {summary.name} completed ({summary.failed} of {summary.trials} failed; report in "
+            f"{out}):\n" + "\n".join(lines or ["no trial ran"])
+        )
+    for line in lines:
+        log.warning("sweep: %s", line)
     return summary
