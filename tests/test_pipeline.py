@@ -33,6 +33,7 @@ def cfg(tmp_path_factory, model_cache, local_ray):
             "train.prompt_images_per_weather": 2,
             "loss.weights.ps": 0.5,
             "loss.weights.wpl": 0.02,
+            "pseudo.warmup_steps": 2,
             "evaluate.metrics": "[piqe]",
         },
     )
@@ -54,12 +55,13 @@ def test_a_rerun_after_a_crash_skips_finished_stages_and_keeps_one_run_per_stage
         with pytest.raises(RuntimeError, match="simulated crash"):
             pipeline.run_pipeline(cfg)
     finished = TableStore(cfg.data.tables).read("pipeline").column("stage").to_pylist()
-    assert sorted(finished) == ["init", "label", "prompts"]
+    assert sorted(finished) == ["init", "label", "prompts", "warmup"]
 
     summary = pipeline.run_pipeline(cfg)
     status = {result.stage: result.status for result in summary.stages}
     assert status == {
         "label": "skipped",
+        "warmup": "skipped",
         "init": "skipped",
         "prompts": "skipped",
         "rounds": "ran",
@@ -72,6 +74,13 @@ def test_a_rerun_after_a_crash_skips_finished_stages_and_keeps_one_run_per_stage
     rows = store.read("pseudo_labels").to_pylist()
     rounds = {row["round"] for row in rows if row["lineage"] == lineage}
     assert rounds == {0, 1}, lineage  # init, then the update after round 1 (none after the last round)
+    init = [row for row in rows if row["lineage"] == lineage and row["round"] == 0]
+    by_image: dict[str, list[dict]] = {}
+    for row in init:
+        by_image.setdefault(row["image_id"], []).append(row)
+    for image, candidates in by_image.items():  # the input and the warm-up restorer compete for every image
+        assert {row["source"] for row in candidates} == {"input", "warmup"}, image
+        assert sum(row["selected"] for row in candidates) == 1, image
 
     again = pipeline.run_pipeline(cfg)
     assert {result.status for result in again.stages} == {"skipped"}

@@ -48,6 +48,10 @@ class PseudoConfig:
     init_checkpoints: tuple[str, ...] = ()
     #: ``name=folder`` of another method's outputs, matched to the pool images by file name (suffix ignored).
     init_folders: tuple[str, ...] = ()
+    #: The paper's "init" needs an existing restorer; where there is none, the rounds (and the pipeline, as a stage
+    #: of its own) first train one: a supervised warm-up of this many steps on the paired set (L_sup only, no real
+    #: images), whose EMA teacher restores every pool image as the init candidate ``warmup``. 0: no warm-up.
+    warmup_steps: int = 0
     #: Read by the rounds driver: update the pseudo-labels after every round (false: only after round 1).
     iterate: bool = True
     #: Read by the rounds driver: describe the real images again between rounds.
@@ -70,6 +74,7 @@ class PseudoConfig:
         check_ranges(
             self,
             margin=NON_NEGATIVE,
+            warmup_steps=NON_NEGATIVE,
             batch_size=AT_LEAST_ONE,
             restore_concurrency=AT_LEAST_ONE,
             score_concurrency=AT_LEAST_ONE,

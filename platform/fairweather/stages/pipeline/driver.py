@@ -1,4 +1,4 @@
-"""``fairweather pipeline``: label the pool -> initial pseudo-labels -> stage-1 prompts -> training rounds -> report.
+"""``fairweather pipeline``: label the pool -> supervised warm-up -> initial pseudo-labels -> stage-1 prompts -> training rounds -> report.
 
 Each stage reads the tables the one before it wrote. Before a stage runs, the pipeline computes its *input key*: a
 hash of the config sections it reads and of the versions of the tables (or the pool listing) it consumes. A stage
@@ -37,6 +37,7 @@ from fairweather.stages.infra.tracking import closing, stage_run
 from fairweather.stages.label.driver import run_label
 from fairweather.stages.pseudolabel.driver import run_pseudolabel
 from fairweather.stages.train.rounds import learn_run_prompts, lineage_of, pinned, run_rounds
+from fairweather.stages.train.warmup import warmup_checkpoint, warmup_config, warmup_due, with_warmup
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,26 @@ def _label_key(cfg: FairweatherConfig, store: TableStore, state: dict) -> str:
     return _digest("label", to_dict(cfg.vlm), to_dict(cfg.label), cfg.data.max_image_pixels, uris)
 
 
+def _warmup_key(cfg: FairweatherConfig, store: TableStore, state: dict) -> str:
+    warm = warmup_config(cfg, lineage_of(cfg))
+    return _digest(
+        "warmup",
+        to_dict(warm.train),
+        to_dict(warm.loss),
+        to_dict(warm.model),
+        table_versions(store, ("paired",)),
+    )
+
+
 def _init_key(cfg: FairweatherConfig, store: TableStore, state: dict) -> str:
     vlm = to_dict(cfg.vlm) if cfg.pseudo.use_vlm else None
     return _digest(
-        "init", to_dict(cfg.pseudo), vlm, lineage_of(cfg), table_versions(store, ("pool", "labels"))
+        "init",
+        to_dict(cfg.pseudo),
+        vlm,
+        lineage_of(cfg),
+        state.get("warmup"),
+        table_versions(store, ("pool", "labels")),
     )
 
 
@@ -110,7 +127,14 @@ def _label(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:
     return _as_dict(run_label(cfg, logger))
 
 
+def _warmup(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:
+    state["warmup"] = warmup_checkpoint(cfg, logger, lineage_of(cfg))
+    return {"warmup": state["warmup"], "steps": cfg.pseudo.warmup_steps}
+
+
 def _init(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:
+    if "warmup" in state:
+        cfg = with_warmup(cfg, state["warmup"])
     return _as_dict(run_pseudolabel(cfg, logger, lineage=lineage_of(cfg)))
 
 
@@ -133,6 +157,7 @@ def _evaluate(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict
 
 STAGES = (
     _Stage("label", _label_key, _label),
+    _Stage("warmup", _warmup_key, _warmup, off=lambda cfg: not warmup_due(cfg)),
     _Stage("init", _init_key, _init, off=lambda cfg: not cfg.pseudo.init),
     _Stage("prompts", _prompts_key, _prompts, off=lambda cfg: cfg.loss.weights.wpl <= 0),
     _Stage("rounds", _rounds_key, _rounds),
@@ -196,7 +221,7 @@ def run_pipeline(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
             done = _finished(store, stage.name, key)
             if done is not None:
                 print(f"{prefix}: done before on the same inputs, skipped")
-                state.update({k: done[k] for k in ("checkpoint", "report_dir") if k in done})
+                state.update({k: done[k] for k in ("checkpoint", "report_dir", "warmup") if k in done})
                 results.append(StageResult(stage.name, "skipped", key, 0.0, done))
                 continue
             print(f"{prefix}: running")

@@ -32,7 +32,7 @@ from ray.train.v2.api.callback import RayTrainCallback
 
 from fairweather.contracts.config import FairweatherConfig, to_dict
 from fairweather.contracts.errors import FairweatherError
-from fairweather.contracts.io import has_scheme
+from fairweather.contracts.io import full_uri, has_scheme
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import paired_view, real_view, table_versions
@@ -120,6 +120,18 @@ def run_name(cfg: FairweatherConfig, versions: dict[str, str]) -> str:
         digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
         name = f"train-{digest}"
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}" if cfg.train.new_run else name
+
+
+def trained_until(storage: str, name: str) -> tuple[int, str | None]:
+    """``(step, checkpoint)`` of run ``name``'s latest registered checkpoint under ``storage``; ``(0, None)``
+    before its first checkpoint."""
+    try:
+        result = ray.train.Result.from_path(f"{storage}/{name}")
+    except RuntimeError:  # no such run folder, or no checkpoint registered in it yet
+        return 0, None
+    if result.checkpoint is None:
+        return 0, None
+    return int((result.metrics or {})["step"]), full_uri(storage, result.checkpoint.path)
 
 
 def _absolute_paths(cfg: FairweatherConfig) -> FairweatherConfig:

@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import ray.train
 from ray.train.v2.api.callback import RayTrainCallback
 
 from fairweather.contracts.config import FairweatherConfig
@@ -44,9 +43,10 @@ from fairweather.stages.infra.runtime import ray_session
 from fairweather.stages.infra.tracking import closing, stage_run
 from fairweather.stages.pseudolabel.driver import PseudolabelSummary, run_pseudolabel
 from fairweather.stages.pseudolabel.tables import lineage_rows
-from fairweather.stages.train.driver import default_lineage, run_train, storage_path
+from fairweather.stages.train.driver import default_lineage, run_train, storage_path, trained_until
 from fairweather.stages.train.report import PROMPTS_FILE, learn_prompts
 from fairweather.stages.train.rounds_report import log_selection_plot, update_complete
+from fairweather.stages.train.warmup import WARMUP_SOURCE, warmup_checkpoint, warmup_due, with_warmup
 from fairweather.stages.train.worker import StepHook
 
 #: ``(cfg, logger, *, lineage, checkpoint, round_index) -> PseudolabelSummary``: the update (``run_pseudolabel``).
@@ -96,18 +96,6 @@ def updates_after(cfg: FairweatherConfig) -> tuple[int, ...]:
     """The rounds (1-based) after which the pseudo-labels are updated: every round but the last with
     ``pseudo.iterate``, else round 1 only (the ablation without iterative updates); none with one round."""
     return tuple(k for k in range(1, cfg.train.rounds) if cfg.pseudo.iterate or k == 1)
-
-
-def trained_until(storage: str, name: str) -> tuple[int, str | None]:
-    """``(step, checkpoint)`` of run ``name``'s latest registered checkpoint under ``storage``; ``(0, None)``
-    before its first checkpoint."""
-    try:
-        result = ray.train.Result.from_path(f"{storage}/{name}")
-    except RuntimeError:  # no such run folder, or no checkpoint registered in it yet
-        return 0, None
-    if result.checkpoint is None:
-        return 0, None
-    return int((result.metrics or {})["step"]), full_uri(storage, result.checkpoint.path)
 
 
 def learn_run_prompts(cfg: FairweatherConfig, logger: MetricLogger) -> str:
@@ -180,8 +168,12 @@ def _rounds(
         print(f"train: no labeled real images under {store.root}: no pseudo-label updates")
     init = None
     if real and cfg.pseudo.init and done == 0 and not update_complete(lineage_rows(store, name), 0):
+        init_cfg = cfg
+        if warmup_due(cfg):
+            with closing(parent.child(WARMUP_SOURCE, key=WARMUP_SOURCE)) as child:
+                init_cfg = with_warmup(cfg, warmup_checkpoint(cfg, child, name))
         print(f"train: run {name}: scoring the initial pseudo-labels (input and existing methods)")
-        init = _update(cfg, pseudolabel, parent, parent, store, name, None, 0, step=0)
+        init = _update(init_cfg, pseudolabel, parent, parent, store, name, None, 0, step=0)
 
     rounds, test, plan = [], {}, updates_after(cfg)
     for index in range(1, total + 1):
