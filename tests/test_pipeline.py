@@ -8,8 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fairweather.contracts.tables import TableStore
-from fairweather.stages.pipeline import driver as pipeline
 from fairweather.stages.infra.runtime import tracking_uri
+from fairweather.stages.pipeline import driver as pipeline
 from fairweather.stages.synth.driver import run_synth
 
 from .train_fixtures import tiny_config
