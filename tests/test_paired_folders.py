@@ -225,3 +225,100 @@ def test_import_stage_writes_relative_rows_once_and_reports_problems(tmp_path, c
     assert run_import_pairs(cfg, str(root), "raindrop", "raindrop").rows_written == 0
     with pytest.raises(PairedFolderError, match="no pairs found"):
         run_import_pairs(cfg, str(make(tmp_path / "lonely", "data/9_rain.png")), "raindrop", "lonely")
+
+
+# The layouts real releases ship, copied as tiny fakes (the names and folders of MFDNet, MSPFN, Syn2Real,
+# Removing_Rain, AirNet, O-HAZE, GridDehazeNet and DDN as their repositories store them).
+REAL_LAYOUTS = {
+    "mfdnet": (("Datasets/test/Rain100L/input/1.png", "Datasets/test/Rain100L/target/1.png"), "test"),
+    "mspfn": (("test_data/R100H/inputcrop/1.png", "test_data/R100H/cleancrop/1.png"), None),
+    "syn2real": (("SIRR_test/rain/input1.png", "SIRR_test/norain/input1.png"), None),
+    "removing_rain": (("image/synthetic/1rain.jpg", "image/synthetic/1ground_truth.jpg"), None),
+    "airnet_sots": (("test/dehaze/input/0001_0.8_0.2.jpg", "test/dehaze/target/0001.png"), "test"),
+    "o_haze": (("SimpleDeHaze/dataset/35_outdoor_hazy.jpg", "SimpleDeHaze/hazefree/35_outdoor_GT.jpg"), None),
+    "o_haze_release": (("hazy/01_outdoor_hazy.jpg", "GT/01_outdoor_GT.jpg"), None),
+    "griddehaze": (("data/test/SOTS/indoor/hazy/1400_1.png", "data/test/SOTS/indoor/clear/1400.png"), "test"),
+    "ddn": (("rainy_image/1_1.jpg", "ground_truth/1.jpg"), None),
+    "rain100l_release": (("rain/X2/norain-1x2.png", "norain/norain-1.png"), None),
+    "rainy_clean": (("rainy/a.png", "clean/a.png"), None),
+    "hazy_clear": (("hazy/b.png", "clear/b.png"), None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_LAYOUTS))
+def test_generic_reads_the_layouts_real_releases_ship(tmp_path, name):
+    (input_name, target_name), split = REAL_LAYOUTS[name]
+    root = make(tmp_path / name, input_name, target_name, "README/notes.png")
+    found = scan_paired_folder(str(root), "generic", name, weather="rain")
+    assert [(p.input, p.target) for p in found.pairs] == [(str(root / input_name), str(root / target_name))]
+    assert not found.unmatched and found.unused_targets == 0 and found.other_files == 1
+    if split:
+        assert found.pairs[0].split == split
+
+
+def test_generic_name_pairs_stay_in_their_folder_and_clean_words_are_targets(tmp_path):
+    root = make(
+        tmp_path / "set",
+        "a/1rain.jpg",
+        "a/1ground_truth.jpg",
+        "b/1rain.jpg",
+        "b/1norain.jpg",  # "norain" ends in "rain" but is a target
+        "c/2_hazy.png",  # no target anywhere
+    )
+    found = scan_paired_folder(str(root), "generic", "set", weather="rain")
+    assert {Path(p.input).relative_to(root).as_posix(): Path(p.target).name for p in found.pairs} == {
+        "a/1rain.jpg": "1ground_truth.jpg",
+        "b/1rain.jpg": "1norain.jpg",
+    }
+    assert found.unmatched == (str(root / "c/2_hazy.png"),)
+
+
+def test_split_argument_overrides_folder_names_and_the_hash(tmp_path, capsys):
+    root = make(tmp_path / "set", "train/input/a.png", "train/target/a.png", "input/b.png", "target/b.png")
+    found = scan_paired_folder(str(root), "generic", "set", weather="haze", split="test")
+    assert {p.split for p in found.pairs} == {"test"} and len(found.pairs) == 2
+    with pytest.raises(PairedFolderError, match="split must be one of"):
+        scan_paired_folder(str(root), "generic", "set", weather="haze", split="dev")
+    cfg = load_config("smoke", [f"data.tables={tmp_path / 'tables'}"])
+    summary = run_import_pairs(cfg, str(root), "generic", "set", weather="haze", split="val")
+    assert summary.splits == {"train": 0, "val": 2, "test": 0}
+
+
+def _linked_pairs(tmp_path: Path) -> Path:
+    """A folder of links to pairs stored elsewhere (how a user assembles a set without copying it)."""
+    store = make(tmp_path / "store", "a_rain.png", "a_clean.png", "b_rain.png", "b_clean.png")
+    links = tmp_path / "links"
+    for folder, suffix in (("input", "rain"), ("target", "clean")):
+        (links / folder).mkdir(parents=True)
+        for key in ("a", "b"):
+            (links / folder / f"{key}.png").symlink_to(store / f"{key}_{suffix}.png")
+    (links / ".hidden.png").write_bytes(b"")
+    return links
+
+
+def test_symlinked_pairs_are_imported_with_follow_links_out(tmp_path):
+    links = _linked_pairs(tmp_path)
+    cfg = load_config("smoke", [f"data.tables={tmp_path / 'tables'}", "data.follow_links_out=true"])
+    summary = run_import_pairs(cfg, str(links), "generic", "linked", weather="rain")
+    assert summary.num_pairs == 2
+    rows = TableStore(str(tmp_path / "tables")).read("paired").to_pylist()
+    assert sorted(Path(r["input_uri"]).name for r in rows) == ["a.png", "b.png"]  # the links' own names
+
+
+def test_refused_links_are_named_with_counts_and_the_key_that_follows_them(tmp_path, capsys):
+    links = _linked_pairs(tmp_path)
+    cfg = load_config("smoke", [f"data.tables={tmp_path / 'tables'}"])
+    with pytest.raises(PairedFolderError) as err:
+        run_import_pairs(cfg, str(links), "generic", "linked", weather="rain")
+    message = str(err.value)
+    assert "4 link_outside_root (set data.follow_links_out=true to follow them)" in message
+    assert "1 hidden" in message
+    # Some pairs found, the rest skipped: the import prints the skipped entries by reason with their counts.
+    make(links, "input/c.png", "target/c.png")
+    assert run_import_pairs(cfg, str(links), "generic", "linked", weather="rain").num_pairs == 1
+    assert "4 link_outside_root (set data.follow_links_out=true to follow them) listing entries skipped" in (
+        capsys.readouterr().out
+    )
+    lonely = make(tmp_path / "lonely", "input/x.png")
+    with pytest.raises(PairedFolderError, match=r"no pairs found .* \(1 inputs without a target\)"):
+        run_import_pairs(cfg, str(lonely), "generic", "x", weather="rain")

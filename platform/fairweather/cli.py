@@ -125,11 +125,29 @@ def _add_prefetch_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_import_pairs_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folder", required=True, help="the data set's root folder (local path or URI)")
-    parser.add_argument("--layout", required=True, choices=sorted(LAYOUT_NAMES), help="the folder layout")
     parser.add_argument(
-        "--dataset", required=True, help="name recorded in the table (pair ids are <dataset>/<name>)"
+        "--layout",
+        required=True,
+        choices=sorted(LAYOUT_NAMES),
+        help="the folder layout; generic reads input/+target/, inputcrop/+cleancrop/, rain/+norain/, "
+        "rainy/+clean/, hazy/+GT/ or clear/, SOTS names (0001_0.8_0.2 -> 0001) and name suffixes "
+        "(35_outdoor_hazy -> 35_outdoor_GT, 1rain -> 1ground_truth) in one folder or two",
+    )
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help="name recorded in the table (pair ids are <dataset>/<name>; evaluate.test_sets can then pick "
+        "paired:<dataset>:test)",
     )
     parser.add_argument("--weather", choices=("rain", "haze", "snow"), help="weather of a generic layout")
+    parser.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        help="put every pair in this split. Default: a folder above the input folder whose name holds a "
+        "train/training, val/valid/validation or test/testing word (test/, test_a/, Rain100L-testset/) "
+        "gives the set's own split (its train part lends synth.val_fraction of its pairs to val); without "
+        "one, a hash of the target's path splits the pairs by synth.val_fraction/synth.test_fraction",
+    )
     _add_config_arguments(parser)
 
 
@@ -225,7 +243,9 @@ def _restore(args: argparse.Namespace, cfg: FairweatherConfig | None) -> object:
 def _import_pairs(args: argparse.Namespace, cfg: FairweatherConfig) -> object:
     from fairweather.stages.synth.import_pairs import run_import_pairs
 
-    return run_import_pairs(cfg, args.folder, args.layout, args.dataset, weather=args.weather)
+    return run_import_pairs(
+        cfg, args.folder, args.layout, args.dataset, weather=args.weather, split=args.split
+    )
 
 
 def _config(args: argparse.Namespace, cfg: FairweatherConfig) -> object:
@@ -320,8 +340,10 @@ COMMANDS: dict[str, Command] = {
     ),
     "import-pairs": Command(
         "Add a folder of labeled pairs in a paper data set's layout (Outdoor-Rain, RainDrop, SPA, OTS, Snow100K, "
-        "or generic input/ + target/) to the 'paired' table under data.tables, with train/val/test splits; "
-        "`fairweather train` then trains on it with the generated pairs.",
+        "or generic: input/ + target/ and the other common folder and name pairs) to the 'paired' table under "
+        "data.tables, with train/val/test splits (--split, else the folder names, else a hash); `fairweather "
+        "train` then trains on it with the generated pairs. Links out of the folder are followed with "
+        "data.follow_links_out=true.",
         _import_pairs,
         _add_import_pairs_arguments,
     ),

@@ -1,5 +1,7 @@
-"""``fairweather import-pairs``: list a paired set from disk (Outdoor-Rain, RainDrop, SPA, OTS, Snow100K, or a
-generic ``input/`` + ``target/`` folder) in the ``paired`` table, next to the generated pairs.
+"""``fairweather import-pairs``: list a paired set from disk (Outdoor-Rain, RainDrop, SPA, OTS, Snow100K, or the
+``generic`` layout: ``input/`` + ``target/``, ``rain/`` + ``norain/``, ``hazy/`` + ``GT/``, ``_hazy`` / ``_GT``
+names and the other conventions of :mod:`fairweather.data.paired_folders`) in the ``paired`` table, next to the
+generated pairs.
 
 Only the table is written: the images stay where they are and the rows point at them (relative to ``data.tables``
 for local folders, full URIs for cloud ones). Reading headers is light driver work, so no Ray is needed. Rerunning on
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.tables import TableStore
-from fairweather.data.paired_folders import FolderImport, PairedFolderError, scan_paired_folder
+from fairweather.data.paired_folders import FolderImport, PairedFolderError, scan_paired_folder, skip_counts
 from fairweather.synth.paired import SPLITS, write_pairs
 
 #: How many file names of each problem the console shows (the summary holds all of them).
@@ -52,13 +54,33 @@ def _problems(found: FolderImport) -> list[str]:
             more = f" (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
             lines.append(f"  {len(items)} {what}, skipped: {', '.join(items[:_SHOWN])}{more}")
     for reason, uris in found.skipped.items():
-        lines.append(f"  {len(uris)} listing entries skipped ({reason}): {', '.join(uris[:_SHOWN])}")
+        more = f" (+{len(uris) - _SHOWN} more)" if len(uris) > _SHOWN else ""
+        lines.append(
+            f"  {skip_counts({reason: uris})} listing entries skipped: {', '.join(uris[:_SHOWN])}{more}"
+        )
     if found.unused_targets or found.other_files:
         lines.append(
             f"  {found.unused_targets} target(s) no input used; {found.other_files} image(s) outside the input "
             f"and target folders (not part of the layout)"
         )
     return lines
+
+
+def _reasons(found: FolderImport) -> str:
+    """One line of counts: why nothing (or what) was skipped."""
+    counts = [
+        f"{len(items)} {what}"
+        for what, items in (
+            ("inputs without a target", found.unmatched),
+            ("unreadable", found.unreadable),
+            ("size mismatches", found.size_mismatch),
+            ("repeated names", found.duplicates),
+        )
+        if items
+    ]
+    if found.skipped:
+        counts.append(f"listing skipped {skip_counts(found.skipped)}")
+    return "; ".join(counts) or "nothing to pair"
 
 
 def run_import_pairs(
@@ -70,12 +92,15 @@ def run_import_pairs(
     weather: str | None = None,
     val_fraction: float | None = None,
     test_fraction: float | None = None,
+    split: str | None = None,
 ) -> ImportSummary:
     """Scan ``folder`` as ``layout`` (:data:`fairweather.data.paired_folders.LAYOUTS`) and add its pairs to the
     ``paired`` table under ``data.tables`` as dataset ``dataset``.
 
     The split fractions default to the generated data's (``synth.val_fraction``, ``synth.test_fraction``); a set
-    with its own train/test folders keeps them. Raises :class:`PairedFolderError` when no pair was found.
+    with its own train/test folders keeps them; ``split`` (train / val / test) puts every pair in that split.
+    Links out of ``folder`` are followed when ``data.follow_links_out`` is set. Raises :class:`PairedFolderError`
+    when no pair was found, naming every reason (and count) of what was skipped.
     """
     start = time.perf_counter()
     found = scan_paired_folder(
@@ -85,17 +110,21 @@ def run_import_pairs(
         weather=weather,
         val_fraction=cfg.synth.val_fraction if val_fraction is None else val_fraction,
         test_fraction=cfg.synth.test_fraction if test_fraction is None else test_fraction,
+        split=split,
+        follow_links_out=cfg.data.follow_links_out,
     )
     problems = _problems(found)
     if not found.pairs:
-        raise PairedFolderError(f"no pairs found in {folder} as layout '{layout}':\n" + "\n".join(problems))
+        raise PairedFolderError(
+            f"no pairs found in {folder} as layout '{layout}' ({_reasons(found)}):\n" + "\n".join(problems)
+        )
     rows = write_pairs(TableStore(cfg.data.tables), found.pairs)
     counts = Counter(pair.split for pair in found.pairs)
     summary = ImportSummary(
         dataset=dataset,
         weather=found.pairs[0].weather,
         num_pairs=len(found.pairs),
-        splits={split: counts[split] for split in SPLITS},
+        splits={name: counts[name] for name in SPLITS},
         rows_written=rows,
         unmatched=found.unmatched,
         unreadable=found.unreadable,
