@@ -7,6 +7,7 @@ resolved against the table store's root, so workers on other nodes read the same
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,10 +27,17 @@ def _resolved(store: TableStore, column: pa.ChunkedArray) -> pa.Array:
     )
 
 
-def paired_view(store: TableStore, split: str) -> pa.Table:
-    """The ``paired`` rows of ``split`` (train / val / test), sorted by pair_id, URIs resolved."""
+def paired_view(store: TableStore, split: str, datasets: Sequence[str] | None = None) -> pa.Table:
+    """The ``paired`` rows of ``split`` (train / val / test), sorted by pair_id, URIs resolved.
+
+    datasets: keep only these ``dataset`` values (``synth`` = the generated pairs, else an import's name);
+    None or empty: every dataset.
+    """
     paired = store.read("paired")
-    rows = paired.filter(pc.equal(paired.column("split"), split)).sort_by("pair_id")
+    keep = pc.equal(paired.column("split"), split)
+    if datasets:
+        keep = pc.and_(keep, pc.is_in(paired.column("dataset"), pa.array(list(datasets), pa.string())))
+    rows = paired.filter(keep).sort_by("pair_id")
     return pa.table(
         {
             "pair_id": rows.column("pair_id"),
@@ -38,6 +46,18 @@ def paired_view(store: TableStore, split: str) -> pa.Table:
             "target_uri": _resolved(store, rows.column("target_uri")),
         }
     )
+
+
+def paired_datasets(store: TableStore) -> dict[str, dict[str, int]]:
+    """``{dataset: {split: pairs}}`` of the ``paired`` table (what ``paired:<dataset>:<split>`` can name)."""
+    table = store.read("paired", ["dataset", "split"])
+    out: dict[str, dict[str, int]] = {}
+    for dataset, split in zip(
+        table.column("dataset").to_pylist(), table.column("split").to_pylist(), strict=True
+    ):
+        out.setdefault(dataset, {}).setdefault(split, 0)
+        out[dataset][split] += 1
+    return out
 
 
 def real_view(store: TableStore, lineage: str | None) -> pa.Table:

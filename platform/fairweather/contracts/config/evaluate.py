@@ -54,7 +54,8 @@ class EvaluateConfig:
     reference_metrics: tuple[MetricName, ...] = ("psnr", "ssim")
     #: ``none`` (full resolution, tiled restore) or ``short_side:<px>``; recorded with every number.
     resize: str = "none"
-    #: ``paired:<split>`` (the paired table), a folder, or a manifest of images.
+    #: ``paired:<split>`` (the paired table, every dataset), ``paired:<dataset>:<split>`` (one dataset: ``synth``
+    #: = the generated pairs, or an ``import-pairs --dataset`` name), a folder, or a manifest of images.
     test_sets: tuple[str, ...] = ("paired:test",)
     #: Checkpoint folders (holding ``state.pt``) of the methods to evaluate: ``path`` (named by the folder) or
     #: ``name=path``.

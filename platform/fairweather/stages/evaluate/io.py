@@ -1,6 +1,8 @@
 """The evaluation job's inputs and its rows: test sets listed on the driver, one engine row per (image, method).
 
-A test set is ``paired:<split>`` (the ``paired`` table: inputs with clean targets), or a folder / glob / manifest of
+A test set is ``paired:<split>`` (the ``paired`` table: inputs with clean targets, every dataset in it),
+``paired:<dataset>:<split>`` (one dataset of it: ``synth`` for the generated pairs, or the name an
+``import-pairs --dataset`` gave, so imported and generated pairs are scored apart), or a folder / glob / manifest of
 images listed under the labeling stage's rules (:func:`fairweather.stages.infra.pool.list_pool`: weather from the
 sub-folder name or the manifest, nothing skipped silently). Each image is scored once per method: ``input`` (the
 untouched image), every checkpoint (restored in actors), every baseline folder (another method's output for the
@@ -15,8 +17,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.tables import TableStore
-from fairweather.data.views import paired_view
+from fairweather.data.views import paired_datasets, paired_view
 from fairweather.stages.engine.rows import (
     INPUT_SOURCE,
     KIND_CHECKPOINT,
@@ -27,6 +30,8 @@ from fairweather.stages.engine.rows import (
 )
 from fairweather.stages.infra.pool import list_pool
 
+#: The ``paired`` table's splits.
+SPLITS = ("train", "val", "test")
 #: Method name of the untouched inputs.
 INPUT_METHOD = INPUT_SOURCE
 
@@ -54,12 +59,35 @@ def _stem(path: str) -> str:
     return str(PurePosixPath(path).with_suffix(""))
 
 
+def _paired_rows(spec: str, store: TableStore) -> list[dict]:
+    parts = spec.split(":")[1:]
+    if len(parts) not in (1, 2) or parts[-1] not in SPLITS or not all(parts):
+        raise FairweatherError(
+            f"evaluate.test_sets: {spec!r} is not paired:<split> or paired:<dataset>:<split> "
+            f"(split one of {', '.join(SPLITS)})"
+        )
+    dataset, split = (None, parts[0]) if len(parts) == 1 else parts
+    rows = paired_view(store, split, None if dataset is None else [dataset]).to_pylist()
+    if dataset is not None and not rows:
+        held = paired_datasets(store)
+        listed = "; ".join(
+            f"{name}: " + ", ".join(f"{n} {s}" for s, n in sorted(splits.items()))
+            for name, splits in sorted(held.items())
+        )
+        raise FairweatherError(
+            f"evaluate.test_sets: {spec!r} has no pairs; the paired table holds {listed or 'no pairs'}"
+        )
+    return rows
+
+
 def list_test_set(
     spec: str, store: TableStore, *, follow_links_out: bool = False, roots: tuple[str, ...] = ()
 ) -> TestSet:
-    """List ``paired:<split>`` from ``store``'s paired table, or a folder / glob / manifest of images."""
+    """List ``paired:<split>`` or ``paired:<dataset>:<split>`` from ``store``'s paired table, or a folder / glob /
+    manifest of images. A ``paired:`` spec that names an unknown split or dataset, or one without pairs of that
+    split, raises :class:`FairweatherError` naming what the table holds."""
     if spec.startswith("paired:"):
-        return TestSet.of_pairs(spec, paired_view(store, spec.partition(":")[2]).to_pylist())
+        return TestSet.of_pairs(spec, _paired_rows(spec, store))
     listing = list_pool(spec, follow_links_out=follow_links_out, roots=roots, what="test set")
     root = spec.rstrip("/")
     images = []
