@@ -84,6 +84,18 @@ def test_skipped_files_and_dropped_manifest_rows_are_counted_and_named(tmp_path,
     assert len(listing.skipped["manifest_empty_uri"]) == 1
 
 
+def test_a_pool_folders_own_manifest_is_not_a_skipped_file(tmp_path, caplog):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "manifest.parquet").write_bytes(b"x")  # fairweather synth writes one beside the pool's images
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "manifest.parquet").write_bytes(b"x")  # only the folder's own, at its top
+    with caplog.at_level("WARNING"):
+        listing = list_pool(str(tmp_path))
+    assert listing.summary() == "1 listed, 1 not listed (1 suffix)"
+    assert f"listing skipped 1 (suffix): {tmp_path}/sub/manifest.parquet" in caplog.text
+    assert f"{tmp_path}/manifest.parquet" not in caplog.text
+
+
 def test_a_missing_test_set_is_called_a_test_set_not_a_pool(tmp_path):
     from fairweather.contracts.tables import TableStore
     from fairweather.stages.evaluate.io import list_test_set

@@ -37,6 +37,8 @@ from fairweather.imaging import ImageDecodeError, decode_image, limit_short_side
 log = logging.getLogger(__name__)
 
 _MANIFEST_SUFFIXES = (".txt", ".csv", ".parquet")
+#: The index a pool folder may hold at its top (``fairweather synth`` writes one): never a skipped file.
+POOL_MANIFEST = "manifest.parquet"
 #: Skipped entries named per reason in the log (all of them go to the run's ``listing_skipped.csv``).
 _NAMED_SKIPS = 5
 
@@ -202,8 +204,19 @@ def _list_rows(
         if info.type != pafs.FileType.Directory:
             raise PoolError(f"{what} {pool!r} does not exist")
         found = list_files(pool, suffixes=IMAGE_SUFFIXES, follow_links_out=follow_links_out)
+        _drop_own_manifest(found.skipped, full_uri(pool, f"{path.rstrip('/')}/{POOL_MANIFEST}"))
     listing.skipped, listing.bad_names = found.skipped, found.bad_names
     return [{"uri": uri, "weather_hint": None} for uri in found.files]
+
+
+def _drop_own_manifest(skipped: dict[str, list[str]], manifest: str) -> None:
+    """A pool folder's own :data:`POOL_MANIFEST` (``fairweather synth`` writes it beside the images) is not a
+    skipped file: it is the folder's index, not something the user expected listed."""
+    rest = [uri for uri in skipped.get("suffix", []) if uri != manifest]
+    if rest:
+        skipped["suffix"] = rest
+    else:
+        skipped.pop("suffix", None)
 
 
 def _failed(uri: str, hint: str | None, stage: str, error_type: str, message: str) -> dict:
