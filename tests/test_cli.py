@@ -176,7 +176,12 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     Image.new("RGB", (32, 32), "gray").save(tmp_path / "pool" / "a.png")
     runs_file = tmp_path / "runs"
     runs_file.write_text("not a folder")
+    # The tables follow runs_dir unless set (then they are the first unusable folder named).
     assert main(["label", f"runtime.runs_dir={runs_file}", f"data.pool={tmp_path / 'pool'}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"data.tables='{runs_file}/tables'" in err
+    tables = f"data.tables={tmp_path / 'tables'}"
+    assert main(["label", f"runtime.runs_dir={runs_file}", f"data.pool={tmp_path / 'pool'}", tables]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "runtime.runs_dir" in err and "Traceback" not in err
 

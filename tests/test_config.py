@@ -233,3 +233,40 @@ def test_sweep_bounds_must_be_finite(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"at 'params.loss.weights.ps.high': must be a finite number"):
         load_sweep(bad)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "paper"])
+def test_runs_dir_alone_moves_tables_data_and_model_cache(tmp_path, profile):
+    """Only runtime.runs_dir is set: the tables, generated data, pool and model cache follow it."""
+    runs = tmp_path / "elsewhere"
+    cfg = load_config(profile, [f"runtime.runs_dir={runs}"])
+    assert cfg.data.tables == f"{runs}/tables"
+    assert cfg.synth.out == f"{runs}/data"
+    assert (cfg.data.pool, cfg.data.paired) == (f"{runs}/data/pool", f"{runs}/data/paired")
+    assert cfg.runtime.model_cache_dir == f"{runs}/models"
+    # The profile's own runs folder, and explicit paths, are kept.
+    default = load_config(profile)
+    assert default.data.tables == f"runs/{profile}/tables" and default.synth.out == f"runs/{profile}/data"
+    assert default.runtime.model_cache_dir == f"runs/{profile}/models"
+    moved = load_config(profile, [f"runtime.runs_dir={runs}", "data.tables=/t", f"synth.out={tmp_path}/d/"])
+    assert moved.data.tables == "/t" and moved.data.pool == f"{tmp_path}/d/pool"
+    assert moved.runtime.model_cache_dir == f"{runs}/models"
+
+
+def test_a_yaml_with_only_runs_dir_derives_every_path(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("runtime:\n  runs_dir: s3://bucket/fw/\n")
+    cfg = load_config(path)
+    assert (cfg.data.tables, cfg.synth.out, cfg.data.pool) == (
+        "s3://bucket/fw/tables",
+        "s3://bucket/fw/data",
+        "s3://bucket/fw/data/pool",
+    )
+    # Without a runs_dir, the fields' defaults (those of runs_dir "runs").
+    (tmp_path / "bare.yaml").write_text("profile: bare\n")
+    bare = load_config(tmp_path / "bare.yaml")
+    assert (bare.data.tables, bare.runtime.model_cache_dir, bare.data.pool) == (
+        FairweatherConfig().data.tables,
+        FairweatherConfig().runtime.model_cache_dir,
+        FairweatherConfig().data.pool,
+    )

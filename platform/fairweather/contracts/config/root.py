@@ -76,11 +76,48 @@ def resolve_profile(name_or_path: str | Path) -> Path:
     raise ConfigError(f"no such config file or profile (profiles: {known})", source=str(name_or_path))
 
 
+#: Paths that follow ``runtime.runs_dir`` (or ``synth.out``) unless the file or an override sets them:
+#: ``(section, key, (base section, base key), below the base)``, applied in this order.
+DERIVED_PATHS: tuple[tuple[str, str, tuple[str, str], str], ...] = (
+    ("synth", "out", ("runtime", "runs_dir"), "data"),
+    ("data", "pool", ("synth", "out"), "pool"),
+    ("data", "paired", ("synth", "out"), "paired"),
+    ("data", "tables", ("runtime", "runs_dir"), "tables"),
+    ("runtime", "model_cache_dir", ("runtime", "runs_dir"), "models"),
+)
+
+
+_DEFAULTS = {"runtime": RuntimeConfig(), "synth": SynthConfig()}
+
+
+def derive_paths(data: dict) -> dict:
+    """Fill the paths of :data:`DERIVED_PATHS` that ``data`` (a config file's mapping with its overrides) leaves
+    unset: ``synth.out`` = ``<runs_dir>/data``, ``data.pool`` / ``data.paired`` = ``<synth.out>/pool`` /
+    ``/paired``, ``data.tables`` = ``<runs_dir>/tables``, ``runtime.model_cache_dir`` = ``<runs_dir>/models``.
+
+    So ``runtime.runs_dir=/scratch/x`` alone moves every output of a run; a path set explicitly is kept. With the
+    default ``runs_dir`` (``runs``) these are the fields' own defaults.
+    """
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
+    for section, key, (base_section, base_key), below in DERIVED_PATHS:
+        node = out.setdefault(section, {})
+        if not isinstance(node, dict) or key in node:
+            continue  # a malformed section is reported by the validation that follows
+        base_node = out.get(base_section) or {}
+        base = base_node.get(base_key) if isinstance(base_node, dict) else None
+        if base is None:
+            base = getattr(_DEFAULTS[base_section], base_key)
+        if isinstance(base, str):
+            node[key] = f"{base.rstrip('/')}/{below}"
+    return out
+
+
 def load_config(name_or_path: str | Path = "smoke", overrides: Sequence[str] = ()) -> FairweatherConfig:
-    """Load a profile or YAML file, apply dotted ``key=value`` overrides, validate everything."""
+    """Load a profile or YAML file, apply dotted ``key=value`` overrides, derive the paths the file leaves unset
+    from ``runtime.runs_dir`` (:func:`derive_paths`), validate everything."""
     path = resolve_profile(name_or_path)
     for text in overrides:
         check_override_key(parse_override(text)[0], text)
-    data = apply_overrides(read_yaml(path), overrides)
+    data = derive_paths(apply_overrides(read_yaml(path), overrides))
     source = f"{path} (with overrides {list(overrides)})" if overrides else str(path)
     return build(FairweatherConfig, data, source=source)

@@ -19,9 +19,13 @@ class RuntimeConfig:
     #: ``sqlite:///<runs_dir>/mlflow.db``; set e.g. ``http://mlflow:5000`` for a shared server.
     mlflow_tracking_uri: str | None = None
     experiment: str = "fairweather"
-    #: Project runs folder: MLflow store, artifacts, generated data and tables live below it by default.
+    #: Project runs folder: MLflow store, artifacts, Ray Train runs, reports, locks, and (unless set) the generated
+    #: data (``synth.out`` = ``<runs_dir>/data``, and ``data.pool`` / ``data.paired`` below it), the stage tables
+    #: (``data.tables`` = ``<runs_dir>/tables``) and the model cache (``<runs_dir>/models``) live below it: setting
+    #: only ``runtime.runs_dir`` moves them all (``load_config`` derives each path a file or override leaves unset).
     runs_dir: str = "runs"
-    #: Where model references of the form ``tiny:<name>`` are materialised and cached.
+    #: Where model references of the form ``tiny:<name>`` are materialised and cached. Unset in a config file:
+    #: ``<runs_dir>/models`` (this default is that of ``runs_dir: runs``).
     model_cache_dir: str = "runs/models"
     #: One folder for every downloaded weight (``fairweather prefetch --cache DIR`` fills it): the CLI points
     #: ``HF_HOME`` and ``TORCH_HOME`` below it, so the VLM, encoders and metric files all load from there. On a
