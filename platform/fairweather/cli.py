@@ -17,13 +17,16 @@ points ``HF_HOME`` and ``TORCH_HOME`` below it (the libraries read them at impor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from fairweather.contracts.config import FairweatherConfig, load_config, load_sweep, to_dict, to_yaml
 from fairweather.contracts.errors import FairweatherError, JobFailedError
@@ -359,7 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Semi-supervised adverse-weather image restoration on Ray (Xu et al. 2024; Tan et al. 2023).",
         epilog=f"{CONFIG_KEYS_HELP} {EXIT_CODES}",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="stream the run log (<runs_dir>/logs/<command>-<timestamp>.log: Ray, library and debug output) to "
+        "the console too",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         command.arguments(
@@ -373,8 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_summary(summary: object) -> None:
     if summary is None:
         return
+    from fairweather.stages.infra.console import say
+
     data = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else summary
-    print(json.dumps(redact(data), indent=2, default=str))
+    say(json.dumps(redact(data), indent=2, default=str))
 
 
 def _export_weights_cache(cfg: FairweatherConfig) -> None:
@@ -397,21 +408,61 @@ def _interrupted(name: str, cfg: FairweatherConfig | None) -> str:
     )
 
 
+def _runs_dir(args: argparse.Namespace, cfg: FairweatherConfig | None) -> str | None:
+    """Where the command's run log goes (``<runs_dir>/logs``); None: no run log (``config show``, ``restore``
+    without ``--config``)."""
+    if args.command == "config":
+        return None
+    if cfg is not None:
+        return cfg.runtime.runs_dir
+    if args.command == "sweep":  # the sweep file's base profile
+        return load_config(args.config or load_sweep(args.sweep).base, args.overrides).runtime.runs_dir
+    return None
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when below it (shorter on the console), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; returns its exit code (:data:`EXIT_CODES`)."""
+    """Run one subcommand; returns its exit code (:data:`EXIT_CODES`).
+
+    The console shows the stages' lines, progress bars, our warnings and the summary; everything else goes to the
+    run log ``<runs_dir>/logs/<command>-<timestamp>.log`` named at the start and the end (``-v`` streams it too):
+    :mod:`fairweather.stages.infra.console`.
+    """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        force=True,  # a second main() in one process (tests, notebooks) must not keep a stale stream
-    )
     name = f"{args.command} {args.action}" if args.command == "config" else args.command
+    from fairweather.stages.infra.console import close_run_log, say, setup_run_log
+
     cfg = None
+    log_path: Path | None = None
+    start = time.perf_counter()
     try:
         cache = getattr(args, "cache", None)
         overrides = [*args.overrides, f"runtime.weights_cache={cache}"] if cache else args.overrides
         # restore and sweep without --config: the checkpoint's or the sweep file's own config.
         cfg = load_config(args.config, overrides) if args.config else None
+        runs_dir = _runs_dir(args, cfg)
+        if runs_dir is not None:
+            # An unusable runs folder leaves the console as it is: the stage's own checks name the config key.
+            with contextlib.suppress(OSError):
+                log_path = setup_run_log(runs_dir, args.command, verbose=args.verbose)
+        if log_path is not None:
+            say(
+                f"fairweather {name}: run log {_shown(log_path)}"
+                + ("" if args.verbose else " (-v shows it here)")
+            )
+        else:
+            logging.basicConfig(
+                level=logging.DEBUG if args.verbose else logging.INFO,
+                format="%(levelname)s %(name)s: %(message)s",
+                force=True,  # a second main() in one process (tests, notebooks) must not keep a stale stream
+            )
         if cfg is not None:
             _export_weights_cache(cfg)
         from fairweather.stages.infra.runtime import private_ray_on_loopback
@@ -419,24 +470,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before any stage imports Ray: a private local Ray then listens on 127.0.0.1 only.
         with private_ray_on_loopback(cfg.runtime if cfg is not None else None):
             _print_summary(COMMANDS[args.command].run(args, cfg))
+        code = 0
     except KeyboardInterrupt:
-        print(_interrupted(name, cfg), file=sys.stderr)
-        return 130  # the shell's code for "ended by SIGINT"
+        say(_interrupted(name, cfg), err=True)
+        code = 130  # the shell's code for "ended by SIGINT"
     except JobFailedError as err:
-        print(f"fairweather {name}: failed: {err}", file=sys.stderr)
-        return 1
+        say(f"fairweather {name}: failed: {err}", err=True)
+        code = 1
     except (FairweatherError, OSError) as err:
         # Expected errors (bad input or environment: missing, unreadable or misplaced files): one line.
-        print(f"fairweather {name}: error: {err}", file=sys.stderr)
-        return 2
+        say(f"fairweather {name}: error: {err}", err=True)
+        code = 2
     except (
         Exception
     ) as err:  # a bug or a crash: keep the traceback, then one line with the exit code's meaning
-        traceback.print_exc()
+        say(traceback.format_exc().rstrip(), err=True)
         line = f"fairweather {name}: failed: {type(err).__name__}: {err}".splitlines()[0]
-        print(redact_text(line), file=sys.stderr)
-        return 1
-    return 0
+        say(redact_text(line), err=True)
+        code = 1
+    finally:
+        if log_path is not None:
+            minutes, seconds = divmod(round(time.perf_counter() - start), 60)
+            took = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+            with contextlib.suppress(Exception):
+                say(
+                    f"fairweather {name}: {'done' if code == 0 else 'ended'} in {took}; run log {_shown(log_path)}"
+                )
+            close_run_log()
+    return code
 
 
 def run_job(command: str) -> None:

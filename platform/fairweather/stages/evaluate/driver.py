@@ -43,6 +43,7 @@ from fairweather.stages.engine.rows import CheckpointRef, OutputFolder
 from fairweather.stages.engine.score import Restores, restore_and_score_here
 from fairweather.stages.evaluate.io import INPUT_METHOD, TestSet, list_test_set, metric_rows, work_rows
 from fairweather.stages.evaluate.report import ReportInfo, weather_means, write_report
+from fairweather.stages.infra.console import say
 from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.runtime import check_output_locations, ray_session
 from fairweather.stages.infra.tracking import stage_run
@@ -243,7 +244,7 @@ def run_evaluate(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
             runs["fairweather.training_run"] = ",".join(sorted({c.training_run for c in checkpoints}))
         run.set_tags({"fairweather.run_name": run_name, **runs})
         summary = _evaluate(cfg, run, rows, checkpoints, info, Path(report_dir))
-    print(
+    say(
         f"evaluate: {summary.images} images x {len(methods)} method(s): {summary.scored} scored, {summary.failed} "
         f"failed in {summary.seconds:.1f}s; report in {report_dir}"
     )

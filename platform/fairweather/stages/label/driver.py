@@ -36,6 +36,7 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.stages.infra import cpus
+from fairweather.stages.infra.console import say
 from fairweather.stages.infra.pool import (
     RESULT_SCHEMA,
     PoolListing,
@@ -251,7 +252,7 @@ def run_label(
     else:
         logger.log_params(flatten(cfg))
         summary = _label_pool(cfg, listing, logger, backend_factory)
-    print(
+    say(
         f"label: {listing.summary()}; {summary.labeled} labeled, {summary.skipped_done} skipped (already done), "
         f"{summary.failed} failed in {summary.seconds:.1f}s ({summary.images_per_s:.2f} images/s)"
     )

@@ -29,6 +29,7 @@ from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import table_versions
 from fairweather.stages.evaluate.driver import run_evaluate
+from fairweather.stages.infra.console import say
 from fairweather.stages.infra.locks import run_lock
 from fairweather.stages.infra.pool import list_pool
 from fairweather.stages.infra.preflight import check_weights
@@ -214,23 +215,23 @@ def run_pipeline(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
                 cfg = pinned(cfg, lineage_of(cfg))
             prefix = f"pipeline: [{position}/{len(STAGES)}] {stage.name}"
             if stage.off(cfg):
-                print(f"{prefix}: off in this config")
+                say(f"{prefix}: off in this config")
                 results.append(StageResult(stage.name, "off", "", 0.0, {}))
                 continue
             key = stage.key(cfg, store, state)
             done = _finished(store, stage.name, key)
             if done is not None:
-                print(f"{prefix}: done before on the same inputs, skipped")
+                say(f"{prefix}: done before on the same inputs, skipped")
                 state.update({k: done[k] for k in ("checkpoint", "report_dir", "warmup") if k in done})
                 results.append(StageResult(stage.name, "skipped", key, 0.0, done))
                 continue
-            print(f"{prefix}: running")
+            say(f"{prefix}: running")
             began = time.perf_counter()
             with closing(parent.child(stage.name, key=f"{stage.name}-{key}")) as child:
                 summary = stage.run(cfg, child, state)
             seconds = round(time.perf_counter() - began, 1)
             _record(store, stage.name, key, summary, seconds)
-            print(f"{prefix}: finished in {seconds:.0f} s")
+            say(f"{prefix}: finished in {seconds:.0f} s")
             results.append(StageResult(stage.name, "ran", key, seconds, summary))
         parent.log_metrics({f"pipeline/seconds/{r.stage}": r.seconds for r in results if r.status == "ran"})
     summary = PipelineSummary(
@@ -240,5 +241,5 @@ def run_pipeline(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
         report_dir=state.get("report_dir", ""),
         seconds=round(time.perf_counter() - start, 1),
     )
-    print(f"pipeline: report in {summary.report_dir}; final checkpoint {summary.checkpoint}")
+    say(f"pipeline: report in {summary.report_dir}; final checkpoint {summary.checkpoint}")
     return summary

@@ -48,6 +48,7 @@ from fairweather.stages.engine.rows import (
     OutputFolder,
 )
 from fairweather.stages.engine.score import InputChecks
+from fairweather.stages.infra.console import say
 from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.preflight import check_weights
 from fairweather.stages.infra.runtime import check_output_locations, ray_session
@@ -324,13 +325,13 @@ def _log(run: MetricLogger, summary: PseudolabelSummary) -> None:
 
 
 def _print(summary: PseudolabelSummary) -> None:
-    print(
+    say(
         f"pseudolabel {summary.lineage} round {summary.round}: {summary.candidates} candidates, {summary.replaced} "
         f"pseudo-labels replaced, {summary.unchanged} kept, {summary.errors} errors in {summary.seconds:.1f}s"
     )
     if summary.per_weather:
-        print(f"  {'weather':<10}{'images':>8}{'mean':>8}{'q10':>8}{'q50':>8}{'q90':>8}")
+        say(f"  {'weather':<10}{'images':>8}{'mean':>8}{'q10':>8}{'q50':>8}{'q90':>8}")
         for weather, s in summary.per_weather.items():
-            print(
+            say(
                 f"  {weather:<10}{s['count']:>8}{s['mean']:>8.3f}{s['q10']:>8.3f}{s['q50']:>8.3f}{s['q90']:>8.3f}"
             )

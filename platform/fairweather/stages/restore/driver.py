@@ -26,6 +26,7 @@ from tqdm import tqdm
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import atomic_write_bytes, check_writable, read_bytes
+from fairweather.stages.infra.console import say
 from fairweather.stages.infra.pool import item_pixels, read_decode_one
 from fairweather.stages.restore.files import encode_like, plan_restore
 from fairweather.training.restorer import Restorer, load_restorer
@@ -122,7 +123,7 @@ def run_restore(
         images_per_s=round(restored / seconds, 3) if seconds > 0 else 0.0,
     )
     not_listed = ", ".join(f"{n} {reason}" for reason, n in summary.not_listed.items())
-    print(
+    say(
         f"restore: {summary.listed} listed, {sum(summary.not_listed.values())} not listed"
         + (f" ({not_listed})" if not_listed else "")
         + f"; {restored} restored into {output}, {len(failures)} failed in {seconds:.1f}s"

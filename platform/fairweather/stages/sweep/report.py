@@ -18,6 +18,7 @@ from matplotlib.ticker import NullFormatter
 from fairweather.contracts.config import FairweatherConfig, SweepConfig, to_dict, to_yaml
 from fairweather.contracts.config.sweep import VARIANT_KEY
 from fairweather.contracts.redact import redact, redact_text
+from fairweather.stages.infra.console import say
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,10 @@ def print_report(
 ) -> None:
     """The ranked table, where the files are, and how to compare the trials in the MLflow UI; credentials in a
     URI (the tracking server's ``https://user:password@host``, a storage URI) are masked."""
-    print(f"sweep {sweep.name}: {len(rows)} trials, ranked by {sweep.metric} ({sweep.mode})")
-    print(markdown(*table(rows, sweep)), end="")
+    say(f"sweep {sweep.name}: {len(rows)} trials, ranked by {sweep.metric} ({sweep.mode})")
+    say(markdown(*table(rows, sweep)).rstrip("\n"))
     for name, path in artifacts.items():
-        print(redact_text(f"  {name}: {path}"))
+        say(redact_text(f"  {name}: {path}"))
     if links:
-        print(redact_text(f"MLflow UI: {links[0]}"))
-        print(redact_text(f"compare the trials: {links[1]}"))
+        say(redact_text(f"MLflow UI: {links[0]}"))
+        say(redact_text(f"compare the trials: {links[1]}"))

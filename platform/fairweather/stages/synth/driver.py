@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.tables import TableStore
+from fairweather.stages.infra.console import say
 from fairweather.stages.infra.pool import list_pool
 from fairweather.synth import BUNDLED, SPLITS, errors_table, generate, write_pairs
 from fairweather.synth.depth import DepthFn
@@ -104,7 +105,7 @@ def run_synth(cfg: FairweatherConfig) -> SynthSummary:
     )
     depth = ", ".join(summary.depth_sources) + (f" ({why_prior})" if why_prior else "")
     refused = f"; {len(result.errors)} clean photo(s) refused (errors table)" if result.errors else ""
-    print(
+    say(
         f"synth: {result.num_paired} paired -> {result.paired_dir} (train/val/test "
         f"{'/'.join(str(n) for n in summary.splits.values())}), {result.num_unlabeled} unlabeled -> "
         f"{result.pool_dir} from {result.source}; depth: {depth}{refused}; {rows} table row(s), "

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.tables import TableStore
 from fairweather.data.paired_folders import FolderImport, PairedFolderError, scan_paired_folder, skip_counts
+from fairweather.stages.infra.console import say
 from fairweather.synth.paired import SPLITS, write_pairs
 
 #: How many file names of each problem the console shows (the summary holds all of them).
@@ -134,11 +135,11 @@ def run_import_pairs(
         other_files=found.other_files,
         seconds=round(time.perf_counter() - start, 2),
     )
-    print(
+    say(
         f"import-pairs: {summary.num_pairs} {summary.weather} pairs from {folder} as '{dataset}' ({layout}), "
         f"train/val/test {'/'.join(str(n) for n in summary.splits.values())}; {rows} table row(s) written to "
         f"{cfg.data.tables} in {summary.seconds:.1f}s"
     )
     for line in problems:
-        print(line)
+        say(line)
     return summary

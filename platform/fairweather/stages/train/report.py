@@ -25,6 +25,7 @@ from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.redact import redact, redact_text
 from fairweather.stages.evaluate.driver import score_checkpoint_here
 from fairweather.stages.evaluate.io import INPUT_METHOD
+from fairweather.stages.infra.console import say
 from fairweather.stages.train.worker import GRID_FILE
 from fairweather.training.prompt_stage import learn_prompt_context, weather_examples
 from fairweather.training.restorer import load_restorer
@@ -85,7 +86,7 @@ def learn_prompts(cfg: FairweatherConfig, rows: dict[str, list[dict]], run_folde
     buffer = io.BytesIO()
     torch.save(context, buffer)
     atomic_write_bytes(path, buffer.getvalue())
-    print(
+    say(
         f"train: stage 1 learned the weather prompts on {len(examples)} images (loss {history[0]:.3f} -> {history[-1]:.3f})"
     )
     return context
@@ -138,12 +139,12 @@ def evaluate_checkpoint(
 
 def print_test_table(run_name: str, checkpoint: str, table: dict[str, dict[str, float]]) -> None:
     """The input-vs-EMA table on the console (the checkpoint's URI masked: ``s3://key:secret@bucket/...``)."""
-    print(f"train: run {run_name}, final checkpoint {redact_text(checkpoint)}")
+    say(f"train: run {run_name}, final checkpoint {redact_text(checkpoint)}")
     if not table:
         return
-    print(f"{'weather':<10}{'input PSNR':>12}{'EMA PSNR':>10}{'gain':>8}{'input SSIM':>12}{'EMA SSIM':>10}")
+    say(f"{'weather':<10}{'input PSNR':>12}{'EMA PSNR':>10}{'gain':>8}{'input SSIM':>12}{'EMA SSIM':>10}")
     for weather in sorted(table, key=lambda w: (w == "overall", w)):
         row = table[weather]
         gain = row["psnr"] - row["input_psnr"]
         line = f"{weather:<10}{row['input_psnr']:>12.2f}{row['psnr']:>10.2f}{gain:>+8.2f}"
-        print(line + f"{row['input_ssim']:>12.4f}{row['ssim']:>10.4f}" if not math.isnan(gain) else line)
+        say(line + f"{row['input_ssim']:>12.4f}{row['ssim']:>10.4f}" if not math.isnan(gain) else line)

@@ -37,6 +37,7 @@ from fairweather.contracts.io import full_uri
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import paired_view, real_view, table_versions
+from fairweather.stages.infra.console import say
 from fairweather.stages.infra.locks import run_lock
 from fairweather.stages.infra.preflight import check_weights
 from fairweather.stages.infra.runtime import ray_session
@@ -160,19 +161,19 @@ def _rounds(
     done, checkpoint = trained_until(storage, name)
     parent.set_tags({"fairweather.run_name": name, "fairweather.rounds": str(total)})
     if 0 < done < total * per_round:
-        print(f"train: run {name} resumes after step {done} of {total * per_round}")
+        say(f"train: run {name} resumes after step {done} of {total * per_round}")
 
     # Without labeled real images there is nothing to pseudo-label: the rounds train on the pairs alone.
     real = real_view(store, None).num_rows > 0
     if not real:
-        print(f"train: no labeled real images under {store.root}: no pseudo-label updates")
+        say(f"train: no labeled real images under {store.root}: no pseudo-label updates")
     init = None
     if real and cfg.pseudo.init and done == 0 and not update_complete(lineage_rows(store, name), 0):
         init_cfg = cfg
         if warmup_due(cfg):
             with closing(parent.child(WARMUP_SOURCE, key=WARMUP_SOURCE)) as child:
                 init_cfg = with_warmup(cfg, warmup_checkpoint(cfg, child, name))
-        print(f"train: run {name}: scoring the initial pseudo-labels (input and existing methods)")
+        say(f"train: run {name}: scoring the initial pseudo-labels (input and existing methods)")
         init = _update(init_cfg, pseudolabel, parent, parent, store, name, None, 0, step=0)
 
     rounds, test, plan = [], {}, updates_after(cfg)
@@ -188,7 +189,7 @@ def _rounds(
             status = "done"
             if done < end:
                 status = "trained"
-                print(f"train: round {index}/{total} starts at step {done} (until step {end})")
+                say(f"train: round {index}/{total} starts at step {done} (until step {end})")
                 child.set_tags(
                     {
                         "fairweather.round": str(index),
@@ -206,11 +207,11 @@ def _rounds(
             child.log_metrics({"round/seconds": seconds}, step=end)
         rounds.append(RoundSummary(index, status, end, seconds, pseudo))
         replaced = f"; {pseudo.replaced} pseudo-labels replaced" if pseudo else ""
-        print(f"train: round {index}/{total} done at step {end} in {seconds:.0f} s{replaced}")
+        say(f"train: round {index}/{total} done at step {end} in {seconds:.0f} s{replaced}")
     if checkpoint is None:
         raise FairweatherError(f"training run {name} has no checkpoint under {storage}")
     if not test:
-        print(f"train: run {name} had trained all {total} round(s); latest checkpoint {checkpoint}")
+        say(f"train: run {name} had trained all {total} round(s); latest checkpoint {checkpoint}")
     return RoundsSummary(
         run_name=name,
         checkpoint=checkpoint,

@@ -15,6 +15,7 @@ from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.config.loss import LossWeights
 from fairweather.contracts.io import full_uri
 from fairweather.contracts.metric_logger import MetricLogger
+from fairweather.stages.infra.console import say
 from fairweather.stages.train.driver import run_train, storage_path, trained_until
 
 #: Source name of the warm-up restorer's candidates in the ``pseudo_labels`` table.
@@ -54,7 +55,7 @@ def warmup_checkpoint(cfg: FairweatherConfig, logger: MetricLogger, lineage: str
     done, checkpoint = trained_until(storage, warm.train.run_name)
     if done >= steps and checkpoint:
         return checkpoint
-    print(f"train: supervised warm-up {warm.train.run_name}: {steps} steps of L_sup (the init's restorer)")
+    say(f"train: supervised warm-up {warm.train.run_name}: {steps} steps of L_sup (the init's restorer)")
     summary = run_train(warm, logger, until_step=steps)
     return full_uri(storage, summary.checkpoint)
 
