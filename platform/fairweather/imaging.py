@@ -4,12 +4,17 @@ Real photo pools hold every kind of oddity: truncated or empty files, text files
 16-bit PNGs, RGBA, CMYK JPEGs, grayscale, LZW/PackBits TIFFs, EXIF-rotated JPEGs and decompression bombs. Each is
 either converted to 8-bit RGB with its EXIF orientation applied, or rejected with an :class:`ImageDecodeError`.
 The container format is sniffed from the bytes, never trusted from the file name.
+
+Writing results back like their originals (``fairweather restore``): :func:`exif_upright` keeps a file's EXIF block
+byte for byte (a UTF-8 copyright stays UTF-8) with only its orientation set to upright, and :func:`encode_jpeg`
+writes the original's chroma subsampling, including the ones Pillow's encoder has no setting for (4:4:0, 4:1:1).
 """
 
 from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
 from pathlib import Path
 
@@ -110,3 +115,97 @@ def limit_short_side(rgb: np.ndarray, short_side: int) -> np.ndarray:
 def read_image_file(uri: str | Path, *, max_pixels: int) -> np.ndarray:
     """Read and decode a local file or URI (see :func:`decode_image`)."""
     return decode_image(read_bytes(str(uri)), max_pixels=max_pixels)
+
+
+#: EXIF tag of the orientation (the rotation/flip a viewer applies).
+ORIENTATION_TAG = 0x0112
+_EXIF_HEADER = b"Exif\x00\x00"
+
+
+def exif_upright(block: bytes) -> bytes | None:
+    """``block`` (a file's raw EXIF: a TIFF structure, with or without the ``Exif\\0\\0`` header) with its orientation
+    set to 1 (upright) and every other byte as it was; None if the block is not a TIFF structure this can patch.
+
+    Pixels are written upright (decoding applied the orientation), so a viewer must not rotate them again. Patching
+    two bytes instead of re-serialising keeps every other field as the camera or editor wrote it: Pillow's
+    ``Exif.tobytes()`` writes ASCII fields as ASCII and turns a UTF-8 "©" into "??".
+    """
+    start = len(_EXIF_HEADER) if block.startswith(_EXIF_HEADER) else 0
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(block[start : start + 4])
+    if order is None:
+        return None
+    try:
+        (ifd,) = struct.unpack_from(order + "I", block, start + 4)
+        (count,) = struct.unpack_from(order + "H", block, start + ifd)
+        for entry in range(count):
+            at = start + ifd + 2 + 12 * entry
+            tag, kind, n = struct.unpack_from(order + "HHI", block, at)
+            if tag == ORIENTATION_TAG:
+                if kind != 3 or n != 1:  # not the one SHORT the standard defines
+                    return None
+                patched = bytearray(block)
+                struct.pack_into(order + "H", patched, at + 8, 1)
+                return bytes(patched)
+    except struct.error:  # offsets past the end: a damaged block
+        return None
+    return block
+
+
+#: ``(luma (h, v), chroma (h, v), chroma (h, v))`` sampling factors -> Pillow's ``subsampling`` code.
+_PILLOW_SAMPLINGS = {((1, 1), (1, 1), (1, 1)): 0, ((2, 1), (1, 1), (1, 1)): 1, ((2, 2), (1, 1), (1, 1)): 2}
+#: Samplings Pillow cannot write, which OpenCV's encoder can: 4:4:0 (a 4:2:2 photo turned by 90°) and 4:1:1.
+_OPENCV_SAMPLINGS = {((1, 2), (1, 1), (1, 1)): 0x121111, ((4, 1), (1, 1), (1, 1)): 0x411111}
+
+
+def jpeg_sampling(image: Image.Image) -> tuple[tuple[int, int], ...] | None:
+    """The ``(horizontal, vertical)`` sampling factors of each component of a 3-component JPEG, else None."""
+    layers = getattr(image, "layer", None)
+    if image.format not in ("JPEG", "MPO") or not layers or len(layers) != 3:
+        return None
+    return tuple((int(h), int(v)) for _, h, v, _ in layers)
+
+
+def _segments(jpeg: bytes) -> tuple[list[bytes], bytes]:
+    """A JPEG's marker segments before its first scan (SOI excluded), and the bytes from the scan on."""
+    at, segments = 2, []
+    while at + 4 <= len(jpeg) and jpeg[at] == 0xFF and jpeg[at + 1] != 0xDA:
+        (length,) = struct.unpack_from(">H", jpeg, at + 2)
+        segments.append(jpeg[at : at + 2 + length])
+        at += 2 + length
+    return segments, jpeg[at:]
+
+
+def encode_jpeg(
+    rgb: np.ndarray, *, quality: int, sampling: tuple[tuple[int, int], ...] | None = None, **options: object
+) -> bytes:
+    """``(H, W, 3)`` uint8 RGB as JPEG at ``quality`` with the chroma ``sampling`` of :func:`jpeg_sampling`
+    (None: Pillow's default, 4:2:0) and Pillow's save ``options`` (``exif``, ``icc_profile``, ``dpi``).
+
+    Pillow writes 4:4:4, 4:2:2 and 4:2:0. 4:4:0 and 4:1:1 are encoded by OpenCV (a dependency of pyiqa) and given
+    the metadata segments (APPn: JFIF/DPI, EXIF, ICC) Pillow writes for the same options. Any other sampling, or
+    no OpenCV, is written 4:4:4: no chroma resolution is lost.
+    """
+    image = Image.fromarray(rgb, mode="RGB")
+    code = _PILLOW_SAMPLINGS.get(sampling) if sampling is not None else -1
+    factor = _OPENCV_SAMPLINGS.get(sampling) if sampling is not None else None
+    if code is None and factor is not None:
+        try:
+            import cv2
+        except ImportError:
+            factor = None
+        else:
+            ok, data = cv2.imencode(
+                ".jpg",
+                np.ascontiguousarray(rgb[..., ::-1]),
+                [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, factor],
+            )
+            if ok:
+                header = io.BytesIO()
+                Image.new("RGB", (1, 1)).save(header, format="JPEG", **options)
+                ours, _ = _segments(header.getvalue())
+                theirs, scan = _segments(data.tobytes())
+                keep = [s for s in theirs if not 0xE0 <= s[1] <= 0xEF]  # OpenCV's own APP0 is replaced
+                return b"\xff\xd8" + b"".join([s for s in ours if 0xE0 <= s[1] <= 0xEF] + keep) + scan
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality, subsampling=0 if code is None else code, **options)
+    return buffer.getvalue()

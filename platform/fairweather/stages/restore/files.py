@@ -6,9 +6,11 @@ output folder, and a run never writes where an input lives: an output folder equ
 folder, or any result path that would land on an input, is refused before anything is written.
 
 Results are written in the input's real format (sniffed from the bytes; a phone's MPO is a JPEG): PNG, TIFF
-and BMP losslessly, JPEG and WebP at quality 95 (JPEG keeps its chroma subsampling). Pixels are written upright:
-decoding applies the EXIF orientation, so the result keeps the input's EXIF except the orientation tag, which is
-dropped (a viewer would otherwise rotate the upright pixels a second time). ICC profile and DPI are kept.
+and BMP losslessly, JPEG and WebP at quality 95. A JPEG keeps its chroma subsampling, 4:4:0 and 4:1:1 included
+(:func:`fairweather.imaging.encode_jpeg`). Pixels are written upright: decoding applies the EXIF orientation, so the
+result keeps the input's EXIF block byte for byte (UTF-8 text such as a "©" copyright stays as written) except the
+orientation, set to 1 = upright (a viewer would otherwise rotate the upright pixels a second time); a block that
+cannot be patched in place is rewritten by Pillow without the orientation tag. ICC profile and DPI are kept.
 Results are 8-bit RGB: 16-bit inputs are written in 8 bits and transparency is flattened onto white, as decoding
 does for every stage.
 """
@@ -26,10 +28,9 @@ from PIL import Image
 
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import filesystem_for, full_uri
+from fairweather.imaging import ORIENTATION_TAG, encode_jpeg, exif_upright, jpeg_sampling
 from fairweather.stages.infra.pool import PoolError, list_pool
 
-#: EXIF tag of the orientation (rotation/flip a viewer applies).
-ORIENTATION_TAG = 0x0112
 #: Quality of lossy results: visually lossless for restored photos, ~2x the bytes of quality 75.
 LOSSY_QUALITY = 95
 #: Formats written back as they are; anything else that decodes (GIF, ICO, ...) is written as PNG.
@@ -116,24 +117,21 @@ def encode_like(rgb: np.ndarray, original: bytes) -> bytes:
     """
     with Image.open(io.BytesIO(original)) as source:
         fmt = output_format(source)
-        exif = source.getexif()
+        exif = _upright_exif(source) if fmt in ("JPEG", "PNG", "WEBP") else None
         icc, dpi = source.info.get("icc_profile"), source.info.get("dpi")
         compression = source.info.get("compression")
-        subsampling = _jpeg_subsampling(source) if fmt == "JPEG" else None
+        sampling = jpeg_sampling(source) if fmt == "JPEG" else None
     options: dict[str, object] = {}
     if icc:
         options["icc_profile"] = icc
     if dpi:
         options["dpi"] = dpi
-    if fmt in ("JPEG", "PNG", "WEBP"):
-        # TIFF's "EXIF" is the file's own structure (strips, sizes): never copied onto a new TIFF.
-        exif.pop(ORIENTATION_TAG, None)
-        if len(exif):
-            options["exif"] = exif.tobytes()
-    if fmt in ("JPEG", "WEBP"):
+    if exif:  # TIFF's "EXIF" is the file's own structure (strips, sizes): never copied onto a new TIFF
+        options["exif"] = exif
+    if fmt == "JPEG":
+        return encode_jpeg(rgb, quality=LOSSY_QUALITY, sampling=sampling, **options)
+    if fmt == "WEBP":
         options["quality"] = LOSSY_QUALITY
-    if subsampling is not None:
-        options["subsampling"] = subsampling
     if fmt == "TIFF" and compression in TIFF_COMPRESSIONS:
         options["compression"] = compression
     buffer = io.BytesIO()
@@ -141,9 +139,16 @@ def encode_like(rgb: np.ndarray, original: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def _jpeg_subsampling(image: Image.Image) -> int | None:
-    """Pillow's code of a JPEG's chroma subsampling (0: 4:4:4, 1: 4:2:2, 2: 4:2:0), None if not readable."""
-    from PIL import JpegImagePlugin
+def _upright_exif(source: Image.Image) -> bytes | None:
+    """The file's EXIF block with the orientation set upright, bytes otherwise unchanged; None without EXIF.
 
-    code = JpegImagePlugin.get_sampling(image)
-    return code if code in (0, 1, 2) else None
+    A block :func:`fairweather.imaging.exif_upright` cannot patch is re-serialised by Pillow without the tag.
+    """
+    raw = source.info.get("exif")
+    if raw:
+        patched = exif_upright(raw)
+        if patched is not None:
+            return patched
+    exif = source.getexif()
+    exif.pop(ORIENTATION_TAG, None)
+    return exif.tobytes() if len(exif) else None
