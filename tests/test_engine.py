@@ -3,12 +3,14 @@ input-relative checks, failures as rows; and the one CPU budget every stage plan
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from fairweather.contracts.config import load_config
 from fairweather.contracts.errors import FairweatherError
@@ -100,6 +102,9 @@ def test_in_process_engine_hands_inputs_to_checks_and_keeps_failures(tmp_path: P
     assert ema["bright"] == pytest.approx(plain["bright"] + 10, abs=0.5) and "psnr" in folder
     assert by_source["ema"]["restore_seconds"] > 0 and by_source["input"]["restore_seconds"] is None
     assert by_source["ema"]["thumbnail"] and not by_source["input"]["thumbnail"]
+    # An example row with a target carries the target's thumbnail too (the report's input | restored | target).
+    target = np.asarray(Image.open(io.BytesIO(by_source["ema"]["target_thumbnail"])).convert("RGB"))
+    assert target.shape == (160, 160, 3) and not by_source["input"]["target_thumbnail"]
     assert "pixels" not in by_source["ema"] and by_source["folder"]["input_uri"].endswith("in.png")
 
 

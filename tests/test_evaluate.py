@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,7 +24,13 @@ from fairweather.contracts.config import load_config
 from fairweather.contracts.metric_logger import DiskLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.stages.engine.rows import OutputFolder, read_one
-from fairweather.stages.evaluate.report import ReportInfo, metric_table, weather_means, write_report
+from fairweather.stages.evaluate.report import (
+    TARGET,
+    ReportInfo,
+    metric_table,
+    weather_means,
+    write_report,
+)
 from fairweather.training.state import save_state
 from tests.test_restore import checkpoint_state
 
@@ -139,6 +146,24 @@ def test_report_files_with_ablation(tmp_path: Path):
         "set_table_1.csv",
         "set_table_2.csv",
     }
+
+
+def test_example_grid_is_input_restored_target_where_a_target_exists(tmp_path: Path):
+    colour = {"input": 40, "run1": 120, TARGET: 250}
+    cell = {name: png(np.full((160, 160, 3), value, np.uint8)) for name, value in colour.items()}
+    thumbnails = {("set", "a"): dict(cell), ("pool", "b"): {"input": cell["input"], "run1": cell["run1"]}}
+    frame = per_image([("input", "set", "rain", "musiq", 50.0), ("run1", "set", "rain", "musiq", 55.0)])
+    info = report_info(methods=("input", "run1"), checkpoints=("run1",))
+    write_report(tmp_path, frame, weather_means(frame), info, higher_better=HIGHER, thumbnails=thumbnails)
+    assert "Examples, left to right: input, run1, target" in (tmp_path / "report.md").read_text()
+    grid = np.asarray(Image.open(tmp_path / "examples.png").convert("RGB"))
+    assert grid.shape == (320, 480, 3)
+    assert [int(grid[80, x, 0]) for x in (80, 240, 400)] == [40, 120, 250]  # input | restored | target
+    assert int(grid[240, 400, 0]) == 128  # a set without targets: a grey cell keeps the columns aligned
+    # No example with a target: no target column.
+    del thumbnails[("set", "a")][TARGET]
+    write_report(tmp_path, frame, weather_means(frame), info, higher_better=HIGHER, thumbnails=thumbnails)
+    assert "Examples, left to right: input, run1\n" in (tmp_path / "report.md").read_text()
 
 
 def test_checkpoint_names_and_training_runs():
@@ -292,8 +317,10 @@ def test_evaluate_job_end_to_end(evaluation_setup):
     artifacts = {p.name for p in (root / "logger" / "artifacts").rglob("*")}
     assert {"report.md", "examples.png", "per_image.csv"} <= artifacts
     grid = Image.open(Path(summary.report_dir) / "examples.png")
-    # 4 paired examples + 2 real ones, 4 methods each (a grey cell where the baseline has no output)
-    assert grid.size == (160 * 4, 160 * 4 + 160 * 2)
+    # 4 paired examples + 2 real ones, 4 methods each (a grey cell where the baseline has no output), then the
+    # paired examples' clean target (grey for the real photos, which have none)
+    assert grid.size == (160 * 5, 160 * 4 + 160 * 2)
+    assert re.search(r"Examples, left to right: input, .+, target\n", text)
     assert "6 images scored (haze 2, rain 2, snow 2)" in text
     metrics_logged = [
         json.loads(line) for line in (root / "logger" / "metrics.jsonl").read_text().splitlines()

@@ -51,11 +51,12 @@ OVERALL = "overall"
 InputChecks = Callable[[np.ndarray, np.ndarray], Mapping[str, float]]
 
 #: One row per row after scoring: the pixels are dropped; ``scores`` and ``seconds`` are JSON ``{name: value}``
-#: (``seconds``: each metric's share of its calls, and ``input_checks``); example rows carry a PNG thumbnail.
-#: Columns a caller added between the steps pass through after these.
+#: (``seconds``: each metric's share of its calls, and ``input_checks``); example rows carry a PNG thumbnail, and
+#: of their clean target where they have one. Columns a caller added between the steps pass through after these.
 SCORED_SCHEMA = pa.schema(
     [ROW_SCHEMA.field(name) for name in (*WORK_FIELDS, "status", "error_type", "message", "restore_seconds")]
     + [("scores", pa.string()), ("seconds", pa.string()), ("thumbnail", pa.binary())]
+    + [("target_thumbnail", pa.binary())]
 )
 
 
@@ -195,6 +196,9 @@ def score_rows(
                 seconds=json.dumps(row["_seconds"]),
                 message="; ".join(row["_errors"]) or None,
                 thumbnail=thumbnail(pixels_of(row)) if row["example"] else None,
+                target_thumbnail=thumbnail(pixels_of(row, "target"))
+                if row["example"] and row["target"]
+                else None,
             )
         out.append({name: row.get(name) for name in names})
     return out

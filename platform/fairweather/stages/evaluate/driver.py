@@ -42,7 +42,7 @@ from fairweather.stages.engine.pipeline import Scoring, Sizing, restore_and_scor
 from fairweather.stages.engine.rows import CheckpointRef, OutputFolder
 from fairweather.stages.engine.score import Restores, restore_and_score_here
 from fairweather.stages.evaluate.io import INPUT_METHOD, TestSet, list_test_set, metric_rows, work_rows
-from fairweather.stages.evaluate.report import ReportInfo, weather_means, write_report
+from fairweather.stages.evaluate.report import TARGET, ReportInfo, weather_means, write_report
 from fairweather.stages.infra.console import say
 from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.runtime import check_output_locations, ray_session
@@ -282,6 +282,8 @@ def _evaluate(
                     log.warning("evaluate: %s %s: %s", row["source"], row["image"], row["message"])
                 if row["thumbnail"]:
                     thumbnails[(row["group"], row["image"])][row["source"]] = row["thumbnail"]
+                if row["target_thumbnail"]:
+                    thumbnails[(row["group"], row["image"])][TARGET] = row["target_thumbnail"]
         seconds = time.perf_counter() - start
     if received != len(rows):  # Ray Data fails the job on a lost block by default; never report a partial run
         raise RuntimeError(f"evaluate: {received} results for {len(rows)} (image, method) rows")

@@ -55,6 +55,9 @@ DECIMALS = {"musiq": 2, "psnr": 2, "piqe": 2, "brisque": 2, "ssim": 4, "lpips": 
 #: Dataset name of the means over every test set of a run (only when there are several).
 ALL_SETS = "all"
 NO_VALUE = "–"
+#: Key of an example's clean target among its thumbnails (not a method name a config can give: parentheses); the
+#: grid's last column, captioned "target".
+TARGET = "(target)"
 
 
 def weather_means(per_image: pd.DataFrame) -> pd.DataFrame:
@@ -183,14 +186,25 @@ def bar_chart(means: pd.DataFrame, dataset: str, metric: str, methods: tuple[str
     fig.savefig(path)
 
 
+def grid_columns(
+    thumbnails: dict[tuple[str, str], dict[str, bytes]], methods: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The example grid's columns: ``methods``, then the clean target when any example has one."""
+    with_target = any(TARGET in by_method for by_method in thumbnails.values())
+    return (*methods, TARGET) if with_target else methods
+
+
 def example_grid(thumbnails: dict[tuple[str, str], dict[str, bytes]], methods: tuple[str, ...]) -> bytes:
-    """PNG grid: one line per example image (``(dataset, image)``), one cell per method in ``methods`` order; a
-    method without that image (failed, or no baseline output) gets a grey cell, so columns stay aligned."""
+    """PNG grid: one line per example image (``(dataset, image)``), one cell per method in ``methods`` order, then
+    the clean target (key :data:`TARGET`) where any example has one: input | restored | target. A method (or
+    target) without that image (failed, no baseline output, a set without targets) gets a grey cell, so columns
+    stay aligned."""
+    columns = grid_columns(thumbnails, methods)
     lines = []
     for by_method in thumbnails.values():
         decoded = {m: np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for m, png in by_method.items()}
         blank = np.full_like(next(iter(decoded.values())), 128)
-        lines.append([decoded.get(m, blank) for m in methods])
+        lines.append([decoded.get(m, blank) for m in columns])
     return image_grid(lines, cell=160)
 
 
@@ -264,7 +278,8 @@ def write_report(
     if thumbnails:
         written.append(folder / "examples.png")
         written[-1].write_bytes(example_grid(thumbnails, info.methods))
-        lines += ["", f"Examples, left to right: {', '.join(info.methods)}", "", "![examples](examples.png)"]
+        columns = ", ".join("target" if c == TARGET else c for c in grid_columns(thumbnails, info.methods))
+        lines += ["", f"Examples, left to right: {columns}", "", "![examples](examples.png)"]
     written.append(folder / "report.md")
     written[-1].write_text("\n".join(lines) + "\n")
     return written
