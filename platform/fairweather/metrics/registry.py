@@ -113,6 +113,9 @@ _ALEXNET = WeightFile(
     "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
 )
 
+#: PSNR, SSIM and PIQE: pyiqa's definitions computed by fairweather.metrics.tiled (no pyiqa code runs).
+_OWN = "pyiqa 0.1.16's definition, computed by fairweather's own code (fairweather.metrics.tiled, Apache-2.0); no weights"
+
 #: Our name -> spec, in the order of the paper's tables (then the extra columns).
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec
@@ -186,9 +189,9 @@ METRICS: dict[str, MetricSpec] = {
             files=(_BRISQUE,),
             model_file=_BRISQUE,
         ),
-        _spec("piqe", "piqe", score_range=(0, 100), higher=False, licence=f"{PYIQA_LICENCE}; no weights"),
-        _spec("psnr", "psnr", score_range=(0, 40), reference=True, licence=f"{PYIQA_LICENCE}; no weights"),
-        _spec("ssim", "ssimc", score_range=(0, 1), reference=True, licence=f"{PYIQA_LICENCE}; no weights"),
+        _spec("piqe", "piqe", score_range=(0, 100), higher=False, licence=_OWN),
+        _spec("psnr", "psnr", score_range=(0, 40), reference=True, licence=_OWN),
+        _spec("ssim", "ssimc", score_range=(0, 1), reference=True, licence=_OWN),
         _spec(
             "lpips",
             "lpips",

@@ -6,7 +6,10 @@ only there. A scorer maps ``(N, 3, H, W)`` float images in [0, 1] to ``(N,)`` fl
 ``cfg.batch_size``; the direction of each metric is ``scorer.spec.higher_better``.
 
 Convention of the full-reference metrics (recorded with every number): RGB in [0, 1], no border crop, no
-Y-channel conversion (pyiqa's ``psnr`` and ``ssimc``).
+Y-channel conversion (pyiqa's ``psnr`` and ``ssimc``). PSNR, SSIM and PIQE are computed by
+:mod:`fairweather.metrics.tiled` (pyiqa's definitions, tile by tile in float32, on the CPU: memory bounded by the
+tile, and ``score_uint8`` scores an ``(H, W, 3)`` uint8 image without a float copy of it); the other metrics run
+pyiqa (or the VLM) on the whole image.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from fairweather.tiny import resolve_model_ref
 from fairweather.vlm import VLMBackend, build_backend, rate_images
 
 from .registry import METRICS, MetricSpec, MissingWeightsError, local_path, missing_weights
+from .tiled import TILED, TiledScorer
 
 
 class Scorer(Protocol):
@@ -120,6 +124,8 @@ def build_scorer(
     reason = missing_weights(name, cfg, vlm=vlm if backend is None else None)
     if reason:
         raise MissingWeightsError(reason)
+    if name in TILED:
+        return TiledScorer(name)
     device = torch.device(cfg.device if device is None else device)
     if name != "vlm_vis":
         return PyiqaScorer(METRICS[name], cfg, device)

@@ -4,12 +4,18 @@ Both hold their heavy state (networks, metric models) for their whole life, so a
 not once per batch; the work itself is :func:`~fairweather.stages.engine.score.restore_one` and
 :func:`~fairweather.stages.engine.score.score_rows`, which the in-process path calls too. Columns a caller adds
 between the steps (beyond :data:`~fairweather.stages.engine.rows.ROW_SCHEMA`) pass through both actors.
+
+Memory: pixel columns are read in place from the batch's Arrow buffers (no Python ``bytes`` copy of an image), the
+restore actor hands each restored row on as soon as it is done (one row per yielded table, its restored pixels
+wrapped without a copy), and the score actor's output carries no pixels. So an actor holds its batch, one
+restoration and the scorers' tiles, and a photo's size adds only its own bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import torch
 
@@ -19,6 +25,45 @@ from fairweather.metrics import Scorer, build_scorer
 from fairweather.stages.engine.rows import ROW_SCHEMA
 from fairweather.stages.engine.score import SCORED_SCHEMA, InputChecks, restore_one, score_rows
 from fairweather.training.restorer import load_restorer
+
+
+def _is_binary(field: pa.Field) -> bool:
+    return pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type)
+
+
+def batch_rows(batch: pa.Table) -> list[dict]:
+    """The batch's rows as dicts; binary (pixel) columns as zero-copy ``pyarrow.Buffer`` views (``np.frombuffer``
+    reads them in place; an empty value stays empty, a null stays None)."""
+    columns = {}
+    for field in batch.schema:
+        column = batch.column(field.name)
+        if _is_binary(field):
+            columns[field.name] = [value.as_buffer() if value.is_valid else None for value in column]
+        else:
+            columns[field.name] = column.to_pylist()
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _binary(values: list, type_: pa.DataType) -> pa.Array:
+    """A binary column of ``values`` (bytes, Arrow buffers, contiguous uint8 arrays or None); one value is wrapped
+    without a copy."""
+    if len(values) == 1 and values[0] is not None:
+        data = values[0] if isinstance(values[0], pa.Buffer) else pa.py_buffer(values[0])
+        offset_type = np.int64 if pa.types.is_large_binary(type_) else np.int32
+        offsets = pa.py_buffer(np.array([0, data.size], dtype=offset_type))
+        return pa.Array.from_buffers(type_, 1, [None, offsets, data])
+    return pa.array([None if v is None else memoryview(v) for v in values], type=type_)
+
+
+def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """``rows`` as a table of ``schema``; see :func:`_binary` for the pixel columns."""
+    arrays = [
+        _binary([row.get(field.name) for row in rows], field.type)
+        if _is_binary(field)
+        else pa.array([row.get(field.name) for row in rows], type=field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 class RestoreActor:
@@ -31,11 +76,10 @@ class RestoreActor:
         self.restorers = {name: load_restorer(path, device=device) for name, path in checkpoints.items()}
         self.keep_input = keep_input
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        for row in rows:
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        for row in batch_rows(batch):
             restore_one(row, self.restorers, keep_input=self.keep_input)
-        return pa.Table.from_pylist(rows, schema=batch.schema)
+            yield rows_table([row], batch.schema)
 
 
 class ScoreActor:
@@ -69,5 +113,5 @@ class ScoreActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         extra = [field for field in batch.schema if field.name not in ROW_SCHEMA.names]
-        rows = score_rows(batch.to_pylist(), self.scorers, self.reference, input_checks=self.input_checks)
-        return pa.Table.from_pylist(rows, schema=pa.schema(list(SCORED_SCHEMA) + extra))
+        rows = score_rows(batch_rows(batch), self.scorers, self.reference, input_checks=self.input_checks)
+        return rows_table(rows, pa.schema(list(SCORED_SCHEMA) + extra))

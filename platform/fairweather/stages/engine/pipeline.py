@@ -4,12 +4,18 @@
 Callers: ``fairweather evaluate`` (test sets x methods, then its tables and report) and ``fairweather
 pseudolabel`` (pool images x candidate sources; its step stores each candidate as a PNG). Each maps the scored
 rows (:data:`~fairweather.stages.engine.score.SCORED_SCHEMA`) to its own table.
+
+Memory: a read task holds one decoded row at a time (it yields each row as it is read), and Ray Data cuts the
+yielded rows into blocks of at most ``DataContext.target_max_block_size`` (128 MiB) or one row. CPU actors take
+whole blocks as batches (``batch_size=None``), so a call holds at most ``Sizing.batch_size`` rows of small images,
+and a single row of a big photo (one 24-Mpx pair is 144 MB), never ``batch_size`` big photos at once. GPU actors
+take ``Sizing.batch_size`` rows (Ray Data needs a batch size when an actor reserves a GPU).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -22,9 +28,6 @@ from fairweather.stages.engine.actors import RestoreActor, ScoreActor
 from fairweather.stages.engine.rows import read_batch
 from fairweather.stages.engine.score import InputChecks
 
-#: Work rows per read task.
-READ_BLOCK_ROWS = 16
-
 
 @dataclass(frozen=True)
 class Sizing:
@@ -34,6 +37,7 @@ class Sizing:
     score_actors: int
     num_cpus_per_actor: float
     num_gpus_per_actor: float
+    #: Work rows per read task, and so rows per actor call at most.
     batch_size: int
 
     @property
@@ -61,6 +65,13 @@ class Scoring:
     input_checks: InputChecks | None = None
 
 
+def read_rows(batch: pa.Table, **kwargs) -> Iterator[pa.Table]:
+    """Ray Data map: :func:`~fairweather.stages.engine.rows.read_batch` one work row at a time, each yielded as
+    soon as it is read (a task never holds more than one decoded row)."""
+    for index in range(batch.num_rows):
+        yield read_batch(batch.slice(index, 1), **kwargs)
+
+
 def restore_and_score(
     rows: list[dict],
     *,
@@ -85,12 +96,13 @@ def restore_and_score(
         "num_cpus": sizing.num_cpus_per_actor,
         "num_gpus": sizing.num_gpus_per_actor,
         "batch_format": "pyarrow",
-        # Images are restored and scored one size group at a time; the batch sets how often Ray hands out work.
-        "batch_size": sizing.batch_size,
+        # Images are restored and scored one size group at a time; the batch sets how often Ray hands out work. On
+        # CPU a batch is one block (see the module docstring), so a batch of big photos is one photo.
+        "batch_size": sizing.batch_size if sizing.num_gpus_per_actor > 0 else None,
     }
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / READ_BLOCK_ROWS)))
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / sizing.batch_size)))
     ds = ds.map_batches(
-        read_batch,
+        read_rows,
         batch_format="pyarrow",
         fn_kwargs={"max_pixels": max_pixels, "short_side": short_side, "with_input": with_inputs},
     )

@@ -8,7 +8,10 @@ final test table of ``fairweather train``), so a number never depends on which p
 Full-reference metrics score one image per call: a score never depends on its batch neighbours (a GPU may pick
 another convolution algorithm for another batch size). No-reference metrics score same-size images together (one
 call per group; a metric that raises on a group is retried image by image, so one unscoreable image, e.g. smaller
-than the metric's window, loses only its own value, and the row's ``message`` names what failed).
+than the metric's window, loses only its own value, and the row's ``message`` names what failed). Tiled metrics
+(PSNR, SSIM, PIQE: :mod:`fairweather.metrics.tiled`) score each row's uint8 pixels directly, tile by tile, so a
+big photo costs its own bytes plus one tile, never a float copy of it; the float batch of a size group is built only
+for metrics that need the whole image as a tensor.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ def restore_one(row: dict, restorers: Mapping[str, Restores], *, keep_input: boo
     if keep_input:
         row.update(input=row["pixels"], input_height=row["height"], input_width=row["width"])
     row.update(
-        pixels=restored.tobytes(),
+        pixels=restored,  # the (H, W, 3) uint8 array itself: pixels_of reads it, the actors wrap it without a copy
         height=restored.shape[0],
         width=restored.shape[1],
         restore_seconds=time.perf_counter() - start,
@@ -90,9 +93,12 @@ def restore_one(row: dict, restorers: Mapping[str, Restores], *, keep_input: boo
 
 
 def thumbnail(image: np.ndarray) -> bytes:
-    """PNG of ``image`` scaled to :data:`THUMBNAIL` pixels high."""
+    """PNG of ``image`` scaled to :data:`THUMBNAIL` pixels high (a big photo is first subsampled to at least 4x
+    that, so no full-size copy of it is made)."""
     height, width = image.shape[:2]
     size = (max(1, width * THUMBNAIL // height), THUMBNAIL)
+    step = max(1, height // (4 * THUMBNAIL))
+    image = np.ascontiguousarray(image[::step, ::step]) if step > 1 else image
     buffer = io.BytesIO()
     Image.fromarray(image).resize(size, Image.Resampling.BICUBIC).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -128,23 +134,55 @@ def _record(rows: Sequence[dict], name: str, values: list, seconds: float) -> No
             row["_scores"][name] = float(value)
 
 
+def _tiled(scorer: Scorer) -> bool:
+    """A scorer that scores an ``(H, W, 3)`` uint8 image itself, tile by tile (:mod:`fairweather.metrics.tiled`)."""
+    return hasattr(scorer, "score_uint8")
+
+
+def _score_uint8(rows: Sequence[dict], name: str, scorer: Scorer, reference: bool) -> None:
+    """One row at a time, on the row's own uint8 pixels (no float copy of the image)."""
+    for row in rows:
+        start = time.perf_counter()
+        try:
+            if reference:
+                target = pixels_of(row, "target")
+                value = scorer.score_uint8(resize_to(pixels_of(row), target), target)
+            else:
+                value = scorer.score_uint8(pixels_of(row))
+        except Exception as err:  # this image's value of this metric is lost, nothing else
+            value = err
+        _record([row], name, [value], time.perf_counter() - start)
+
+
 def _score_no_reference(rows: list[dict], scorers: Mapping[str, Scorer]) -> None:
+    whole = {name: scorer for name, scorer in scorers.items() if not _tiled(scorer)}
+    for name, scorer in scorers.items():
+        if name not in whole:
+            _score_uint8(rows, name, scorer, reference=False)
+    if not whole:
+        return
     groups: dict[tuple[int, int], list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["height"], row["width"])].append(row)
-    for group in groups.values():
+    for group in groups.values():  # one size group's float batch at a time
         x = to_tensor([pixels_of(row) for row in group])
-        for name, scorer in scorers.items():
+        for name, scorer in whole.items():
             start = time.perf_counter()
             values = _call(name, scorer, x, None)
             _record(group, name, values, time.perf_counter() - start)
 
 
 def _score_reference(rows: list[dict], scorers: Mapping[str, Scorer]) -> None:
+    whole = {name: scorer for name, scorer in scorers.items() if not _tiled(scorer)}
     for row in rows:
-        target = pixels_of(row, "target")
-        x, y = to_tensor([resize_to(pixels_of(row), target)]), to_tensor([target])
+        x = y = None
         for name, scorer in scorers.items():
+            if name not in whole:
+                _score_uint8([row], name, scorer, reference=True)
+                continue
+            if x is None:
+                target = pixels_of(row, "target")
+                x, y = to_tensor([resize_to(pixels_of(row), target)]), to_tensor([target])
             start = time.perf_counter()
             values = _call(name, scorer, x, y)
             _record([row], name, values, time.perf_counter() - start)
