@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
+import shutil
+from pathlib import Path
 
 import cloudpickle
 import pytest
@@ -91,6 +93,9 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_the_step_counter_c
     assert marker.exists() and summary.steps == 6
     # Died after step 5, before its checkpoint at 6: the restarted worker continues after the checkpoint at 3.
     assert [r["step"] for r in read_records(steps)] == [1, 2, 3, 4, 5, 4, 5, 6]
+    # The replayed step 4 was logged by the first try: not logged again.
+    logged = [m["step"] for m in DiskLogger(tmp_path / "log").read_metrics() if "loss/total" in m]
+    assert logged == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_changed_config_is_a_new_run_and_new_run_forces_one(data_root, model_cache):
@@ -126,18 +131,115 @@ def test_workers_that_do_not_fit_the_local_cpus_are_refused_before_ray_starts(
 
 
 def test_a_loss_that_blows_up_stops_the_run_naming_the_step(local_ray, data_root, model_cache, tmp_path):
+    """A supervised weight of 1e38 (learning rates are bounded now): the gradient norm overflows at step 1."""
     from fairweather.contracts.errors import FairweatherError
     from fairweather.stages.train.driver import run_train
 
-    overrides = {
-        "train.run_name": "nan",
-        "train.lr": "1.0e+30",
-        "train.warmup_steps": 0,
-        "train.grad_clip": 0,
-        "train.max_failures": 0,
-    }
-    with pytest.raises(FairweatherError, match=r"training stopped: .*step \d+"):
+    overrides = {"train.run_name": "nan", "loss.weights.sup": "1.0e+38", "train.grad_clip": 0}
+    with pytest.raises(FairweatherError, match=r"training stopped: .*step 1\b.*no checkpoint had been saved"):
         run_train(tiny_config(data_root, model_cache, **overrides), DiskLogger(tmp_path / "log"))
+
+
+def test_weights_gone_non_finite_stop_at_once_keeping_the_last_good_checkpoint(
+    local_ray, data_root, model_cache, tmp_path
+):
+    """NonFiniteError after step 5 (train.max_failures=1): one line naming the step and the checkpoint of step 3,
+    no retry (before: Ray restarted the workers, which failed the same way)."""
+    from fairweather.contracts.errors import FairweatherError
+    from fairweather.stages.train.driver import run_train, trained_until
+
+    steps = tmp_path / "steps.jsonl"
+    hook = functools.partial(train_fixtures.record_then_raise, str(steps), 5)
+    cfg = tiny_config(data_root, model_cache, **{"train.run_name": "diverged"})
+    with pytest.raises(FairweatherError) as caught:
+        run_train(cfg, DiskLogger(tmp_path / "log"), step_hook=hook)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("training stopped: the weights became non-finite")
+    assert "at step 5" in message and "the last good checkpoint is kept (step 3:" in message
+    assert [r["step"] for r in read_records(steps)] == [1, 2, 3, 4, 5]
+    assert trained_until(str(data_root / "train"), "diverged")[0] == 3
+
+
+@pytest.mark.parametrize("where", ["writer", "copy"])
+def test_a_full_disk_stops_in_one_line_keeps_the_last_checkpoint_and_fails_the_run(
+    where, local_ray, data_root, model_cache, tmp_path, capsys
+):
+    """ENOSPC at the checkpoint of step 6, in our writer or in Ray's copy into the run folder: JobFailedError
+    (exit 1) in one line, no retry, the checkpoint of step 3 kept, no half checkpoint, the MLflow run FAILED.
+    Before: Ray retried (and the copy case then passed, leaving the half folder), or several tracebacks."""
+    from mlflow.tracking import MlflowClient
+
+    from fairweather.contracts.errors import JobFailedError
+    from fairweather.stages.train.driver import run_train, trained_until
+
+    name, steps = f"full-{where}", tmp_path / "steps.jsonl"
+    hook = functools.partial(train_fixtures.record_then_fill_the_disk, str(steps), 5, where)
+    cfg = tiny_config(data_root, model_cache, **{"train.run_name": name})
+    with pytest.raises(JobFailedError) as caught:
+        run_train(cfg, step_hook=hook)  # its own MLflow run
+    message = str(caught.value)
+    assert "\n" not in message and f"training run {name} stopped: the disk is full" in message, message
+    assert "the last good checkpoint is kept (step 3:" in message
+    assert [r["step"] for r in read_records(steps)] == [1, 2, 3, 4, 5, 6]
+    step, checkpoint = trained_until(str(data_root / "train"), name)
+    assert step == 3
+    folders = [p.name for p in (data_root / "train" / name).glob("checkpoint_*") if p.is_dir()]
+    assert folders == [Path(checkpoint).name]
+    if where == "copy":
+        assert "removed 1 checkpoint folder(s) Ray Train had not registered" in capsys.readouterr().out
+    client = MlflowClient(f"sqlite:///{data_root / 'runs' / 'mlflow.db'}")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name(cfg.runtime.experiment).experiment_id],
+        f"attributes.run_name = '{name}'",
+    )
+    assert run.info.status == "FAILED"
+
+
+def test_a_resume_applies_a_changed_lr_refuses_a_changed_network_and_prunes_an_unregistered_checkpoint(
+    local_ray, data_root, model_cache, tmp_path, capsys
+):
+    """On a pinned run name: a changed model.* is refused in one line before any step (no retry); a changed
+    train.lr is applied from the checkpoint on, said and tagged on the run; a checkpoint folder written after the
+    last registered one (a kill between Ray's copy and its registration) is removed. Before: the new lr was
+    silently ignored (the optimizer state brought the old one back) and the folder stayed forever."""
+    from fairweather.contracts.errors import FairweatherError
+    from fairweather.stages.train.driver import run_train
+    from fairweather.stages.train.report import RESUME_TAG
+    from fairweather.training.optim import lr_factor
+
+    base = {"train.run_name": "changed"}
+    run_train(tiny_config(data_root, model_cache, **base), DiskLogger(tmp_path / "log"), until_step=3)
+    folder = data_root / "train" / "changed"
+    (registered,) = (p for p in folder.glob("checkpoint_*") if p.is_dir())
+    orphan = folder / "checkpoint_2999-01-01_00-00-00.000000"
+    shutil.copytree(registered, orphan)
+
+    steps = tmp_path / "steps.jsonl"
+    wider = tiny_config(data_root, model_cache, **base, **{"model.nafnet.width": 8})
+    with pytest.raises(FairweatherError) as caught:
+        run_train(
+            wider,
+            DiskLogger(tmp_path / "log"),
+            step_hook=functools.partial(train_fixtures.record_steps, str(steps)),
+        )
+    message = str(caught.value)
+    assert "\n" not in message and "cannot resume training run changed at step 3" in message
+    assert "model.nafnet.width: 16 -> 8" in message
+    assert not steps.exists()  # refused before a step, and not retried
+
+    faster = tiny_config(data_root, model_cache, **base, **{"train.lr": 0.006})
+    summary = run_train(faster, DiskLogger(tmp_path / "log"))
+    assert summary.steps == 6
+    out = capsys.readouterr().out
+    said = "train: run changed resumes after step 3 with a changed setting, applied: train.lr: 0.003 -> 0.006"
+    assert said in out
+    assert not orphan.exists() and "removed 1 checkpoint folder(s)" in out
+    log = DiskLogger(tmp_path / "log")
+    assert log.tags[RESUME_TAG] == "after step 3: train.lr: 0.003 -> 0.006"
+    lr = {m["step"]: m["lr"] for m in log.read_metrics() if "lr" in m}
+    assert sorted(lr) == [1, 2, 3, 4, 5, 6]  # each step once
+    for step in (4, 5, 6):
+        assert lr[step] == pytest.approx(0.006 * lr_factor(step, faster.train), rel=1e-6), step
 
 
 def test_a_cluster_needs_a_shared_storage_path(data_root, model_cache, monkeypatch):

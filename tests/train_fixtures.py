@@ -80,3 +80,59 @@ def record_then_die_once(
 
 def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def record_then_raise(
+    path: str,
+    at: int,
+    rank: int,
+    step: int,
+    pair_ids: list[str],
+    real_ids: list[tuple[str, str | None]],
+) -> None:
+    """Step hook: record the step; rank 0 raises NonFiniteError after step ``at`` (weights gone NaN, as
+    ``train_step`` reports it), every time it gets there."""
+    record_steps(path, rank, step, pair_ids, real_ids)
+    if rank == 0 and step == at:
+        from fairweather.training.step import NonFiniteError
+
+        raise NonFiniteError(
+            f"the weights became non-finite after the optimizer step at step {step} (their norm is nan, "
+            "learning rate 0.003): lower train.lr"
+        )
+
+
+def record_then_fill_the_disk(
+    path: str,
+    at: int,
+    where: str,
+    rank: int,
+    step: int,
+    pair_ids: list[str],
+    real_ids: list[tuple[str, str | None]],
+) -> None:
+    """Step hook: record the step; after step ``at`` rank 0's disk is full (in this worker process) for
+    ``where`` = ``writer`` (our checkpoint writer's fsync) or ``copy`` (Ray's copy of the checkpoint into the run
+    folder, which leaves a half-written file there)."""
+    import errno
+
+    record_steps(path, rank, step, pair_ids, real_ids)
+    if rank != 0 or step != at:
+        return
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "writer":
+        os.fsync = full  # type: ignore[assignment]
+        return
+    import pyarrow.fs
+
+    def half_copy(source, destination, source_filesystem=None, destination_filesystem=None, **kwargs):
+        with destination_filesystem.open_output_stream(f"{destination}/state.pt") as out:
+            out.write(b"PK\x03\x04 half")
+        raise OSError(
+            errno.ENOSPC, "[Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device"
+        )
+
+    pyarrow.fs.copy_files = half_copy

@@ -80,7 +80,7 @@ def iterate(
         parts.loss,
         optimizer,
         TrainBatch(**batch).to(device, memory_format(cfg, device)),
-        step=step,
+        step=step + 1,  # errors name the step as the logs and checkpoints count it (1 = the first)
         grad_clip=train.grad_clip or None,
         autocast_dtype=torch.bfloat16 if cuda and train.bf16 else None,
         scheduler=scheduler,

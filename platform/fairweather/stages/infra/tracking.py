@@ -40,7 +40,7 @@ from mlflow.tracking import MlflowClient
 
 import fairweather
 from fairweather.contracts.config import FairweatherConfig, flatten, to_dict, to_yaml
-from fairweather.contracts.metric_logger import MetricLogger, NullLogger
+from fairweather.contracts.metric_logger import DiskLogger, MetricLogger, NullLogger
 from fairweather.contracts.redact import redact, redact_text
 from fairweather.stages.infra.runtime import artifact_root, tracking_uri
 
@@ -91,6 +91,10 @@ _MAX_PARAM_LEN = 6000
 HOST_TAG, PID_TAG, STAGE_TAG = "fairweather.host", "fairweather.pid", "fairweather.stage"
 #: A run's identity for find-or-create (resumed runs log into the run they started); MLflow's own nesting tag.
 KEY_TAG, PARENT_TAG = "fairweather.key", "mlflow.parentRunId"
+#: How a run ended when not by its own process (marked by the next run, closed with its parent, stopped early).
+END_TAG = "fairweather.end"
+#: On a run reopened by its key: the ``fairweather.end`` it had before (e.g. "its process was gone; ...").
+RESUMED_TAG = "fairweather.resumed_after"
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -141,6 +145,11 @@ class MLflowLogger:
             self.run_id = existing
             self.client.update_run(existing, status="RUNNING")
             self.set_tags(all_tags)
+            # A reopened run is alive again: how it ended before (killed, marked by the next run) is history.
+            ended = self.client.get_run(existing).data.tags.get(END_TAG)
+            if ended is not None:
+                self.set_tags({RESUMED_TAG: ended})
+                self.client.delete_tag(existing, END_TAG)
         else:
             self.run_id = self.client.create_run(
                 self.experiment_id, run_name=run_name, tags=all_tags
@@ -201,9 +210,87 @@ class MLflowLogger:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def close(self, status: str = "FINISHED") -> None:
+        """End the run with ``status``; a run that failed or was killed ends its nested runs still RUNNING the
+        same way (tag ``fairweather.end``), so an error or Ctrl-C never leaves a child RUNNING."""
+        if status != "FINISHED":
+            close_descendants(self, status, {END_TAG: f"its parent run ended {status}"})
         self.client.set_terminated(self.run_id, status)
         if url := run_url(self.client.tracking_uri, self.experiment_id, self.run_id):
             log.info("MLflow run %s (%s): %s", self.run_id, status, url)
+
+
+def descendants(logger: MetricLogger) -> list[Any]:
+    """The MLflow runs nested under ``logger``'s run, at any depth (children first); empty for other loggers."""
+    if not isinstance(logger, MLflowLogger):
+        return []
+    found, queue = [], [logger.run_id]
+    while queue:
+        where = f"tags.`{PARENT_TAG}` = '{queue.pop(0)}'"
+        runs = logger.client.search_runs([logger.experiment_id], filter_string=where)
+        queue += [run.info.run_id for run in runs]
+        found += runs
+    return found
+
+
+def close_descendants(
+    logger: MetricLogger,
+    status: str,
+    tags: Mapping[str, str],
+    *,
+    replace: tuple[str, ...] = ("RUNNING",),
+) -> list[str]:
+    """Set ``tags`` on the runs nested under ``logger``'s run whose status is in ``replace`` and end them with
+    ``status``; returns their ids (none for a logger that is not MLflow's)."""
+    ended = []
+    for run in descendants(logger):
+        if run.info.status in replace:
+            assert isinstance(logger, MLflowLogger)
+            logger.client.log_batch(run.info.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            logger.client.set_terminated(run.info.run_id, status)
+            ended.append(run.info.run_id)
+    return ended
+
+
+#: Tag of a nested run that trained some steps of its parent's run: ``<first>-<last>`` (a training round).
+STEPS_TAG = "fairweather.steps"
+
+
+def share_with_descendants(logger: MetricLogger, params: Mapping[str, Any], metric: str) -> None:
+    """Give the runs nested under ``logger``'s run the ``params`` they lack, and those tagged with the steps they
+    trained (``fairweather.steps``) the points of ``logger``'s ``metric`` within those steps that they lack, so each
+    can be compared on its own (a sweep trial's rounds: the sampled values and the objective)."""
+    if not isinstance(logger, MLflowLogger):
+        return
+    client = logger.client
+    history = client.get_metric_history(logger.run_id, metric)
+    for run in descendants(logger):
+        run_id = run.info.run_id
+        missing = [Param(k, str(v)) for k, v in params.items() if k not in run.data.params]
+        if missing:
+            client.log_batch(run_id, params=missing)
+        first, _, last = run.data.tags.get(STEPS_TAG, "").partition("-")
+        if not (first.isdigit() and last.isdigit()):
+            continue
+        have = {point.step for point in client.get_metric_history(run_id, metric)}
+        points = [m for m in history if int(first) <= m.step <= int(last) and m.step not in have]
+        if points:
+            client.log_batch(run_id, metrics=points)
+
+
+def logged_steps(logger: MetricLogger) -> dict[str, int]:
+    """``{metric: the last step logged}`` of ``logger``'s run so far (a resumed run's replayed steps are not logged
+    again): the latest metrics of an MLflow run, the records of a DiskLogger, nothing for other loggers."""
+    if isinstance(logger, MLflowLogger):
+        metrics = logger.client.get_run(logger.run_id).data.to_proto().metrics
+        return {metric.key: int(metric.step) for metric in metrics}
+    if isinstance(logger, DiskLogger):
+        steps: dict[str, int] = {}
+        for record in logger.read_metrics():
+            step = int(record.get("step") or 0)
+            for key in record.keys() - {"step", "time"}:
+                steps[key] = max(steps.get(key, step), step)
+        return steps
+    return {}
 
 
 @functools.cache

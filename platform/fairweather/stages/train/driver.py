@@ -9,12 +9,27 @@ the final checkpoint is scored on the synthetic ``test`` split against the untou
 Resume: the run is named ``train-<fingerprint>`` of everything that changes training (model, encoders, loss, train
 settings, the tables' versions) under ``runtime.storage_path``. Rerunning the same command continues an interrupted
 run from its last checkpoint; a changed config is a new run; ``train.run_name`` names one, ``train.new_run=true``
-forces a fresh one.
+forces a fresh one. On a pinned run name a changed config resumes the run: each changed training setting is said on
+the console and tagged on the run (``fairweather.resume_changes``), ``train.lr`` / ``train.weight_decay`` are put
+into the restored optimizer (:func:`~fairweather.training.state.resume_training`), and a changed network
+(``model.*``) is refused with one line before Ray Train starts (:func:`check_resume`). A checkpoint folder Ray Train
+never registered (written after its last registered checkpoint by a process that was then killed, or half-copied
+onto a full disk) is removed before the run goes on (:func:`prune_unregistered`); the steps replayed from the last
+checkpoint are not logged twice (:class:`~fairweather.stages.train.report.ReportToLogger`).
+
+Failures: a worker that dies (OOM kill, node loss) is restarted from the last registered checkpoint up to
+``train.max_failures`` times by this driver (:func:`_fit`; Ray Train's own retries are off, because its failure
+policy retries every worker error, also the ones that fail the same way every time). Those stop at once with one
+line and keep the last good checkpoint (:func:`stop_reason`): weights, a loss or the gradient gone NaN/inf, and a
+checkpoint this config cannot resume (exit 2); a full disk (``ENOSPC``/``EDQUOT``, in our checkpoint writer or in
+Ray's copy into the run folder; :class:`~fairweather.contracts.errors.JobFailedError`, exit 1). The MLflow runs
+close FAILED.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -24,30 +39,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import ray
 import ray.train
 import torch
+from ray.data import ExecutionOptions
 from ray.train.torch import TorchTrainer
 from ray.train.v2.api.callback import RayTrainCallback
 
 from fairweather.contracts.config import FairweatherConfig, to_dict
-from fairweather.contracts.errors import FairweatherError
-from fairweather.contracts.io import full_uri, has_scheme
+from fairweather.contracts.errors import FairweatherError, JobFailedError
+from fairweather.contracts.io import DiskFullError, filesystem_for, full_uri, has_scheme
 from fairweather.contracts.metric_logger import MetricLogger
+from fairweather.contracts.redact import redact_text
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import paired_view, real_view, table_versions
+from fairweather.stages.infra.console import say
 from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.locks import run_lock
 from fairweather.stages.infra.runtime import is_private_local, ray_session, runs_path
 from fairweather.stages.infra.tracking import stage_run
 from fairweather.stages.train.report import (
+    RESUME_TAG,
     ReportToLogger,
     evaluate_checkpoint,
     learn_prompts,
     print_test_table,
 )
 from fairweather.stages.train.worker import StepHook, WorkerJob, train_loop_per_worker
-from fairweather.training.step import NonFiniteLossError
+from fairweather.training.state import STATE_FILE, CheckpointError, config_changes, load_state
+from fairweather.training.step import NonFiniteError, NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
@@ -177,21 +198,157 @@ def _views(store: TableStore, lineage: str) -> dict[str, pa.Table]:
     return views
 
 
-def _stopped_by_a_non_finite_loss(err: ray.train.WorkerGroupError) -> FairweatherError | None:
-    """A run that failed because a loss became NaN/inf, as one clear error naming the term and the step.
+def _stored_config(checkpoint: str) -> dict:
+    """The (masked) config stored in checkpoint folder ``checkpoint``: a local file is memory-mapped, so only the
+    config is read (the weights and optimizer state can be gigabytes)."""
+    path = f"{checkpoint}/{STATE_FILE}"
+    if not has_scheme(checkpoint) and os.path.isfile(path):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return dict(state.get("config") or {}) if isinstance(state, dict) else {}
+        except Exception:
+            pass
+    return dict(load_state(checkpoint).get("config") or {})
 
-    The step raises before the optimizer applies anything and before any checkpoint of that step is written, so
-    every saved checkpoint is clean. Ray retries a failed worker ``train.max_failures`` times from the last
-    checkpoint; a deterministic blow-up fails again at the same step, and this error is what remains.
+
+def check_resume(cfg: FairweatherConfig, storage: str, name: str) -> list[str]:
+    """Before training resumes run ``name``: the ``key: old -> new`` lines of the training settings that differ
+    from its latest checkpoint's config (the worker applies them), each said on the console; a changed network
+    (``model.*``, ``loss.prompt_context_len``) raises CheckpointError in one line. Nothing to say for a new run."""
+    step, checkpoint = trained_until(storage, name)
+    if checkpoint is None:
+        return []
+    changes, refusals = config_changes(_stored_config(checkpoint), cfg)
+    if refusals:
+        raise CheckpointError(
+            f"cannot resume training run {name} at step {step}: the config changed what its checkpoint's network "
+            f"was built with ({'; '.join(refusals)}); start a new run (train.new_run=true or another "
+            "train.run_name) or restore those values"
+        )
+    for line in changes:
+        say(f"train: run {name} resumes after step {step} with a changed setting, applied: {line}")
+    return [f"after step {step}: {line}" for line in changes]
+
+
+def prune_unregistered(storage: str, name: str) -> list[str]:
+    """Remove the checkpoint folders of run ``name`` that Ray Train never registered; returns their names.
+
+    Ray Train registers a checkpoint (``checkpoint_manager_snapshot.json``) after rank 0 copied it into the run
+    folder: a process killed in between leaves a complete folder nobody knows, a copy that failed (a full disk)
+    a half one. Neither is ever resumed from, and Ray's ``keep_checkpoints`` pruning does not see them. Call it
+    only while no trainer of this run is alive (under the run's lock, before or after ``fit``).
     """
+    folder = f"{storage}/{name}"
+    try:
+        registered = {
+            os.path.basename(checkpoint.path.rstrip("/"))
+            for checkpoint, _ in ray.train.Result.from_path(folder).best_checkpoints
+        }
+    except RuntimeError:  # no run folder, or nothing registered yet
+        registered = set()
+    fs, path = filesystem_for(folder)
+    removed = []
+    for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+        if (
+            info.type == pafs.FileType.Directory
+            and info.base_name.startswith("checkpoint_")
+            and info.base_name not in registered
+        ):
+            fs.delete_dir(info.path)
+            removed.append(info.base_name)
+    if removed:
+        say(
+            f"train: run {name}: removed {len(removed)} checkpoint folder(s) Ray Train had not registered "
+            f"(written after its last registered checkpoint, or cut short): {', '.join(sorted(removed))}"
+        )
+    return sorted(removed)
+
+
+#: The errors that fail the same way on every try, by class (Ray hands a worker's error over as its text).
+_DETERMINISTIC = (NonFiniteLossError, NonFiniteError, CheckpointError)
+#: How a full disk or quota reads in an error's text (our writer's DiskFullError, pyarrow's copy in Ray's upload).
+_DISK_FULL_TEXT = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "[Errno 28]",
+    "[errno 28]",
+    "disk full while",
+)
+
+
+def _failure_texts(err: ray.train.WorkerGroupError) -> list[tuple[BaseException, str]]:
+    """Each worker's error with its text (Ray's text holds the worker's traceback; chained causes appended)."""
+    found = []
     for failure in err.worker_failures.values():
-        if isinstance(failure, NonFiniteLossError) or "NonFiniteLossError" in str(failure):
-            line = next((ln for ln in str(failure).splitlines() if "NonFiniteLossError:" in ln), str(failure))
-            return FairweatherError(
-                f"training stopped: {line.split('NonFiniteLossError:', 1)[-1].strip()} (no checkpoint of that "
-                "step was saved; lower train.lr, raise train.warmup_steps or check the data)"
+        texts, seen = [str(failure)], failure
+        while (seen := seen.__cause__ or seen.__context__) is not None and len(texts) < 10:
+            texts.append(f"{type(seen).__name__}: {seen}")
+        found.append((failure, "\n".join(texts)))
+    return found
+
+
+def _error_line(text: str, cls: type) -> str | None:
+    """The message of the last ``<module.>Cls: message`` line in ``text``."""
+    marker = f"{cls.__name__}: "
+    lines = [line.strip() for line in text.splitlines() if marker in line]
+    return lines[-1].split(marker, 1)[1].strip() if lines else None
+
+
+def stop_reason(err: ray.train.WorkerGroupError, name: str, storage: str) -> FairweatherError | None:
+    """The one-line error of a worker failure a retry would only repeat; None for the others (a killed worker, a
+    lost node), which the driver retries.
+
+    A full disk, wherever it hit, is a :class:`JobFailedError` (exit 1); NaN/inf
+    (:class:`~fairweather.training.step.NonFiniteError` and its ``NonFiniteLossError``) and a checkpoint that cannot
+    be read or resumed (``CheckpointError``) are FairweatherErrors (exit 2: the settings or the checkpoint must
+    change). Each names the last good checkpoint, which is kept.
+    """
+    failures = _failure_texts(err)
+    step, checkpoint = trained_until(storage, name)
+    kept = (
+        f"the last good checkpoint is kept (step {step}: {redact_text(checkpoint)})"
+        if checkpoint
+        else "no checkpoint had been saved yet"
+    )
+    for failure, text in failures:
+        code = getattr(failure, "errno", None)
+        if (
+            isinstance(failure, DiskFullError)
+            or code in (errno.ENOSPC, errno.EDQUOT)
+            or any(marker in text for marker in _DISK_FULL_TEXT)
+        ):
+            detail = next(
+                line
+                for line in [*text.splitlines(), str(failure)]
+                if any(marker in line for marker in _DISK_FULL_TEXT) or line == str(failure)
             )
+            detail = redact_text(detail.strip().split("Error: ", 1)[-1][:200])
+            return JobFailedError(
+                f"training run {name} stopped: the disk is full ({detail}); {kept}, no partial checkpoint is "
+                "left; free some space and rerun the same command to resume"
+            )
+    for failure, text in failures:
+        for cls in _DETERMINISTIC:
+            line = str(failure).strip() if isinstance(failure, cls) else _error_line(text, cls)
+            if line is None:
+                continue
+            line = redact_text(line.splitlines()[0] if line else cls.__name__)
+            if issubclass(cls, NonFiniteError):
+                return FairweatherError(
+                    f"training stopped: {line} (nothing of that step was saved; {kept}; lower train.lr, raise "
+                    "train.warmup_steps or check the data)"
+                )
+            return FairweatherError(f"training run {name} stopped: {line}")
     return None
+
+
+def _first_line(err: ray.train.WorkerGroupError) -> str:
+    """A short description of a worker failure for the retry line: the last line of the first worker's text."""
+    for _, text in _failure_texts(err):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if lines:
+            return redact_text(lines[-1][:200])
+    return type(err).__name__
 
 
 def run_train(
@@ -245,12 +402,40 @@ def _train(
         learn_prompts(cfg, rows, f"{storage}/{name}", logger) if cfg.loss.weights.wpl > 0 else None
     )
     job = WorkerJob(cfg, prompt_context, versions, until_step or train.total_steps, step_hook)
+    if changes := check_resume(cfg, storage, name):  # before Ray Train starts: a refusal costs nothing
+        logger.set_tags({RESUME_TAG: "; ".join(changes)[:5000]})
     named = {"paired": views["train"], "val": views["val"], "real": views["real"]}
     datasets = {key: ray.data.from_arrow(view) for key, view in named.items() if view.num_rows}
     for dataset in datasets.values():
         # Tiny indexes, read once per worker: their progress bars would only flood the training log.
         dataset.context.enable_progress_bars = False
     with ray_session(cfg):
+        result = _fit(cfg, job, datasets, logger, name, storage, callbacks)
+        if result.checkpoint is None:
+            raise FairweatherError(f"training run {name} ended without a checkpoint")
+        test = evaluate_checkpoint(cfg, result.checkpoint, rows["test"], logger)
+    steps = int((result.metrics or {}).get("step", job.until_step))
+    summary = TrainSummary(name, result.checkpoint.path, steps, round(time.perf_counter() - start, 1), test)
+    print_test_table(summary.run_name, summary.checkpoint, test)
+    return summary
+
+
+def _fit(
+    cfg: FairweatherConfig,
+    job: WorkerJob,
+    datasets: dict[str, ray.data.Dataset],
+    logger: MetricLogger,
+    name: str,
+    storage: str,
+    callbacks: Sequence[RayTrainCallback],
+) -> ray.train.Result:
+    """``TorchTrainer.fit`` of run ``name``, restarted from its last registered checkpoint after a worker failure
+    up to ``train.max_failures`` times (-1: always); a failure a retry would repeat stops at once
+    (:func:`stop_reason`). Unregistered checkpoint folders are removed before each try and after a failure."""
+    train = cfg.train
+    failures = 0
+    while True:
+        prune_unregistered(storage, name)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"job": job},
@@ -265,22 +450,30 @@ def _train(
                 name=name,
                 storage_path=storage,
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=train.keep_checkpoints),
-                failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
+                # Retries are this loop's: Ray's failure policy would retry a NaN or a full disk too.
+                failure_config=ray.train.FailureConfig(max_failures=0),
+                # A fresh callback per try: it reads which steps the run has logged already.
                 callbacks=[ReportToLogger(logger), *callbacks],
             ),
             datasets=datasets,
             # Every worker gets the whole (small) index and takes its own disjoint share per epoch
             # (fairweather.data.sampling): Ray's equal split would drop up to world_size - 1 images per epoch.
-            dataset_config=ray.train.DataConfig(datasets_to_split=[]),
+            # Explicit execution options: Ray's defaults for them set the deprecated exclude_resources (a
+            # RayDeprecationWarning in every run).
+            dataset_config=ray.train.DataConfig(datasets_to_split=[], execution_options=ExecutionOptions()),
         )
         try:
-            result = trainer.fit()
+            return trainer.fit()
         except ray.train.WorkerGroupError as err:
-            raise _stopped_by_a_non_finite_loss(err) or err from err
-        if result.checkpoint is None:
-            raise FairweatherError(f"training run {name} ended without a checkpoint")
-        test = evaluate_checkpoint(cfg, result.checkpoint, rows["test"], logger)
-    steps = int((result.metrics or {}).get("step", job.until_step))
-    summary = TrainSummary(name, result.checkpoint.path, steps, round(time.perf_counter() - start, 1), test)
-    print_test_table(summary.run_name, summary.checkpoint, test)
-    return summary
+            stop = stop_reason(err, name, storage)
+            prune_unregistered(storage, name)
+            if stop is not None:
+                raise stop from err
+            failures += 1
+            if 0 <= train.max_failures < failures:
+                raise
+            limit = "" if train.max_failures < 0 else f" {failures} of {train.max_failures}"
+            say(
+                f"train: run {name}: a worker failed ({_first_line(err)}); restarting from the last registered "
+                f"checkpoint (retry{limit})"
+            )

@@ -21,7 +21,7 @@ from fairweather.training.ema import unwrap
 from fairweather.training.loop import Window, batch_stream, iterate, memory_format
 from fairweather.training.optim import build_optimizer, build_scheduler
 from fairweather.training.setup import build_training_parts
-from fairweather.training.state import load_state, restore_rng, save_state, training_state
+from fairweather.training.state import load_state, resume_training, save_state, training_state
 from fairweather.training.validate import (
     balanced_subset,
     image_grid,
@@ -102,12 +102,15 @@ def train_loop_per_worker(config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = load_state(folder, arch=cfg.model.arch)
-        parts.model.load_state_dict(state["model"])
-        parts.teacher.load_state_dict(state["teacher"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng(state["rng"])
-        step = int(state["step"])
+        # Weights, teacher, optimizer, scheduler and RNG; the current train.lr / weight_decay applied; a changed
+        # network refused (the driver checked that already, said the changes and tagged them on the run).
+        step, changes = resume_training(
+            state, cfg, model=parts.model, teacher=parts.teacher, optimizer=optimizer, scheduler=scheduler
+        )
+        del state
+        if rank == 0:
+            for line in changes:
+                print(f"train: resumed after step {step} with a changed setting, applied: {line}")
     model = ray.train.torch.prepare_model(parts.model.to(memory_format=memory_format(cfg, device)))
 
     paired, real, val = _rows("paired"), _rows("real"), _rows("val")
