@@ -137,3 +137,33 @@ def test_validation_subsets_cover_every_weather():
     rows = [{"weather": w, "i": i} for w in ("haze", "rain", "snow") for i in range(5)]
     assert [r["weather"] for r in balanced_subset(rows, 4)] == ["haze", "rain", "snow", "haze"]
     assert len(balanced_subset(rows, 0)) == 15
+
+
+def test_clean_pair_fraction_swaps_inputs_for_targets_and_leaves_crops_alone(tmp_path):
+    """train.clean_pair_fraction: that share of pairs trains on (target, target); a fraction of 0 draws nothing, so
+    every crop stays what it was."""
+    from PIL import Image
+
+    from fairweather.data.batches import PairedBatches
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40):
+        for role in ("in", "out"):
+            Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(
+                tmp_path / f"{role}{i}.png"
+            )
+        rows.append(
+            {
+                "pair_id": str(i),
+                "input_uri": str(tmp_path / f"in{i}.png"),
+                "target_uri": str(tmp_path / f"out{i}.png"),
+            }
+        )
+    sampler = ShardSampler(40, 0, 1, batch_size=40, seed=3)
+    plain = PairedBatches(rows, sampler, 16, 10_000)(0)
+    mixed = PairedBatches(rows, sampler, 16, 10_000, clean_fraction=0.5)(0)
+    assert torch.equal(plain["paired_target"], mixed["paired_target"])
+    same = [torch.equal(x, y) for x, y in zip(mixed["paired_input"], mixed["paired_target"], strict=True)]
+    kept = [torch.equal(x, y) for x, y in zip(mixed["paired_input"], plain["paired_input"], strict=True)]
+    assert 8 <= sum(same) <= 32 and all(s != k for s, k in zip(same, kept, strict=True))

@@ -60,16 +60,26 @@ def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
 
 
 class PairedBatches:
-    """Crops of the labeled pairs: ``rows`` are :data:`fairweather.data.views.PAIRED_COLUMNS` dicts."""
+    """Crops of the labeled pairs: ``rows`` are :data:`fairweather.data.views.PAIRED_COLUMNS` dicts.
 
-    def __init__(self, rows: list[dict], sampler: ShardSampler, crop: int, max_pixels: int):
+    clean_fraction: probability that a pair's input is replaced by its clean target (``train.clean_pair_fraction``),
+    so the network also learns to leave clear content alone.
+    """
+
+    def __init__(
+        self, rows: list[dict], sampler: ShardSampler, crop: int, max_pixels: int, clean_fraction: float = 0.0
+    ):
         self.rows, self.sampler, self.crop, self.max_pixels = rows, sampler, crop, max_pixels
+        self.clean_fraction = clean_fraction
 
     def sample(self, pick: Pick) -> tuple[np.ndarray, np.ndarray]:
         row = self.rows[pick.index]
         rng = np.random.default_rng([self.sampler.seed, pick.epoch, pick.index, PAIRED_DOMAIN])
         images = [load_rgb(row["input_uri"], self.max_pixels), load_rgb(row["target_uri"], self.max_pixels)]
         degraded, target = crop_flip(images, self.crop, rng)
+        # Drawn after the crop, so a fraction of 0 leaves every crop (and the pinned losses) as before.
+        if self.clean_fraction and rng.random() < self.clean_fraction:
+            degraded = target
         return degraded, target
 
     def __call__(self, step: int) -> dict:

@@ -31,7 +31,7 @@ def batch_stream(
     labeled real images, ``train.real_batch_size`` of them, each rank on its own disjoint share per epoch."""
     train, seed, max_pixels = cfg.train, cfg.runtime.seed, cfg.data.max_image_pixels
     sampler = ShardSampler(len(paired), rank, world, train.batch_size, seed)
-    builders = [PairedBatches(list(paired), sampler, train.crop_size, max_pixels)]
+    builders = [PairedBatches(list(paired), sampler, train.crop_size, max_pixels, train.clean_pair_fraction)]
     if real and train.real_batch_size:
         sampler = ShardSampler(len(real), rank, world, train.real_batch_size, seed)
         builders.append(RealBatches(list(real), sampler, train.crop_size, max_pixels))
