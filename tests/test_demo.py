@@ -24,6 +24,10 @@ def test_demo_runs_the_pipeline_end_to_end_and_a_rerun_skips_every_stage(
         "train.val_real_images=1",
         "train.prompt_images_per_weather=2",
         "loss.prompt_fit_steps=2",
+        "pseudo.warmup_steps=2",
+        # NIQE's parameters come through `fairweather prefetch` from the package registry: not in tests.
+        "pseudo.metrics=[piqe]",
+        "evaluate.metrics=[piqe]",
     ]
     assert main(["demo", "--no-sweep", *overrides]) == 0
     out = capsys.readouterr().out
@@ -33,18 +37,24 @@ def test_demo_runs_the_pipeline_end_to_end_and_a_rerun_skips_every_stage(
     store = TableStore(cfg.data.tables)
     labels = store.read("labels")
     assert labels.num_rows == 6 and set(labels.column("weather_hint").to_pylist()) == {"rain", "haze", "snow"}
-    pseudo = store.read("pseudo_labels").to_pylist()  # the smoke profile's pseudo-labels start after round 1
-    assert len(pseudo) == 6 and {(row["round"], row["source"]) for row in pseudo} == {(1, "ema@round-1")}
+    pseudo = store.read("pseudo_labels").to_pylist()  # init (input vs. the warm-up), then round 1's EMA teacher
+    assert len(pseudo) == 18 and {(row["round"], row["source"]) for row in pseudo} == {
+        (0, "input"),
+        (0, "warmup"),
+        (1, "ema@round-1"),
+    }
     assert store.read("metrics").num_rows > 0
     assert sorted(store.read("pipeline").column("stage").to_pylist()) == [
         "evaluate",
+        "init",
         "label",
         "prompts",
         "rounds",
+        "warmup",
     ]
     assert (tmp_path / "runs" / "smoke" / "mlflow.db").exists()
 
     assert main(["demo", "--no-sweep", *overrides]) == 0  # a rerun finds every stage done on the same inputs
     out = capsys.readouterr().out
-    assert out.count("done before on the same inputs, skipped") == 4 and "init: off in this config" in out
+    assert out.count("done before on the same inputs, skipped") == 6
     assert TableStore(cfg.data.tables).read("labels").sort_by("image_id").equals(labels.sort_by("image_id"))

@@ -19,6 +19,7 @@ def tiny_overrides(root: Path, model_cache: Path, **extra: object) -> list[str]:
         "data.tables": root / "tables",
         "data.pool": root / "data" / "pool",
         "synth.out": root / "data",
+        "synth.clean": "null",  # procedural scenes: fast; the real-photo path has tests of its own
         "synth.num_paired": 30,
         "synth.val_fraction": 0.2,
         "synth.test_fraction": 0.2,
@@ -29,7 +30,10 @@ def tiny_overrides(root: Path, model_cache: Path, **extra: object) -> list[str]:
         "loss.weights.sem": 0,
         "loss.weights.feat": 0,
         "train.rounds": 1,
-        "pseudo.init": True,  # the smoke profile has no existing restorer to start from; the tests do init
+        "pseudo.init": True,
+        "pseudo.warmup_steps": 0,  # tests that exercise the warm-up turn it on
+        "evaluate.metrics": "[piqe]",
+        "pseudo.metrics": "[piqe]",  # NIQE's parameters come through `fairweather prefetch` (network): not in tests
         "train.iterations_per_round": 6,
         "train.batch_size": 2,
         "train.real_batch_size": 0,
