@@ -23,6 +23,7 @@ PROBE = textwrap.dedent(
 
     def probe(args, cfg):
         import ray
+        from fairweather.stages.infra.console import say
         from fairweather.stages.infra.runtime import ray_session
 
         @ray.remote(num_cpus=0)
@@ -46,7 +47,8 @@ PROBE = textwrap.dedent(
                 for c in psutil.net_connections(kind="inet")
                 if c.status == psutil.CONN_LISTEN and c.pid in tree
             ]
-            print("PROBE " + json.dumps({"node_ip": ray.util.get_node_ip_address(), "sockets": sockets}))
+            # say: the console line of a stage (a print goes to the command's run log)
+            say("PROBE " + json.dumps({"node_ip": ray.util.get_node_ip_address(), "sockets": sockets}))
         return None
 
     assert "ray" not in sys.modules, "importing the CLI must not import Ray"

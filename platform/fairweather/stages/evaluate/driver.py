@@ -43,7 +43,7 @@ from fairweather.stages.engine.rows import CheckpointRef, OutputFolder
 from fairweather.stages.engine.score import Restores, restore_and_score_here
 from fairweather.stages.evaluate.io import INPUT_METHOD, TestSet, list_test_set, metric_rows, work_rows
 from fairweather.stages.evaluate.report import TARGET, ReportInfo, weather_means, write_report
-from fairweather.stages.infra.console import say
+from fairweather.stages.infra.console import progress, say
 from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.runtime import check_output_locations, ray_session
 from fairweather.stages.infra.tracking import stage_run
@@ -265,13 +265,13 @@ def _evaluate(
     reference = tuple(m for m in ev.reference_metrics if m not in info.unavailable)
     per_image, failures, seconds_by_metric = [], [], Counter()
     thumbnails: dict[tuple[str, str], dict[str, bytes]] = defaultdict(dict)
-    with ray_session(cfg):
+    with ray_session(cfg), progress(len(rows), "evaluate", unit="row") as bar:
         start = time.perf_counter()
         received = 0
-        for batch in evaluation_dataset(cfg, rows, checkpoints, runnable, reference).iter_batches(
-            batch_size=None, batch_format="pyarrow"
-        ):
+        dataset = evaluation_dataset(cfg, rows, checkpoints, runnable, reference)
+        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             received += batch.num_rows
+            bar.update(batch.num_rows)
             for row in batch.to_pylist():
                 if row["status"] != "ok":
                     failures.append(row)

@@ -22,6 +22,7 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.metrics import METRICS
 from fairweather.metrics.registry import NIQE_PARAMS
 from fairweather.metrics.weights import WeightFetchError, fetch_weights
+from fairweather.stages.infra.console import say
 from fairweather.stages.infra.preflight import check_weights_cache, hf_hub_cache, missing_weights_for
 from fairweather.tiny import is_tiny, resolve_model_ref
 
@@ -92,12 +93,17 @@ def run_prefetch(cfg: FairweatherConfig) -> PrefetchSummary:
     }
     if left := [m for stage, names in stages.items() for m in missing_weights_for(cfg, stage, names)]:
         raise FairweatherError(f"prefetch finished, but the start-up check still misses: {left}")
-    return PrefetchSummary(
+    summary = PrefetchSummary(
         models=models,
         metrics=metrics,
         weights_cache=cfg.runtime.weights_cache,
         seconds=round(time.perf_counter() - start, 2),
     )
+    weights = f" and {len(metrics)} metric weight file(s)" if metrics else ""
+    say(
+        f"prefetch: {len(models)} models ({', '.join(refs for refs, _ in fetchers.values())}){weights} ready in {summary.seconds:.1f}s"
+    )
+    return summary
 
 
 def _fetch_metric(name: str, cfg: FairweatherConfig) -> list[str]:

@@ -36,7 +36,7 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.stages.infra import cpus
-from fairweather.stages.infra.console import say
+from fairweather.stages.infra.console import progress, say
 from fairweather.stages.infra.pool import (
     RESULT_SCHEMA,
     PoolListing,
@@ -279,8 +279,10 @@ def _label_pool(
             batches = label_dataset(cfg, items, done, backend_factory).iter_batches(
                 batch_size=None, batch_format="pyarrow"
             )
-            for batch in batches:
-                writer.add(batch)
+            with progress(len(items), "label", unit="image") as bar:
+                for batch in batches:
+                    writer.add(batch)
+                    bar.update(batch.num_rows)
             seconds = time.perf_counter() - start
         lost = [str(item["uri"]) for item in items if item["uri"] not in writer.outcomes]
         reason = f"its block still failed after {cfg.label.max_task_retries} Ray retries (crashing actor)"

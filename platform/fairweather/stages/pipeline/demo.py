@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import fairweather
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.config.sweep import load_sweep
 from fairweather.contracts.errors import FairweatherError
+from fairweather.stages.infra.console import say
 from fairweather.stages.infra.prefetch import PrefetchSummary, run_prefetch
 from fairweather.stages.infra.runtime import ray_session
 from fairweather.stages.pipeline.driver import PipelineSummary, run_pipeline
@@ -75,40 +77,57 @@ def run_demo(
     overrides = [*overrides, *pool_overrides]
     if sweep is not None and not Path(sweep).is_file():
         raise FairweatherError(f"the demo's sweep file {sweep} does not exist (pass --sweep <file>)")
+    began = time.perf_counter()
     synth = run_synth(cfg)
     prefetch = run_prefetch(cfg)
+    seconds = {"synth + models": time.perf_counter() - began}
+    began = time.perf_counter()
     with ray_session(cfg):
+        seconds["Ray start"] = time.perf_counter() - began
         pipeline = run_pipeline(cfg)
+        seconds.update((stage.stage, stage.seconds) for stage in pipeline.stages if stage.status == "ran")
         swept = None
         if sweep is not None:
             spec = dataclasses.replace(load_sweep(sweep), base=base)
             swept = run_sweep(spec, overrides)
+            seconds["sweep"] = swept.seconds
     test = _test_table(pipeline)
     overall = test.get("overall", {})
     wins = bool(overall) and overall["psnr"] > overall["input_psnr"]
-    _print_closing(pipeline, swept, overall, wins)
+    _print_closing(pipeline, swept, test, wins, seconds)
     return DemoSummary(synth, prefetch, pipeline, swept, test, wins)
 
 
 def _print_closing(
-    pipeline: PipelineSummary, sweep: SweepSummary | None, overall: dict[str, float], wins: bool
+    pipeline: PipelineSummary,
+    sweep: SweepSummary | None,
+    test: dict[str, dict[str, float]],
+    wins: bool,
+    seconds: dict[str, float],
 ) -> None:
-    print("\n== fairweather demo ==")
-    for stage in pipeline.stages:
-        print(f"  {stage.stage:<9} {stage.status:<8} {stage.seconds:>7.1f} s")
+    """The demo's summary: where the time went, input vs. restored on the test split, where to look next."""
+    ran = ", ".join(f"{stage} {value:.0f} s" for stage, value in seconds.items())
+    say(f"\n== fairweather demo: {ran} ==")
+    overall = test.get("overall", {})
     if overall and not math.isnan(overall.get("psnr", math.nan)):
-        verdict = "the trained network wins" if wins else "the trained network does NOT beat the input"
-        print(
-            f"synthetic test split, overall: input {overall['input_psnr']:.2f} dB / SSIM {overall['input_ssim']:.4f}"
-            f" -> restored {overall['psnr']:.2f} dB / SSIM {overall['ssim']:.4f}: {verdict}"
+        say(f"{'test split':<12}{'PSNR: input -> restored':>24}{'gain':>8}{'SSIM: input -> restored':>26}")
+        for weather in sorted(test, key=lambda w: (w == "overall", w)):
+            row = test[weather]
+            gain = row["psnr"] - row["input_psnr"]
+            say(
+                f"{weather:<12}{row['input_psnr']:>14.2f} -> {row['psnr']:<6.2f}{gain:>+8.2f}"
+                f"{row['input_ssim']:>16.4f} -> {row['ssim']:.4f}"
+            )
+        gain = overall["psnr"] - overall["input_psnr"]
+        say(
+            f"synthetic test split, overall: {gain:+.2f} dB PSNR: "
+            + ("the trained network wins" if wins else "the trained network does NOT beat the input")
         )
-    print(f"evaluation report: {pipeline.report_dir}")
+    say(f"evaluation report: {pipeline.report_dir}")
     if sweep is not None and sweep.mlflow_ui:
-        print(f"compare the sweep's trials in MLflow:\n  {sweep.mlflow_ui}\n  then open {sweep.compare_url}")
-    print(
-        "Note: the smoke profile uses tiny random encoders (CLIP, Depth Anything, LLaVA), so the VLM ratings, the "
-        "semantic loss terms and the no-reference scores are meaningless here; only the PSNR/SSIM on the generated "
-        "pairs is a real number. For the paper's models: `fairweather prefetch --config paper --cache DIR` where "
-        "the network is reachable, then `fairweather pipeline --config paper runtime.weights_cache=DIR` on a GPU "
-        "cluster (README: Running on a cluster)."
+        say(f"compare the sweep's trials in MLflow: {sweep.mlflow_ui}, then open {sweep.compare_url}")
+    say(
+        "Note: tiny random encoders (CLIP, Depth Anything, LLaVA) make the VLM ratings, the semantic loss terms and "
+        "the no-reference scores meaningless here; only PSNR/SSIM on the generated pairs is real. The paper's "
+        "models: README, Running on a cluster."
     )

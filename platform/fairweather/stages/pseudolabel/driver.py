@@ -48,7 +48,7 @@ from fairweather.stages.engine.rows import (
     OutputFolder,
 )
 from fairweather.stages.engine.score import InputChecks
-from fairweather.stages.infra.console import say
+from fairweather.stages.infra.console import progress, say
 from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.preflight import check_weights
 from fairweather.stages.infra.runtime import check_output_locations, ray_session
@@ -239,9 +239,10 @@ def _update(
     start = time.perf_counter()
     with CandidateWriter(store, cfg.pseudo.flush_rows, cfg.pseudo.flush_seconds) as writer:
         if rows:
-            with ray_session(cfg):
+            with ray_session(cfg), progress(len(rows), "pseudo-labels", unit="candidate") as bar:
                 dataset = pseudolabel_dataset(cfg, rows, sources, scorer_factory)
                 for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    bar.update(batch.num_rows)
                     now = datetime.now(timezone.utc)
                     for row in batch.to_pylist():
                         stage = f"pseudolabel:{lineage}:{row['source']}"

@@ -51,6 +51,7 @@ from fairweather.contracts.config.sweep import VARIANT_KEY, trial_overrides
 from fairweather.contracts.errors import FairweatherError, JobFailedError
 from fairweather.contracts.metric_logger import MetricLogger, NullLogger
 from fairweather.contracts.redact import redact_text
+from fairweather.stages.infra.console import progress
 from fairweather.stages.infra.locks import run_lock
 from fairweather.stages.infra.runtime import ray_session, runs_path
 from fairweather.stages.infra.tracking import child_run_ids, stage_run, ui_links
@@ -157,6 +158,37 @@ def _concurrency(sweep: SweepConfig, configs: list[FairweatherConfig]) -> int:
     return sweep.max_concurrent_trials or max(1, fits)
 
 
+#: The driver's progress bar of each running sweep (by key): Tune pickles its callbacks, so they name the bar.
+_BARS: dict[str, Any] = {}
+
+
+class TrialProgress(ray.tune.Callback):
+    """Tune callback (runs in the driver): one step of the sweep's progress bar per finished trial (completed,
+    stopped early by the scheduler, or failed)."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def _finished(self) -> None:
+        if (bar := _BARS.get(self.key)) is not None:
+            bar.update(1)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finished()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finished()
+
+
+def trial_count(sweep: SweepConfig) -> int:
+    """Trials the sweep runs: ``num_samples`` times its grid (variants x ``grid`` values), Tune's rule."""
+    grid = len(sweep.variants) or 1
+    for p in sweep.params.values():
+        if p.distribution == "grid":
+            grid *= len(p.values)
+    return sweep.num_samples * grid
+
+
 def _tuner(job: TrialJob, path: str, concurrency: int, total_steps: int) -> ray.tune.Tuner:
     trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, job=job), TRIAL_RESOURCES)
     if ray.tune.Tuner.can_restore(path):
@@ -187,7 +219,7 @@ def _tuner(job: TrialJob, path: str, concurrency: int, total_steps: int) -> ray.
         run_config=ray.tune.RunConfig(
             name=os.path.basename(path),
             storage_path=os.path.dirname(path),
-            callbacks=[MarkTrials(job)],
+            callbacks=[MarkTrials(job), TrialProgress(job.key)],
         ),
     )
 
@@ -267,7 +299,12 @@ def run_sweep(
 def _sweep(cfg: FairweatherConfig, job: TrialJob, path: str, concurrency: int, start: float) -> SweepSummary:
     sweep, parent = job.sweep, job.parent
     parent.set_tags({"fairweather.sweep": sweep.name or "", "fairweather.sweep_path": path})
-    results = _tuner(job, path, concurrency, cfg.train.total_steps).fit()
+    with progress(trial_count(sweep), "sweep", unit="trial") as bar:
+        _BARS[job.key] = bar
+        try:
+            results = _tuner(job, path, concurrency, cfg.train.total_steps).fit()
+        finally:
+            _BARS.pop(job.key, None)
     rows = _rows(job, results)
     best = best_row(rows, sweep.mode)
     out = runs_path(cfg.runtime, "sweeps", job.key)

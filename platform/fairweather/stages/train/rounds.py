@@ -45,6 +45,7 @@ from fairweather.stages.infra.tracking import closing, stage_run
 from fairweather.stages.pseudolabel.driver import PseudolabelSummary, run_pseudolabel
 from fairweather.stages.pseudolabel.tables import lineage_rows
 from fairweather.stages.train.driver import default_lineage, run_train, storage_path, trained_until
+from fairweather.stages.train.progress import train_progress
 from fairweather.stages.train.report import PROMPTS_FILE, learn_prompts
 from fairweather.stages.train.rounds_report import log_selection_plot, update_complete
 from fairweather.stages.train.warmup import WARMUP_SOURCE, warmup_checkpoint, warmup_due, with_warmup
@@ -197,7 +198,10 @@ def _rounds(
                         "table.pseudo_labels": table_versions(store, ("pseudo_labels",))["pseudo_labels"],
                     }
                 )
-                trained = run_train(cfg, parent, until_step=end, step_hook=step_hook, callbacks=callbacks)
+                with train_progress(f"train round {index}/{total}", end, done) as bar:
+                    trained = run_train(
+                        cfg, parent, until_step=end, step_hook=step_hook, callbacks=[*callbacks, *bar]
+                    )
                 done, checkpoint, test = trained.steps, full_uri(storage, trained.checkpoint), trained.test
                 child.set_tags({"fairweather.checkpoint": checkpoint})
             pseudo = None

@@ -17,6 +17,7 @@ from fairweather.contracts.io import full_uri
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.stages.infra.console import say
 from fairweather.stages.train.driver import run_train, storage_path, trained_until
+from fairweather.stages.train.progress import train_progress
 
 #: Source name of the warm-up restorer's candidates in the ``pseudo_labels`` table.
 WARMUP_SOURCE = "warmup"
@@ -56,7 +57,8 @@ def warmup_checkpoint(cfg: FairweatherConfig, logger: MetricLogger, lineage: str
     if done >= steps and checkpoint:
         return checkpoint
     say(f"train: supervised warm-up {warm.train.run_name}: {steps} steps of L_sup (the init's restorer)")
-    summary = run_train(warm, logger, until_step=steps)
+    with train_progress("train warm-up", steps, done) as bar:
+        summary = run_train(warm, logger, until_step=steps, callbacks=bar)
     return full_uri(storage, summary.checkpoint)
 
 
