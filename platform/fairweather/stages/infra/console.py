@@ -278,8 +278,9 @@ def say(*parts: object, sep: str = " ", err: bool = False) -> None:
     if console is None:
         print(text, file=sys.stderr if err else sys.stdout)
         return
-    with console.lock:
-        console.log.write(text + "\n")
+    stamp = datetime.now().strftime("%H:%M:%S.%f")[:-3]
+    with console.lock:  # in the log with the time, so the log tells where the time went
+        console.log.write("".join(f"{stamp} | {line}\n" for line in text.split("\n")))
         console.log.flush()
     if not console.verbose:  # verbose: the tail copies the log's line
         console.write(console.err if err else console.out, text)
