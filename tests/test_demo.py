@@ -31,13 +31,18 @@ def test_demo_runs_the_pipeline_end_to_end_and_a_rerun_skips_every_stage(
     ]
     assert main(["demo", "--no-sweep", *overrides]) == 0
     out = capsys.readouterr().out
-    assert "6 labeled" in out and "EMA PSNR" in out and "synthetic test split, overall" in out
+    assert (
+        "6 labeled" in out
+        and "test split, input -> EMA: PSNR" in out
+        and "synthetic test split, overall" in out
+    )
     assert "evaluation report: " in out and "tiny random encoders" in out
     cfg = load_config("smoke", overrides)
     store = TableStore(cfg.data.tables)
     labels = store.read("labels")
     assert labels.num_rows == 6 and set(labels.column("weather_hint").to_pylist()) == {"rain", "haze", "snow"}
-    pseudo = store.read("pseudo_labels").to_pylist()  # init (input vs. the warm-up), then round 1's EMA teacher
+    # init (input vs. the warm-up), then round 1's EMA teacher
+    pseudo = store.read("pseudo_labels").to_pylist()
     assert len(pseudo) == 18 and {(row["round"], row["source"]) for row in pseudo} == {
         (0, "input"),
         (0, "warmup"),

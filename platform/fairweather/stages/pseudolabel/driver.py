@@ -330,9 +330,13 @@ def _print(summary: PseudolabelSummary) -> None:
         f"pseudolabel {summary.lineage} round {summary.round}: {summary.candidates} candidates, {summary.replaced} "
         f"pseudo-labels replaced, {summary.unchanged} kept, {summary.errors} errors in {summary.seconds:.1f}s"
     )
-    if summary.per_weather:
-        say(f"  {'weather':<10}{'images':>8}{'mean':>8}{'q10':>8}{'q50':>8}{'q90':>8}")
+    if summary.per_weather:  # the console: the overall line; the run log: every weather
         for weather, s in summary.per_weather.items():
-            say(
-                f"  {weather:<10}{s['count']:>8}{s['mean']:>8.3f}{s['q10']:>8.3f}{s['q50']:>8.3f}{s['q90']:>8.3f}"
+            line = (
+                f"  {weather}: {s['count']} images, selected pseudo-labels' score mean {s['mean']:.3f} "
+                f"(q10 {s['q10']:.3f}, q50 {s['q50']:.3f}, q90 {s['q90']:.3f})"
             )
+            if weather == "overall":
+                say(line)
+            else:
+                log.info("pseudolabel:%s", line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,14 @@ def print_report(
     URI (the tracking server's ``https://user:password@host``, a storage URI) are masked."""
     say(f"sweep {sweep.name}: {len(rows)} trials, ranked by {sweep.metric} ({sweep.mode})")
     say(markdown(*table(rows, sweep)).rstrip("\n"))
-    for name, path in artifacts.items():
-        say(redact_text(f"  {name}: {path}"))
+    folders = {os.path.dirname(path) for path in artifacts.values()}
+    if len(folders) == 1:  # one line: the folder and the file names
+        say(
+            redact_text(f"  in {folders.pop()}: {', '.join(os.path.basename(p) for p in artifacts.values())}")
+        )
+    else:
+        for name, path in artifacts.items():
+            say(redact_text(f"  {name}: {path}"))
     if links:
         say(redact_text(f"MLflow UI: {links[0]}"))
         say(redact_text(f"compare the trials: {links[1]}"))

@@ -153,13 +153,17 @@ def evaluate_checkpoint(
 
 
 def print_test_table(run_name: str, checkpoint: str, table: dict[str, dict[str, float]]) -> None:
-    """The input-vs-EMA table on the console (the checkpoint's URI masked: ``s3://key:secret@bucket/...``)."""
+    """Input vs. EMA teacher on the test split, on the console in two lines (the checkpoint's URI masked:
+    ``s3://key:secret@bucket/...``): overall PSNR and SSIM, and the PSNR gain per weather."""
     say(f"train: run {run_name}, final checkpoint {redact_text(checkpoint)}")
     if not table:
         return
-    say(f"{'weather':<10}{'input PSNR':>12}{'EMA PSNR':>10}{'gain':>8}{'input SSIM':>12}{'EMA SSIM':>10}")
-    for weather in sorted(table, key=lambda w: (w == "overall", w)):
-        row = table[weather]
-        gain = row["psnr"] - row["input_psnr"]
-        line = f"{weather:<10}{row['input_psnr']:>12.2f}{row['psnr']:>10.2f}{gain:>+8.2f}"
-        say(line + f"{row['input_ssim']:>12.4f}{row['ssim']:>10.4f}" if not math.isnan(gain) else line)
+    overall = table.get("overall", {})
+    line = "  test split, input -> EMA"
+    if overall:
+        line += f": PSNR {overall['input_psnr']:.2f} -> {overall['psnr']:.2f} dB"
+        line += f" ({overall['psnr'] - overall['input_psnr']:+.2f})"
+        if not math.isnan(overall.get("ssim", math.nan)):
+            line += f", SSIM {overall['input_ssim']:.4f} -> {overall['ssim']:.4f}"
+    gains = [f"{w} {table[w]['psnr'] - table[w]['input_psnr']:+.2f}" for w in sorted(table) if w != "overall"]
+    say(line + (f"; PSNR gain per weather: {', '.join(gains)}" if gains else ""))
