@@ -65,7 +65,7 @@ class ImageSource:
         """Rows ``rows`` x columns ``cols`` (slices, or index arrays that may repeat pixels) as float32."""
         if isinstance(self.image, np.ndarray):
             part = self.image[np.ix_(rows, cols)] if isinstance(rows, np.ndarray) else self.image[rows, cols]
-            tensor = torch.from_numpy(np.ascontiguousarray(part)).permute(2, 0, 1)[None]
+            tensor = torch.from_numpy(np.array(part)).permute(2, 0, 1)[None]  # a copy of the tile only
             return tensor.float().div_(255.0)
         part = self.image[:, rows][:, :, cols] if isinstance(rows, np.ndarray) else self.image[:, rows, cols]
         return part[None].to(torch.float32).clamp(0, 1)

@@ -31,6 +31,25 @@ def _is_binary(field: pa.Field) -> bool:
     return pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type)
 
 
+def _views(column: pa.ChunkedArray) -> list[pa.Buffer | None]:
+    """Each value of a binary column as a slice of the column's own data buffer (``BinaryScalar.as_buffer`` copies
+    the value); None for a null."""
+    out: list[pa.Buffer | None] = []
+    for chunk in column.chunks:
+        _, offsets, data = chunk.buffers()
+        kind = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+        ends = np.frombuffer(offsets, kind)[chunk.offset : chunk.offset + len(chunk) + 1].tolist()
+        valid = chunk.is_valid().to_pylist()
+        for i in range(len(chunk)):
+            if not valid[i]:
+                out.append(None)
+            else:
+                out.append(
+                    data.slice(ends[i], ends[i + 1] - ends[i]) if data is not None else pa.py_buffer(b"")
+                )
+    return out
+
+
 def batch_rows(batch: pa.Table) -> list[dict]:
     """The batch's rows as dicts; binary (pixel) columns as zero-copy ``pyarrow.Buffer`` views (``np.frombuffer``
     reads them in place; an empty value stays empty, a null stays None)."""
@@ -38,7 +57,7 @@ def batch_rows(batch: pa.Table) -> list[dict]:
     for field in batch.schema:
         column = batch.column(field.name)
         if _is_binary(field):
-            columns[field.name] = [value.as_buffer() if value.is_valid else None for value in column]
+            columns[field.name] = _views(column)
         else:
             columns[field.name] = column.to_pylist()
     return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
