@@ -113,9 +113,28 @@ def test_four_trials_with_asha_log_one_parent_and_four_children(data_root, model
         f"summary/{n}" for n in ("table.md", "table.csv", "metric_vs_params.png", "best_config.yaml")
     } <= artifacts
     assert parent.data.tags["best.trial_id"] == summary.best["trial_id"]
+    # No run left RUNNING or FAILED: the rounds of the trials ASHA stopped end FINISHED too, tagged, and every
+    # round carries its trial's sampled values and objective (before: RUNNING or FAILED, no params, no objective).
+    runs = info["client"].search_runs([parent.info.experiment_id])
+    assert {r.info.status for r in runs} == {"FINISHED"}, [(r.info.run_name, r.info.status) for r in runs]
+    trials = {k.info.run_id: k for k in kids}
+    rounds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in trials]
+    assert len(rounds) == 4
+    for run in rounds:
+        trial = trials[run.data.tags["mlflow.parentRunId"]]
+        status = trial.data.tags["fairweather.trial_status"]
+        assert run.data.tags.get("fairweather.trial_status", "completed") == status
+        assert (status == "stopped_early") == run.data.tags.get("fairweather.end", "").startswith(
+            "stopped early"
+        )
+        assert {f"loss.weights.{w}" for w in ("ps", "wpl", "sem", "feat")} | {"train.lr"} <= set(
+            run.data.params
+        )
+        assert "val/psnr/overall" in run.data.metrics
     out = capsys.readouterr().out
     assert "mlflow ui --backend-store-uri sqlite:///" in out
-    assert "workflowType=machine_learning#/compare-runs?runs=" in out
+    # The saved view: the trials and val/psnr/overall against every sampled key (tests/test_mlflow_tidy.py).
+    assert "runs?compareRunsMode=CHART&viewStateShareKey=" + summary.key in out
 
 
 @pytest.mark.slow

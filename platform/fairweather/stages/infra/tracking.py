@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -434,11 +434,70 @@ def child_run_ids(parent: MetricLogger) -> dict[str, str]:
 UI_ADDRESS = "http://127.0.0.1:5000"
 
 
-def ui_links(cfg: FairweatherConfig, parent: MetricLogger, run_ids: list[str]) -> tuple[str, str] | None:
-    """How to look at ``run_ids`` side by side: the ``mlflow ui`` command (or the server's address) and the URL
-    of the compare view (parallel coordinates, scatter, params/metrics table). MLflow 3 opens in GenAI mode,
-    which lists no runs: ``workflowType=machine_learning`` switches to the experiment view. None without MLflow.
-    Both are printed: credentials in the tracking URI (``https://user:password@host``) are masked."""
+#: Experiment tag prefix of MLflow's saved (shared) views of the experiment page: search, sort, chart layout.
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+
+
+def sweep_view(
+    parent: MetricLogger, key: str, title: str, metric: str, params: Sequence[str], mode: str = "max"
+) -> str | None:
+    """Save an MLflow view of a sweep's trials on the experiment (tag ``mlflow.sharedViewState.<key>``, rewritten
+    by a rerun); returns ``key`` (None without MLflow).
+
+    The view, opened by :func:`ui_links`'s URL (``viewStateShareKey``) and listed in the experiment page's views
+    menu as ``title``: the runs nested under ``parent`` (the trials), best ``metric`` first, and in the chart view a
+    section of its own holding one parallel-coordinates chart of ``metric`` against every one of ``params``.
+    MLflow's compare page cannot be opened that way: it plots the first three differing params (alphabetically)
+    against the first shared metric, with no URL parameter to choose them.
+    """
+    if not isinstance(parent, MLflowLogger):
+        return None
+    section = f"fairweather-{key}"
+    state = {
+        "searchFilter": f"tags.`{PARENT_TAG}` = '{parent.run_id}'",
+        "orderByKey": f"metrics.`{metric}`",
+        "orderByAsc": mode == "min",
+        "compareRunCharts": [
+            {
+                "uuid": f"{section}-parallel",
+                "type": "PARALLEL",
+                "runsCountToCompare": 100,
+                "metricSectionId": section,
+                "deleted": False,
+                "isGenerated": False,
+                "selectedParams": list(params),
+                "selectedMetrics": [metric],
+                "showAllRuns": True,
+            }
+        ],
+        "compareRunSections": [
+            {
+                "uuid": section,
+                "name": title,
+                "display": True,
+                "isReordered": False,
+                "deleted": False,
+                "isGenerated": False,
+                "columns": 1,
+                "cardHeight": 420,
+            }
+        ],
+        "isAccordionReordered": True,
+    }
+    now = int(time.time() * 1000)
+    envelope = {"name": title, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    parent.client.set_experiment_tag(parent.experiment_id, VIEW_TAG_PREFIX + key, json.dumps(envelope))
+    return key
+
+
+def ui_links(
+    cfg: FairweatherConfig, parent: MetricLogger, run_ids: list[str], view: str | None = None
+) -> tuple[str, str] | None:
+    """How to look at ``run_ids`` side by side: the ``mlflow ui`` command (or the server's address) and a URL.
+    With ``view`` (:func:`sweep_view`), the URL opens the experiment page's chart view on that saved view; else
+    MLflow's compare page of ``run_ids`` (parallel coordinates, scatter, params/metrics table). MLflow 3 opens in
+    GenAI mode, which lists no runs: ``workflowType=machine_learning`` switches to the experiment view. None
+    without MLflow. Both are printed: credentials in the tracking URI (``https://user:password@host``) are masked."""
     if not isinstance(parent, MLflowLogger):
         return None
     uri = tracking_uri(cfg.runtime)
@@ -449,6 +508,11 @@ def ui_links(cfg: FairweatherConfig, parent: MetricLogger, run_ids: list[str]) -
         command = (
             f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port {UI_ADDRESS.rsplit(':', 1)[1]}"
         )
+    if view is not None:
+        # The view's key is no secret (redact_text would mask it: the parameter's name ends in "Key").
+        query = urllib.parse.urlencode({"compareRunsMode": "CHART", "viewStateShareKey": view})
+        page = redact_text(f"{base}/?workflowType=machine_learning#/experiments/{parent.experiment_id}/runs")
+        return redact_text(command), f"{page}?{query}"
     runs = urllib.parse.quote(json.dumps(run_ids, separators=(",", ":")))
     experiments = urllib.parse.quote(json.dumps([parent.experiment_id]))
     return (

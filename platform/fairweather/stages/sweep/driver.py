@@ -54,8 +54,14 @@ from fairweather.contracts.redact import redact_text
 from fairweather.stages.infra.console import progress
 from fairweather.stages.infra.locks import run_lock
 from fairweather.stages.infra.runtime import ray_session, runs_path
-from fairweather.stages.infra.tracking import child_run_ids, stage_run, ui_links
-from fairweather.stages.sweep.report import TrialRow, best_row, print_report, write_report
+from fairweather.stages.infra.tracking import child_run_ids, stage_run, sweep_view, ui_links
+from fairweather.stages.sweep.report import (
+    TrialRow,
+    best_row,
+    compared_keys,
+    print_report,
+    write_report,
+)
 from fairweather.stages.sweep.trial import (
     TRIAL_RESOURCES,
     MarkTrials,
@@ -317,7 +323,11 @@ def _sweep(cfg: FairweatherConfig, job: TrialJob, path: str, concurrency: int, s
         parent.set_tags({"best.trial_id": best.trial_id, "best.checkpoint": best.checkpoint or ""})
         parent.log_metrics({f"best/{sweep.metric}": float(best.metric)})  # type: ignore[arg-type]
     ids = child_run_ids(parent)
-    links = ui_links(cfg, parent, [ids[r.trial_id] for r in rows if r.trial_id in ids])
+    # A saved MLflow view: the trials, best first, and the objective against every sampled key in one chart.
+    view = sweep_view(
+        parent, job.key, f"sweep {sweep.name or job.key}", sweep.metric, compared_keys(sweep), sweep.mode
+    )
+    links = ui_links(cfg, parent, [ids[r.trial_id] for r in rows if r.trial_id in ids], view=view)
     counts = {s: sum(r.status == s for r in rows) for s in ("completed", "stopped_early", "failed")}
     summary = SweepSummary(
         name=sweep.name or job.key,

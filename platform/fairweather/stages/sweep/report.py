@@ -51,8 +51,12 @@ def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
     return first[0] if first and _scored(first[0]) else None
 
 
-def _keys(sweep: SweepConfig) -> list[str]:
+def compared_keys(sweep: SweepConfig) -> list[str]:
+    """The keys that differ between trials: the variant (ablation row), then every sampled key."""
     return ([VARIANT_KEY] if sweep.variants else []) + list(sweep.params)
+
+
+_keys = compared_keys
 
 
 def _cell(value: Any) -> str:
@@ -142,4 +146,15 @@ def print_report(
             say(redact_text(f"  {name}: {path}"))
     if links:
         say(redact_text(f"MLflow UI: {links[0]}"))
-        say(redact_text(f"compare the trials: {links[1]}"))
+        page, key, view = links[1].partition("viewStateShareKey=")  # a view's key is no secret
+        say(redact_text(f"compare the trials: {page}") + key + view)
+        keys = ", ".join(compared_keys(sweep))
+        if "viewStateShareKey=" in links[1]:
+            say(
+                f"  (the saved view 'sweep {sweep.name}': the trials best first and a parallel-coordinates chart of "
+                f"{sweep.metric} against {keys}; also in the experiment page's views menu, Chart view)"
+            )
+        else:  # MLflow's compare page plots the first 3 differing params against the first metric
+            say(
+                f"  (Parallel Coordinates Plot: choose {keys} under Parameters and {sweep.metric} under Metrics)"
+            )

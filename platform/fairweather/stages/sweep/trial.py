@@ -12,6 +12,15 @@ Train V2 run nested in the trial, which brings two duties the trial cannot do it
   :class:`RecordTrainer` (on Ray Train's internal worker-group hook: :mod:`fairweather.stages.infra.ray_compat`)
   registers each trial's controller and placement groups with a driver-owned :class:`TrainerRegistry`;
   :class:`MarkTrials` releases them when the trial ends, then closes the trial's MLflow child run with its status.
+
+MLflow after a trial (:func:`tidy_trial`): no run of it is left RUNNING. A trial that completed or that the scheduler
+stopped early (ASHA) ends FINISHED with its runs nested below (its rounds), tagged ``fairweather.trial_status`` =
+``completed`` | ``stopped_early`` (and ``fairweather.end`` saying when it was stopped): stopping a hopeless trial is a
+normal end of a sweep, and MLflow's KILLED means "killed by the user". The round that was training when ASHA stopped
+the trial loses its trainer mid-run and closes FAILED from inside; both the driver (:class:`MarkTrials`) and the
+trial's own task (:func:`_train`) turn that into FINISHED + ``stopped_early``, whichever comes last. A failed trial
+ends FAILED with its runs still RUNNING. The rounds get the trial's sampled values as params and its objective
+(``val/psnr/overall``) over their steps as a metric, so any of these runs can be compared on it.
 """
 
 from __future__ import annotations
@@ -29,6 +38,12 @@ from fairweather.contracts.config import FairweatherConfig, SweepConfig, flatten
 from fairweather.contracts.config.sweep import VARIANT_KEY, trial_overrides
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.stages.infra.ray_compat import WorkerGroupCallback, worker_group_placement_group
+from fairweather.stages.infra.tracking import (
+    END_TAG,
+    MLflowLogger,
+    close_descendants,
+    share_with_descendants,
+)
 from fairweather.stages.train.rounds import run_rounds
 from fairweather.stages.train.worker import StepHook
 
@@ -130,12 +145,61 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     # Tune runs each trial in a placement group that captures the trial's child tasks: the training's own tasks
     # (the final test scoring, pseudo-label jobs) would have to fit in the trial's token bundle. Run the training
     # in a task of its own outside that group; it ends with the trial (Ray ends the tasks of a dead owner).
-    ray.get(_train.options(scheduling_strategy="DEFAULT").remote(cfg, child, job.step_hook, callbacks))
+    tidy = TrialTidy(job.sweep.metric, sampled(job.sweep, config))
+    ray.get(_train.options(scheduling_strategy="DEFAULT").remote(cfg, child, job.step_hook, callbacks, tidy))
 
 
 @ray.remote(num_cpus=0, max_retries=0)  # a crash fails the trial; Tune decides what happens next
-def _train(cfg: FairweatherConfig, logger: MetricLogger, step_hook: StepHook | None, callbacks: list) -> None:
-    run_rounds(cfg, logger, step_hook=step_hook, callbacks=callbacks)
+def _train(
+    cfg: FairweatherConfig,
+    logger: MetricLogger,
+    step_hook: StepHook | None,
+    callbacks: list,
+    tidy: TrialTidy,
+) -> None:
+    try:
+        run_rounds(cfg, logger, step_hook=step_hook, callbacks=callbacks)
+    except Exception:
+        # The scheduler stopped this trial (the driver tagged it before ending its trainer): the round that was
+        # training has just closed FAILED; it is a normal end.
+        if _status(logger) == "stopped_early":
+            tidy(logger, "stopped_early")
+            return
+        raise
+
+
+def _status(logger: MetricLogger) -> str | None:
+    """The trial's ``fairweather.trial_status`` as the store has it now (None for a logger that is not MLflow's)."""
+    if not isinstance(logger, MLflowLogger):
+        return None
+    return logger.client.get_run(logger.run_id).data.tags.get(STATUS_TAG)
+
+
+def sampled(sweep: SweepConfig, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The trial's sampled values (and its variant) by config key."""
+    return {key: config[key] for key in (VARIANT_KEY, *sweep.params) if key in config}
+
+
+@dataclass(frozen=True)
+class TrialTidy:
+    """What a trial's MLflow runs get when it ends (see the module docstring): callable with the trial's run."""
+
+    metric: str
+    params: dict[str, Any]
+
+    def __call__(self, trial: MetricLogger, status: str, step: int | None = None) -> None:
+        """Give the runs nested under ``trial`` the sampled params and the objective over their steps, then end
+        those left RUNNING (and, when the trial was stopped early, those its stop failed) as the trial ended."""
+        share_with_descendants(trial, self.params, self.metric)
+        if status == "failed":
+            close_descendants(trial, "FAILED", {STATUS_TAG: status, END_TAG: "its trial failed"})
+            return
+        ended = {STATUS_TAG: status}
+        if status == "stopped_early":
+            at = f" after step {step}" if step is not None else ""
+            ended[END_TAG] = f"stopped early by the sweep's scheduler{at}: a normal end, not a failure"
+        replace = ("RUNNING", "FAILED", "KILLED") if status == "stopped_early" else ("RUNNING",)
+        close_descendants(trial, "FINISHED", ended, replace=replace)
 
 
 def trial_status(metrics: Mapping[str, Any], failed: bool, total_steps: int) -> str:
@@ -146,16 +210,22 @@ def trial_status(metrics: Mapping[str, Any], failed: bool, total_steps: int) -> 
 
 
 class MarkTrials(ray.tune.Callback):
-    """Driver-side: as each trial ends, release its trainer and close its child run with its status."""
+    """Driver-side: as each trial ends, tag its status, release its trainer, tidy and close its MLflow runs."""
 
     def __init__(self, job: TrialJob):
         self.job = job
 
     def _mark(self, trial: Any, failed: bool) -> None:
-        release_trainer(self.job.registry_name, trial.trial_id)
         total = self.job.config(trial.config, trial.trial_id).train.total_steps
+        status = trial_status(trial.last_result or {}, failed, total)
         child = self.job.parent.child(trial_name(trial), key=trial.trial_id)
-        child.set_tags({STATUS_TAG: trial_status(trial.last_result, failed, total)})
+        # Before the trainer goes: the trial's task, which sees its round fail then, reads it.
+        child.set_tags({STATUS_TAG: status})
+        release_trainer(self.job.registry_name, trial.trial_id)
+        step = (trial.last_result or {}).get("step")
+        TrialTidy(self.job.sweep.metric, sampled(self.job.sweep, trial.config))(child, status, step)
+        if status == "stopped_early":
+            child.set_tags({END_TAG: f"stopped early by the sweep's scheduler after step {step}"})
         child.close("FAILED" if failed else "FINISHED")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
