@@ -45,21 +45,41 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _QUIET_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
 
 
+def _now() -> str:
+    return datetime.now().strftime("%H:%M:%S.%f")[:-3]
+
+
 class _LogStream(io.TextIOBase):
-    """``sys.stdout`` / ``sys.stderr`` during a run: writes into the log file; after the run (a library kept a
-    reference, e.g. a logging handler created meanwhile) into the stream it replaced."""
+    """``sys.stdout`` / ``sys.stderr`` during a run: writes into the log file, each line with the time it was
+    written (Ray's forwarded worker lines carry none); after the run (a library kept a reference, e.g. a logging
+    handler created meanwhile) into the stream it replaced."""
 
-    def __init__(self, log: TextIO, fallback: TextIO):
-        self._log, self._fallback, self.active = log, fallback, True
-
-    def _target(self) -> TextIO:
-        return self._log if self.active and not self._log.closed else self._fallback
+    def __init__(self, log: TextIO, fallback: TextIO, lock: threading.RLock):
+        self._log, self._fallback, self._lock, self.active = log, fallback, lock, True
+        self._partial = ""
 
     def write(self, text: str) -> int:
-        return self._target().write(text)
+        if not (self.active and not self._log.closed):
+            return self._fallback.write(text)
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+            if lines:
+                stamp = _now()
+                self._log.write("".join(f"{stamp} {line}\n" for line in lines))
+        return len(text)
 
     def flush(self) -> None:
-        self._target().flush()
+        if self.active and not self._log.closed:
+            self._log.flush()
+        else:
+            self._fallback.flush()
+
+    def close_line(self) -> None:
+        """Write a last line left without its newline."""
+        if self._partial and not self._log.closed:
+            with self._lock:
+                self._log.write(f"{_now()} {self._partial}\n")
+                self._partial = ""
 
     def isatty(self) -> bool:
         return False  # libraries' own progress bars switch themselves off
@@ -72,7 +92,7 @@ class _LogStream(io.TextIOBase):
         return "utf-8"
 
     def fileno(self) -> int:
-        return self._target().fileno()
+        return (self._log if self.active and not self._log.closed else self._fallback).fileno()
 
 
 @dataclass
@@ -170,8 +190,9 @@ def setup_run_log(runs_dir: str | os.PathLike, command: str, verbose: bool = Fal
             saved_fds.append((fd, os.dup(fd)))
             os.dup2(log.fileno(), fd)
     saved_streams = (sys.stdout, sys.stderr)
-    sys.stdout = _LogStream(log, saved_streams[0])  # type: ignore[assignment]
-    sys.stderr = _LogStream(log, saved_streams[1])  # type: ignore[assignment]
+    lock = threading.RLock()
+    sys.stdout = _LogStream(log, saved_streams[0], lock)  # type: ignore[assignment]
+    sys.stderr = _LogStream(log, saved_streams[1], lock)  # type: ignore[assignment]
     root = logging.getLogger()
     file_handler = logging.StreamHandler(log)
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -191,7 +212,18 @@ def setup_run_log(runs_dir: str | os.PathLike, command: str, verbose: bool = Fal
         os.environ.setdefault(key, value)
     tty = not verbose and _isatty(out)
     _active = _Console(
-        path, verbose, log, out, err, tty, saved_fds, saved_streams, handlers, saved_level, saved_env
+        path,
+        verbose,
+        log,
+        out,
+        err,
+        tty,
+        saved_fds,
+        saved_streams,
+        handlers,
+        saved_level,
+        saved_env,
+        lock=lock,
     )
     if verbose:
         _active.tail = threading.Thread(
@@ -252,6 +284,7 @@ def close_run_log() -> Path | None:
         console.tail.join(timeout=10)
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, _LogStream):
+            stream.close_line()
             stream.active = False
     sys.stdout, sys.stderr = console.saved_streams
     for fd, saved in console.saved_fds:
@@ -278,7 +311,7 @@ def say(*parts: object, sep: str = " ", err: bool = False) -> None:
     if console is None:
         print(text, file=sys.stderr if err else sys.stdout)
         return
-    stamp = datetime.now().strftime("%H:%M:%S.%f")[:-3]
+    stamp = _now()
     with console.lock:  # in the log with the time, so the log tells where the time went
         console.log.write("".join(f"{stamp} | {line}\n" for line in text.split("\n")))
         console.log.flush()
