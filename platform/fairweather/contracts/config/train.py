@@ -51,7 +51,7 @@ class TrainConfig:
     #: Square training crop; images smaller than this are padded by reflection first.
     #: Probability that a training pair's input is its clean target instead (the network learns to leave clear
     #: content untouched). Without it, a network trained on synthetic weather alters light real rain: measured on
-    #: real Rain100L pairs, 0.15 turned a loss of about -2 dB into a gain (README, "Real weather").
+    #: real Rain100L pairs, 0.15 turned a loss of about -2 dB into a gain (docs/real-weather.md).
     clean_pair_fraction: float = 0.0
     crop_size: int = 256
     #: AdamW peak learning rate, reached after ``warmup_steps`` linear steps, then a cosine decay to
