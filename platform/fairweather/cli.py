@@ -61,14 +61,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_config_arguments(
+    parser: argparse.ArgumentParser, overrides_action: type[argparse.Action] | None = None
+) -> None:
     parser.add_argument(
         "--config",
         default="smoke",
         help="shipped profile name (smoke, paper; a folder of that name in the current directory does not "
         "shadow it) or a YAML file (default: smoke)",
     )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    extra = {} if overrides_action is None else {"action": overrides_action}
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides", **extra)
 
 
 def _add_restore_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +91,28 @@ def _add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides (model.tile=256)")
 
 
+_PSEUDOLABEL_SHOW = (
+    "`pseudolabel show IMAGE_ID [--lineage NAME]` prints one pool image's pseudo-label history instead (every "
+    "round and source: candidate file, scores, guard values, combined score, decision, times; and where the "
+    "current pseudo-label is); IMAGE_ID: its sha256 or a unique prefix; default lineage: the most recent one."
+)
+
+
+class _PseudolabelPositionals(argparse.Action):
+    """``pseudolabel``'s positionals: a leading ``show IMAGE_ID`` selects the show action (``args.action``,
+    ``args.image_id``); the rest are config overrides. A subparser would take every override for an action name."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        values = list(values or [])
+        if values[:1] == ["show"]:
+            if len(values) < 2 or "=" in values[1]:
+                parser.error("pseudolabel show needs an IMAGE_ID (its sha256 or a unique prefix)")
+            namespace.action, namespace.image_id, values = "show", values[1], values[2:]
+        namespace.overrides = values
+
+
 def _add_pseudolabel_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = f"{_PSEUDOLABEL_SHOW} {parser.epilog or ''}".rstrip()
     parser.add_argument(
         "--checkpoint",
         help="a training checkpoint folder (state.pt) or model.pt (default: the init candidates)",
@@ -98,9 +122,11 @@ def _add_pseudolabel_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lineage",
-        help="training run the pseudo-labels belong to (default: the name `fairweather train` uses)",
+        help="training run the pseudo-labels belong to (default: the name `fairweather train` uses; "
+        "show: the most recent lineage holding the image)",
     )
-    _add_config_arguments(parser)
+    _add_config_arguments(parser, _PseudolabelPositionals)
+    parser.set_defaults(action=None, image_id=None)
 
 
 def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -192,6 +218,17 @@ def _demo(args: argparse.Namespace, cfg: FairweatherConfig) -> object:
 
 
 def _pseudolabel(args: argparse.Namespace, cfg: FairweatherConfig) -> object:
+    if args.action == "show":
+        if args.checkpoint is not None or args.round is not None:
+            raise FairweatherError(
+                "pseudolabel show reads the pseudo_labels table: --checkpoint/--round do not apply"
+            )
+        from fairweather.contracts.tables import TableStore
+        from fairweather.stages.infra.console import say
+        from fairweather.stages.pseudolabel.audit import history_text
+
+        say(history_text(TableStore(cfg.data.tables), args.image_id, args.lineage))
+        return None
     from fairweather.stages.pseudolabel.driver import run_pseudolabel
     from fairweather.stages.train.driver import default_lineage
 
@@ -296,7 +333,8 @@ COMMANDS: dict[str, Command] = {
         "before round 1; --checkpoint's EMA teacher as ema@round-K), store the candidates as content-addressed "
         "PNGs, score them (pseudo.metrics, r_vlm when pseudo.use_vlm), combine by pseudo.combination and replace "
         "an image's pseudo-label only when a candidate beats it; every candidate stays in the pseudo_labels table. "
-        "Resumable: candidates already in the lineage's history are skipped.",
+        "Resumable: candidates already in the lineage's history are skipped. `pseudolabel show IMAGE_ID` prints "
+        "one image's history across rounds and sources.",
         _pseudolabel,
         _add_pseudolabel_arguments,
     ),

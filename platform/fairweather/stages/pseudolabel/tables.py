@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import relative_uri
 from fairweather.contracts.tables import TableStore
 from fairweather.pseudo import Candidate, Rule, normalised_scores, select
@@ -44,10 +45,41 @@ def history_key(row: dict) -> str:
 def lineage_rows(store: TableStore, lineage: str) -> list[dict]:
     """Every ``pseudo_labels`` row of ``lineage`` (score maps as dicts)."""
     table = store.read(TABLE)
-    rows = table.filter(pc.equal(table.column("lineage"), lineage)).to_pylist()
+    return _as_dicts(table.filter(pc.equal(table.column("lineage"), lineage)).to_pylist())
+
+
+def _as_dicts(rows: list[dict]) -> list[dict]:
     for row in rows:  # Arrow gives map columns back as (key, value) pairs
         row["scores"], row["normalised"] = dict(row["scores"]), dict(row["normalised"])
     return rows
+
+
+def resolve_image_id(store: TableStore, ref: str) -> str:
+    """The full ``image_id`` in ``pseudo_labels`` that ``ref`` names: itself, or a unique prefix of one.
+    A user error (one line) for an empty table, an unknown id or an ambiguous prefix."""
+    ref = ref.strip().lower()
+    ids = store.read(TABLE, ["image_id"]).column("image_id")
+    if len(ids) == 0:
+        raise FairweatherError(f"no pseudo-labels under {store.root}: run `fairweather pseudolabel` first")
+    matches = sorted(set(ids.filter(pc.starts_with(ids, ref)).to_pylist())) if ref else []
+    if ref in matches:
+        return ref
+    if not matches:
+        raise FairweatherError(
+            f"no image id {ref!r} (nor one starting with it) in the pseudo_labels under {store.root}"
+        )
+    if len(matches) > 1:
+        shown = ", ".join(m[:16] for m in matches[:4]) + (", ..." if len(matches) > 4 else "")
+        raise FairweatherError(
+            f"image id prefix {ref!r} is ambiguous: {len(matches)} images ({shown}); give more of it"
+        )
+    return matches[0]
+
+
+def image_rows(store: TableStore, image_id: str) -> list[dict]:
+    """Every ``pseudo_labels`` row of one image, all lineages (score maps as dicts)."""
+    table = store.read(TABLE)
+    return _as_dicts(table.filter(pc.equal(table.column("image_id"), image_id)).to_pylist())
 
 
 def missing_scores(scores: dict[str, float], rule: Rule) -> list[str]:

@@ -18,7 +18,7 @@ update with undecided rows, or none, runs again; the pseudo-label job itself ski
 MLflow: the parent run (stage ``train``, keyed by the run name) gets the training curves, each round's test scores
 and model, and the headline of every update at the step it happened (the init at step 0); a child run
 ``round-<k>`` per round gets its steps, time, the ``pseudo_labels`` version it trained on, and the update after it:
-the pseudo-label job's own numbers and a histogram of the selection (``stages.rounds_report``).
+the pseudo-label job's own numbers, a histogram of the selection and the audit grid (``stages.rounds_report``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from fairweather.stages.pseudolabel.tables import lineage_rows
 from fairweather.stages.train.driver import default_lineage, run_train, storage_path, trained_until
 from fairweather.stages.train.progress import train_progress
 from fairweather.stages.train.report import PROMPTS_FILE, learn_prompts
-from fairweather.stages.train.rounds_report import log_selection_plot, update_complete
+from fairweather.stages.train.rounds_report import log_audit_grid, log_selection_plot, update_complete
 from fairweather.stages.train.warmup import WARMUP_SOURCE, warmup_checkpoint, warmup_due, with_warmup
 from fairweather.stages.train.worker import StepHook
 
@@ -239,10 +239,13 @@ def _update(
     *,
     step: int,
 ) -> PseudolabelSummary:
-    """One pseudo-label update logged into ``run`` (the job's numbers and the selection's histogram); the parent
-    also gets its headline at ``step``, so its curves show every update against the training steps."""
+    """One pseudo-label update logged into ``run`` (the job's numbers, the selection's histogram and the audit
+    grid); the parent also gets its headline at ``step``, so its curves show every update against the training
+    steps."""
     summary = pseudolabel(cfg, run, lineage=name, checkpoint=checkpoint, round_index=round_index)
-    log_selection_plot(run, lineage_rows(store, name), round_index)
+    rows = lineage_rows(store, name)
+    log_selection_plot(run, rows, round_index)
+    log_audit_grid(run, cfg.runtime, store, rows, round_index, name)
     if run is not parent:
         headline = {"pseudo/replaced": float(summary.replaced)}
         if math.isfinite(summary.mean_combined):

@@ -2,11 +2,15 @@
 
 The update's numbers (replaced, unchanged, mean combined score, per-weather quantiles) are the pseudo-label job's
 own (``PseudolabelSummary``, logged by that job into the run it is given); this adds the histogram of the
-selection's combined scores per weather after each update, the MLflow artifact ``pseudo/round-<k>.png``.
+selection's combined scores per weather after each update, the MLflow artifact ``pseudo/round-<k>.png``, and next to
+it the audit grid of the update (``stages.pseudolabel.audit``: the most improved and the most contested images,
+input | previous label | new candidate with their scores and the rule's decision), the artifact
+``pseudo-audit/round-<k>.png``, also written as ``<runs_dir>/pseudo-audit/<lineage>/round-<k>.png``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from pathlib import Path
@@ -14,8 +18,14 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from fairweather.contracts.config.runtime import RuntimeConfig
 from fairweather.contracts.metric_logger import MetricLogger
+from fairweather.contracts.tables import TableStore
 from fairweather.contracts.vocab import WEATHER_CLASSES
+from fairweather.stages.infra.runtime import runs_path
+from fairweather.stages.pseudolabel.audit import DEFAULT_K, write_audit
+
+log = logging.getLogger(__name__)
 
 
 def update_complete(rows: list[dict], round_index: int) -> bool:
@@ -58,3 +68,27 @@ def log_selection_plot(logger: MetricLogger, rows: list[dict], round_index: int)
     with tempfile.TemporaryDirectory() as folder:
         path = plot_selection(rows, round_index, Path(folder) / f"round-{round_index}.png")
         logger.log_artifact(path, "pseudo")
+
+
+def log_audit_grid(
+    logger: MetricLogger,
+    runtime: RuntimeConfig,
+    store: TableStore,
+    rows: list[dict],
+    round_index: int,
+    lineage: str,
+    k: int = DEFAULT_K,
+) -> Path | None:
+    """The audit grid of the update of ``round_index`` (``rows``: the lineage's history) written as
+    ``<runs_dir>/pseudo-audit/<lineage>/round-<k>.png`` and logged as the artifact ``pseudo-audit/round-<k>.png``;
+    returns its path (None: nothing decided in that round). A picture that cannot be made is a warning: the
+    training run goes on."""
+    try:
+        path = runs_path(runtime, "pseudo-audit", lineage) / f"round-{round_index}.png"
+        written = write_audit(store, rows, round_index, path, lineage=lineage, k=k)
+        if written is not None:
+            logger.log_artifact(written, "pseudo-audit")
+        return written
+    except Exception as err:  # a report picture never fails the rounds
+        log.warning("pseudo-label audit grid of round %d not written: %s", round_index, err, exc_info=True)
+        return None
