@@ -17,6 +17,10 @@ from .nafnet import NAFNet
 from .promptir import PromptIR
 from .restormer import Restormer
 from .tiling import restore_tiled
+from .tlc import configure_tlc, local_mean, tlc_base_size
+
+#: ``train.crop_size``'s default: the TLC window is 1.5 x this when the caller does not give the training crop.
+DEFAULT_TRAIN_CROP = 256
 
 
 def _build_clip_prior(cfg: ModelConfig, clip: Any) -> RestorationNet:
@@ -37,16 +41,21 @@ BUILDERS: dict[str, Callable[[ModelConfig, Any], RestorationNet]] = {
 }
 
 
-def build_model(cfg: ModelConfig, clip: Any = None) -> RestorationNet:
+def build_model(cfg: ModelConfig, clip: Any = None, *, train_crop_size: int | None = None) -> RestorationNet:
     """Build the restoration network named by ``cfg.arch`` from its config section.
 
-    ``clip`` is only used (and then required) by ``arch="clip_prior"``.
+    ``clip`` is only used (and then required) by ``arch="clip_prior"``. ``train_crop_size`` (``train.crop_size``)
+    sizes the Test-time Local Converter when ``model.tlc_base_size`` is 0 (1.5 x the crop; without it 1.5 x
+    256); with ``model.tlc`` off the network pools globally at inference too. Training mode is never affected.
     """
     if not isinstance(cfg, ModelConfig):
         raise TypeError(f"build_model expects a ModelConfig, got {type(cfg).__name__}")
     if cfg.arch not in BUILDERS:
         raise ValueError(f"build_model: unknown arch {cfg.arch!r} (known: {', '.join(sorted(BUILDERS))})")
-    return BUILDERS[cfg.arch](cfg, clip)
+    net = BUILDERS[cfg.arch](cfg, clip)
+    base = tlc_base_size(cfg.tlc_base_size, train_crop_size or DEFAULT_TRAIN_CROP) if cfg.tlc else 0
+    configure_tlc(net, base)
+    return net
 
 
 __all__ = [
@@ -57,8 +66,11 @@ __all__ = [
     "RestorationNet",
     "Restormer",
     "build_model",
+    "configure_tlc",
     "count_parameters",
     "crop",
+    "local_mean",
     "pad_to_multiple",
     "restore_tiled",
+    "tlc_base_size",
 ]

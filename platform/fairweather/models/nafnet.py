@@ -8,7 +8,10 @@ starts as the identity):
 - channel half: 1x1 expand (x2) -> SimpleGate -> 1x1.
 
 SimpleGate (split channels in two halves and multiply them) replaces every nonlinear activation; simplified
-channel attention is a global average pool, a 1x1 conv and a multiplication (no sigmoid, no ReLU).
+channel attention is a global average pool, a 1x1 conv and a multiplication (no sigmoid, no ReLU). At inference
+the pool can be the Test-time Local Converter's local window (:mod:`fairweather.models.tlc`, the NAFNet authors'
+``Local_Base``): set by :func:`~fairweather.models.tlc.configure_tlc`, which :func:`~fairweather.models.build_model`
+calls with ``model.tlc`` / ``model.tlc_base_size``.
 Down-sampling is a stride-2 2x2 conv doubling channels; up-sampling a 1x1 conv + pixel-shuffle halving them;
 skips are added, not concatenated. Dropout is left out (the paper uses none for restoration).
 """
@@ -21,6 +24,7 @@ from torch import nn
 from fairweather.contracts.config.model import NAFNetConfig
 
 from .common import LayerNorm2d, RestorationNet
+from .tlc import StatsPool
 
 
 class SimpleGate(nn.Module):
@@ -32,9 +36,9 @@ class SimpleGate(nn.Module):
 
 
 class NAFBlock(nn.Module):
-    """Shape-preserving NAF block on ``(N, C, H, W)``."""
+    """Shape-preserving NAF block on ``(N, C, H, W)``; ``scale``: down-sampling of its map from the input."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, scale: int = 1):
         super().__init__()
         c, hidden = channels, 2 * channels
         self.norm1 = LayerNorm2d(c)
@@ -43,7 +47,9 @@ class NAFBlock(nn.Module):
             nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden),
             SimpleGate(),
         )
-        self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c, 1))
+        # Global average pool (TLC-local at inference when configured) then 1x1: ``attention.1`` keeps the
+        # state-dict key of the former ``AdaptiveAvgPool2d(1)`` layout, so older checkpoints load unchanged.
+        self.attention = nn.Sequential(StatsPool(scale), nn.Conv2d(c, c, 1))
         self.spatial_out = nn.Conv2d(c, c, 1)
         self.norm2 = LayerNorm2d(c)
         self.channel = nn.Sequential(nn.Conv2d(c, hidden, 1), SimpleGate(), nn.Conv2d(c, c, 1))
@@ -58,8 +64,8 @@ class NAFBlock(nn.Module):
         return x + self.gamma * self.channel(self.norm2(x))
 
 
-def naf_stage(channels: int, blocks: int) -> nn.Sequential:
-    return nn.Sequential(*(NAFBlock(channels) for _ in range(blocks)))
+def naf_stage(channels: int, blocks: int, scale: int = 1) -> nn.Sequential:
+    return nn.Sequential(*(NAFBlock(channels, scale) for _ in range(blocks)))
 
 
 class NAFNet(RestorationNet):
@@ -71,15 +77,20 @@ class NAFNet(RestorationNet):
         self.size_multiple = 2**depth
         chans = [cfg.width * 2**level for level in range(depth + 1)]
         self.intro = nn.Conv2d(3, cfg.width, 3, padding=1)
-        self.encoders = nn.ModuleList(naf_stage(chans[lvl], n) for lvl, n in enumerate(cfg.encoder_blocks))
+        self.encoders = nn.ModuleList(
+            naf_stage(chans[lvl], n, 2**lvl) for lvl, n in enumerate(cfg.encoder_blocks)
+        )
         self.downs = nn.ModuleList(nn.Conv2d(c, 2 * c, 2, stride=2) for c in chans[:-1])
-        self.middle = naf_stage(chans[-1], cfg.middle_blocks)
+        self.middle = naf_stage(chans[-1], cfg.middle_blocks, 2**depth)
         # ups/decoders are listed coarsest first, matching ``decoder_blocks``.
         self.ups = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, 2 * c, 1, bias=False), nn.PixelShuffle(2)) for c in reversed(chans[1:])
         )
         self.decoders = nn.ModuleList(
-            naf_stage(c, n) for c, n in zip(reversed(chans[:-1]), cfg.decoder_blocks, strict=True)
+            naf_stage(c, n, 2**lvl)
+            for lvl, c, n in zip(
+                reversed(range(depth)), reversed(chans[:-1]), cfg.decoder_blocks, strict=True
+            )
         )
         self.ending = nn.Conv2d(cfg.width, 3, 3, padding=1)
 

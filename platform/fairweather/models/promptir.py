@@ -6,6 +6,10 @@ globally pooled decoder feature, resized to the feature's resolution and passed 
 *prompt-interaction block* concatenates feature and prompt, applies one Restormer transformer block, and a 1x1
 conv maps back to the feature's channels. The encoder, decoder levels and transformer blocks are those of
 :mod:`fairweather.models.restormer`.
+
+The prompt weights come from a global average pool; with the Test-time Local Converter configured
+(:mod:`fairweather.models.tlc`) they come, at inference, from a local window around each position instead (one mix
+of the components per pixel), and the transformer blocks' channel attention is windowed as in Restormer.
 """
 
 from __future__ import annotations
@@ -18,21 +22,31 @@ from fairweather.contracts.config.model import PromptIRConfig
 
 from .common import RestorationNet
 from .restormer import DecoderLevel, RestormerEncoder, TransformerBlock, transformer_stage
+from .tlc import StatsPool
 
 
 class PromptGeneration(nn.Module):
     """``(N, C, H, W)`` feature -> ``(N, prompt_dim, H, W)`` prompt, a weighted mix of learned components."""
 
-    def __init__(self, feature_dim: int, prompt_dim: int, prompt_len: int, prompt_size: int):
+    def __init__(self, feature_dim: int, prompt_dim: int, prompt_len: int, prompt_size: int, scale: int = 1):
         super().__init__()
         self.components = nn.Parameter(torch.rand(prompt_len, prompt_dim, prompt_size, prompt_size))
         self.weights = nn.Linear(feature_dim, prompt_len)
         self.conv = nn.Conv2d(prompt_dim, prompt_dim, 3, padding=1, bias=False)
+        self.pool = StatsPool(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.weights(x.mean(dim=(2, 3))).softmax(dim=1)  # (N, prompt_len)
-        prompt = torch.einsum("nl,lchw->nchw", weights, self.components)
-        prompt = F.interpolate(prompt, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        pooled = self.pool(x)  # (N, C, 1, 1) global; (N, C, H, W) with TLC at inference
+        size = x.shape[-2:]
+        if pooled.shape[-2:] == (1, 1):
+            weights = self.weights(pooled.flatten(1)).softmax(dim=1)  # (N, prompt_len)
+            prompt = torch.einsum("nl,lchw->nchw", weights, self.components)
+            prompt = F.interpolate(prompt, size=size, mode="bilinear", align_corners=False)
+        else:  # one mix per pixel; interpolation is linear, so a constant mix gives the global result
+            logits = torch.einsum("nchw,lc->nlhw", pooled, self.weights.weight)
+            weights = (logits + self.weights.bias[:, None, None]).softmax(dim=1)  # (N, prompt_len, H, W)
+            components = F.interpolate(self.components, size=size, mode="bilinear", align_corners=False)
+            prompt = torch.einsum("nlhw,lchw->nchw", weights, components)
         return self.conv(prompt)
 
 
@@ -48,10 +62,11 @@ class PromptInteraction(nn.Module):
         heads: int,
         ffn: float,
         out_dim: int,
+        scale: int = 1,
     ):
         super().__init__()
-        self.generate = PromptGeneration(feature_dim, prompt_dim, prompt_len, prompt_size)
-        self.block = TransformerBlock(feature_dim + prompt_dim, heads, ffn)
+        self.generate = PromptGeneration(feature_dim, prompt_dim, prompt_len, prompt_size, scale)
+        self.block = TransformerBlock(feature_dim + prompt_dim, heads, ffn, scale)
         self.reduce = nn.Conv2d(feature_dim + prompt_dim, out_dim, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,6 +95,7 @@ class PromptIR(RestorationNet):
                 cfg.heads[2],
                 e,
                 out_dims[lvl],
+                2 ** (lvl + 1),
             )
             for lvl in range(3)
         )

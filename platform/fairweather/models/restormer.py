@@ -9,6 +9,12 @@
   1x1 conv, except at the top level, which stays at ``2 * width``); refinement blocks at full resolution.
 
 Convolutions have no bias, as in the paper; the layer norms keep theirs.
+
+MDTA's channel attention is a statistic over the whole feature map (the Gram matrix of L2-normalised queries and
+keys over every pixel), so, like NAFNet's pool, it sees a crop in training and the whole image or one tile at test
+time. With the Test-time Local Converter configured (:mod:`fairweather.models.tlc`), at inference it is computed
+in windows of ``base_size / scale`` feature pixels (half-overlapping, blended with a raised cosine), as TLC's
+``LocalAttention`` does for Restormer; in training it stays global.
 """
 
 from __future__ import annotations
@@ -20,29 +26,41 @@ from torch import nn
 from fairweather.contracts.config.model import RestormerConfig
 
 from .common import LayerNorm2d, RestorationNet
+from .tlc import windowed
 
 
 class MDTA(nn.Module):
-    """Multi-Dconv head transposed attention: ``(N, C, H, W) -> (N, C, H, W)``."""
+    """Multi-Dconv head transposed attention: ``(N, C, H, W) -> (N, C, H, W)``; ``scale``: down-sampling of its
+    map from the network input (sizes the TLC window, :attr:`kernel`, 0 = global)."""
 
-    def __init__(self, channels: int, heads: int):
+    tlc_aware = True
+
+    def __init__(self, channels: int, heads: int, scale: int = 1):
         super().__init__()
         if channels % heads:
             raise ValueError(f"MDTA: {heads} heads do not divide {channels} channels")
         self.heads = heads
+        self.scale, self.kernel = int(scale), 0
         self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
         self.qkv = nn.Conv2d(channels, 3 * channels, 1, bias=False)
         self.qkv_dw = nn.Conv2d(3 * channels, 3 * channels, 3, padding=1, groups=3 * channels, bias=False)
         self.project = nn.Conv2d(channels, channels, 1, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        q, k, v = self.qkv_dw(self.qkv(x)).chunk(3, dim=1)
-        # (N, heads, C/heads, H*W): each head attends over its channels, not over pixels.
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Transposed attention of ``(N, C, h, w)`` queries, keys and values over all their pixels."""
+        n, c, h, w = q.shape
+        # (N, heads, C/heads, h*w): each head attends over its channels, not over pixels.
         q, k, v = (t.reshape(n, self.heads, c // self.heads, h * w) for t in (q, k, v))
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)  # (N, heads, C/h, C/h)
-        return self.project((attn @ v).reshape(n, c, h, w))
+        return (attn @ v).reshape(n, c, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv_dw(self.qkv(x)).chunk(3, dim=1)
+        h, w = x.shape[-2:]
+        if self.training or self.kernel <= 0 or (h <= self.kernel and w <= self.kernel):
+            return self.project(self.attend(q, k, v))
+        return self.project(windowed(self.attend, (q, k, v), self.kernel))
 
 
 class GDFN(nn.Module):
@@ -63,10 +81,10 @@ class GDFN(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-norm ``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))``; shape-preserving."""
 
-    def __init__(self, channels: int, heads: int, ffn_expansion: float):
+    def __init__(self, channels: int, heads: int, ffn_expansion: float, scale: int = 1):
         super().__init__()
         self.norm1 = LayerNorm2d(channels)
-        self.attn = MDTA(channels, heads)
+        self.attn = MDTA(channels, heads, scale)
         self.norm2 = LayerNorm2d(channels)
         self.ffn = GDFN(channels, ffn_expansion)
 
@@ -75,8 +93,10 @@ class TransformerBlock(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
-def transformer_stage(channels: int, blocks: int, heads: int, ffn_expansion: float) -> nn.Sequential:
-    return nn.Sequential(*(TransformerBlock(channels, heads, ffn_expansion) for _ in range(blocks)))
+def transformer_stage(
+    channels: int, blocks: int, heads: int, ffn_expansion: float, scale: int = 1
+) -> nn.Sequential:
+    return nn.Sequential(*(TransformerBlock(channels, heads, ffn_expansion, scale) for _ in range(blocks)))
 
 
 def downsample(channels: int) -> nn.Sequential:
@@ -99,7 +119,7 @@ class RestormerEncoder(nn.Module):
         super().__init__()
         self.embed = nn.Conv2d(3, width, 3, padding=1, bias=False)
         self.stages = nn.ModuleList(
-            transformer_stage(width * 2**level, blocks[level], heads[level], ffn_expansion)
+            transformer_stage(width * 2**level, blocks[level], heads[level], ffn_expansion, 2**level)
             for level in range(4)
         )
         self.downs = nn.ModuleList(downsample(width * 2**level) for level in range(3))
@@ -138,7 +158,7 @@ class DecoderLevel(nn.Module):
         cat_channels = in_channels // 2 + channels
         self.reduce = nn.Identity() if level == 0 else nn.Conv2d(cat_channels, channels, 1, bias=False)
         out_channels = 2 * width if level == 0 else channels
-        self.stage = transformer_stage(out_channels, blocks, heads, ffn_expansion)
+        self.stage = transformer_stage(out_channels, blocks, heads, ffn_expansion, 2**level)
 
     def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.stage(self.reduce(torch.cat([self.up(coarse), skip], dim=1)))

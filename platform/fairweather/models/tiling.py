@@ -5,11 +5,15 @@ cosine over the ``overlap`` pixels on every side that borders another tile (side
 weight 1, so border pixels are not down-weighted). Overlapping outputs are averaged with these weights; because
 the window is strictly positive, every pixel has a non-zero total weight. A network whose output is a per-pixel
 function of its input therefore gives exactly the whole-image result; for real networks the smooth cross-fade
-hides the differences between neighbouring tiles.
+hides the differences between neighbouring tiles. What blending cannot hide is a tile-wide disagreement: a network
+with global statistics (NAFNet's channel attention) gives each tile its own level, a block grid; the Test-time
+Local Converter (:mod:`fairweather.models.tlc`, ``model.tlc``) removes that cause. :func:`seam_energy` measures
+the result against whole-image inference.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -27,6 +31,39 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     starts = list(range(0, size - tile, stride))
     starts.append(size - tile)
     return starts
+
+
+def border_pairs(size: int, tile: int, overlap: int) -> list[int]:
+    """Indices ``c`` (``0 < c < size``) whose pixel pair ``(c - 1, c)`` lies at a border between tiles along one
+    axis of :func:`restore_tiled`: every pair inside a band shared by two neighbouring tiles, plus the pairs
+    straddling its ends (with ``overlap = 0``, the one pair across each border)."""
+    starts = tile_starts(size, tile, overlap)
+    pairs: set[int] = set()
+    for left, right in itertools.pairwise(starts):
+        pairs.update(range(right, min(left + tile, size) + 1))
+    return sorted(c for c in pairs if 0 < c < size)
+
+
+def seam_energy(image: torch.Tensor, tile: int, overlap: int) -> float:
+    """Mean absolute difference between adjacent columns and adjacent rows at the tile borders of
+    :func:`restore_tiled` with ``tile`` / ``overlap``.
+
+    Args:
+        image: ``(N, C, H, W)`` output, tiled or not (for whole-image inference the same statistic at the same
+            places is the reference: a seamless tiling gives about the same value).
+    Returns:
+        The mean over every border pair (:func:`border_pairs`) of both axes, in the image's units; NaN when
+        the image fits one tile.
+    """
+    h, w = image.shape[-2:]
+    cols, rows = border_pairs(w, tile, overlap), border_pairs(h, tile, overlap)
+    if not cols and not rows:
+        return math.nan
+    col_diff = (image[..., 1:] - image[..., :-1]).abs().mean(dim=tuple(range(image.ndim - 1)))  # (W - 1,)
+    row_diff = (image[..., 1:, :] - image[..., :-1, :]).abs().transpose(-1, -2)
+    row_diff = row_diff.mean(dim=tuple(range(image.ndim - 1)))  # (H - 1,)
+    values = torch.cat([col_diff[[c - 1 for c in cols]], row_diff[[r - 1 for r in rows]]])
+    return float(values.mean())
 
 
 def _ramp(length: int, overlap: int, fade_in: bool, fade_out: bool) -> torch.Tensor:

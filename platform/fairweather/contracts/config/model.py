@@ -213,9 +213,22 @@ class ModelConfig:
     tile: int = 512
     #: Pixels shared by neighbouring tiles, blended with a raised-cosine window to hide seams.
     tile_overlap: int = 32
+    #: Test-time Local Converter (Chu et al., ECCV 2022; NAFNet's ``Local_Base``): at inference (eval mode) the
+    #: whole-map statistics (NAFNet's channel-attention pool, PromptIR's prompt-weight pool, Restormer's and
+    #: PromptIR's channel attention) summarise a ``tlc_base_size`` window around each position instead of the
+    #: whole image or tile, as they did on the training crops, so tiles agree at their borders. Training never
+    #: changes. MSBDN has no global statistic and is unaffected; CLIP-prior keeps its image-level CLIP prior.
+    tlc: bool = True
+    #: TLC window in input pixels; 0: 1.5 x the training crop (``train.crop_size``, the published choice),
+    #: given to ``build_model(..., train_crop_size=...)``, else 1.5 x 256.
+    tlc_base_size: int = 0
 
     def __post_init__(self) -> None:
         if self.tile <= 0 or not 0 <= self.tile_overlap < self.tile:
             raise ValueError(
                 f"model: need tile > 0 and 0 <= tile_overlap < tile, got {self.tile}, {self.tile_overlap}"
+            )
+        if self.tlc_base_size < 0:
+            raise ValueError(
+                f"model.tlc_base_size must be >= 0 (0: 1.5 x train.crop_size), got {self.tlc_base_size}"
             )
