@@ -1,6 +1,12 @@
 """Pseudo-label selection: normalise each scorer's raw scores, combine them by the configured rule, and decide per
 image whether a new candidate replaces the current pseudo-label (METHOD.md: "only if it scores higher").
 
+Guarded (issue 20): no-reference scores are easily fooled, so a candidate must also pass every fidelity and
+artifact guard of :mod:`fairweather.pseudo.guards` (values precomputed against the input, stored with its scores;
+a missing value fails: nothing is accepted unchecked), and the input itself is always in the comparison: an image
+without a pseudo-label takes a candidate only if it beats the input. :func:`pairwise_agreement` measures, on images
+with a clean target, how often a rule (or one scorer, or one guard) picks the candidate with the higher PSNR.
+
 Pure functions on plain values: no Ray, no I/O; the pseudo-label stage reads and writes the tables around them.
 
 Rules (the paper does not publish its combination, so both are offered and the rule travels with every row):
@@ -16,13 +22,16 @@ Rules (the paper does not publish its combination, so both are offered and the r
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from fairweather.contracts.config.pseudo import PseudoConfig
+from fairweather.contracts.config.pseudo import GuardConfig, PseudoConfig
 from fairweather.metrics import METRICS
+
+from .guards import GUARD_NAMES
 
 
 @dataclass(frozen=True)
@@ -35,10 +44,14 @@ class Rule:
     ranges: dict[str, tuple[float, float]]
     higher_better: dict[str, bool]
     margin: float = 0.0
+    #: guard name (:data:`~fairweather.pseudo.guards.GUARD_NAMES`) -> its limit (a maximum, or for
+    #: ``guard_structure`` a minimum); empty: no guards.
+    guards: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, cfg: PseudoConfig) -> Rule:
-        """The rule of ``cfg``: its scorers, weights (default 1.0), ranges (default: the metric's known range)."""
+        """The rule of ``cfg``: its scorers, weights (default 1.0), ranges (default: the metric's known range)
+        and guard limits (none when ``pseudo.guards.enabled`` is off)."""
         names = cfg.scorer_names
         return cls(
             kind=cfg.combination,
@@ -47,6 +60,7 @@ class Rule:
             ranges={name: tuple(map(float, cfg.ranges.get(name, METRICS[name].range))) for name in names},
             higher_better={name: METRICS[name].higher_better for name in names},
             margin=cfg.margin,
+            guards=guard_limits(cfg.guards),
         )
 
     def to_json(self) -> str:
@@ -58,8 +72,34 @@ class Rule:
             "ranges": {name: list(bounds) for name, bounds in self.ranges.items()},
             "higher_better": self.higher_better,
             "margin": self.margin,
+            "guards": self.guards,
         }
         return json.dumps(data, sort_keys=True)
+
+
+def guard_limits(cfg: GuardConfig) -> dict[str, float]:
+    """``pseudo.guards`` as ``{guard name: limit}``; empty when the guards are off."""
+    if not cfg.enabled:
+        return {}
+    return {
+        "guard_colour": cfg.max_colour,
+        "guard_texture": cfg.max_texture,
+        "guard_grid": cfg.max_grid,
+        "guard_structure": cfg.min_structure,
+    }
+
+
+def failed_guards(scores: Mapping[str, float], rule: Rule) -> tuple[str, ...]:
+    """The guards of ``rule`` that a candidate with ``scores`` (its guard values among them) fails: over a
+    maximum, under a minimum, or ``"<name>:unchecked"`` when the value is missing or not finite."""
+    failed = []
+    for name, limit in rule.guards.items():
+        value = scores.get(name, math.nan)
+        if not math.isfinite(value):
+            failed.append(f"{name}:unchecked")
+        elif (value > limit) if GUARD_NAMES[name] else (value < limit):
+            failed.append(name)
+    return tuple(failed)
 
 
 def normalise(value: float, bounds: tuple[float, float], higher_better: bool) -> float:
@@ -138,32 +178,185 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Decision:
-    """The outcome for one image. combined: key -> combined score of every candidate and of the current one;
-    winner: the key of the new pseudo-label, ``None`` when the current one stays."""
+    """The outcome for one image.
+
+    combined: key -> combined score of every candidate, of the current one and of the input;
+    winner: the key of the new pseudo-label, ``None`` when nothing changes;
+    rejected: key -> the guards it failed (:func:`failed_guards`), for every member that failed one;
+    baseline: the key a winner had to beat (the current pseudo-label, else the input), ``None`` if neither.
+    """
 
     combined: dict[str, float]
-    normalised: dict[str, dict[str, float]]
     winner: str | None
+    rejected: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    baseline: str | None = None
 
 
-def select(current: Candidate | None, candidates: Sequence[Candidate], rule: Rule) -> Decision:
-    """Replace-if-better for one image: the best new candidate wins if it beats ``current`` by more than the
-    rule's margin (any comparable candidate wins when there is no current pseudo-label, or when the current one
-    cannot be scored under this rule). Ties go to the current pseudo-label, then to the first listed candidate,
-    so deciding twice on the same inputs gives the same answer.
+def select(
+    current: Candidate | None,
+    candidates: Sequence[Candidate],
+    rule: Rule,
+    *,
+    input: Candidate | None = None,
+) -> Decision:
+    """Guarded replace-if-better for one image.
+
+    Args:
+        current: the image's pseudo-label, if any.
+        candidates: the new candidates (the input itself may be one of them, by the same key as ``input``).
+        rule: scorers, combination, margin and guard limits.
+        input: the input image as a candidate (its no-reference scores; guards do not apply to it). Always pass
+            it: an image without a pseudo-label then takes a candidate only if it beats the input.
+
+    A candidate is eligible when it passes every guard of the rule (:func:`failed_guards`; the input always
+    is). The best eligible new candidate wins if it beats the baseline by more than the rule's margin: the
+    current pseudo-label when it is comparable and still passes the guards, else the input. With no comparable
+    baseline (no current label, no input given), any eligible candidate wins. The input, when it is itself a new
+    candidate and the image has no usable current label, is selected when no other candidate beats it. Ties go
+    to the current pseudo-label, then to the input, then to the first listed candidate, so deciding twice on the
+    same inputs gives the same answer.
     """
     members = ([current] if current is not None else []) + list(candidates)
+    keys = {member.key for member in members}
+    if input is not None and input.key not in keys:
+        members.append(input)
     scores = combine([member.scores for member in members], rule)
     combined = {member.key: score for member, score in zip(members, scores, strict=True)}
-    normalised = {member.key: normalised_scores(member.scores, rule) for member in members}
+    input_key = None if input is None else input.key
+    rejected = {
+        member.key: failed
+        for member in members
+        if member.key != input_key and (failed := failed_guards(member.scores, rule))
+    }
+
+    def usable(key: str) -> bool:
+        return not math.isnan(combined[key]) and key not in rejected
+
+    baseline: str | None = None
+    if current is not None and usable(current.key):
+        baseline = current.key
+    elif input_key is not None and usable(input_key):
+        baseline = input_key
     best: Candidate | None = None
     for candidate in candidates:
         value = combined[candidate.key]
-        if not math.isnan(value) and (best is None or value > combined[best.key]):
+        if usable(candidate.key) and (best is None or value > combined[best.key]):
             best = candidate
+    # The input as a new candidate (round 0 lists it) is what an image without a usable label falls back to.
+    fallback = input_key if baseline == input_key and any(c.key == input_key for c in candidates) else None
     if best is None:
-        return Decision(combined, normalised, None)
-    comparable = current is not None and not math.isnan(combined[current.key])
-    if comparable and not combined[best.key] > combined[current.key] + rule.margin:
-        return Decision(combined, normalised, None)
-    return Decision(combined, normalised, best.key)
+        return Decision(combined, None, rejected, baseline)
+    if (
+        baseline is not None
+        and best.key != baseline
+        and not combined[best.key] > combined[baseline] + rule.margin
+    ):
+        best = None
+    if best is None or best.key == baseline:
+        return Decision(combined, fallback, rejected, baseline)
+    return Decision(combined, best.key, rejected, baseline)
+
+
+#: ``judge(a, b)`` for two candidates' values (scores and guard values): > 0 when it prefers ``a``, < 0 ``b``,
+#: 0 when it cannot tell them apart.
+Judge = Callable[[Mapping[str, float], Mapping[str, float]], int]
+
+
+def _sign(value: float) -> int:
+    return (value > 0) - (value < 0)
+
+
+def metric_judge(name: str, higher_better: bool) -> Judge:
+    """One scorer (or one guard value) alone: the better value wins; missing or equal values: 0."""
+
+    def judge(a: Mapping[str, float], b: Mapping[str, float]) -> int:
+        va, vb = a.get(name, math.nan), b.get(name, math.nan)
+        if not (math.isfinite(va) and math.isfinite(vb)):
+            return 0
+        return _sign(va - vb) if higher_better else _sign(vb - va)
+
+    return judge
+
+
+def rule_judge(rule: Rule) -> Judge:
+    """The whole rule between two candidates: one passing the guards and the other not, the first wins; both
+    passing, the higher combined score (:func:`combine` of the pair); neither, or equal: 0."""
+
+    def judge(a: Mapping[str, float], b: Mapping[str, float]) -> int:
+        ok_a, ok_b = not failed_guards(a, rule), not failed_guards(b, rule)
+        if ok_a != ok_b:
+            return 1 if ok_a else -1
+        if not ok_a:
+            return 0
+        ca, cb = combine([a, b], rule)
+        return 0 if math.isnan(ca) or math.isnan(cb) else _sign(ca - cb)
+
+    return judge
+
+
+def standard_judges(rule: Rule) -> dict[str, Judge]:
+    """The judges that issue 20 reports: each scorer of ``rule`` alone, each guard alone (its value, the better
+    side winning), the rule without guards (``"rule:scores"``) and the whole rule (``"rule"``)."""
+    judges = {name: metric_judge(name, rule.higher_better[name]) for name in rule.metrics}
+    judges.update({name: metric_judge(name, not worse) for name, worse in GUARD_NAMES.items()})
+    judges["rule:scores"] = rule_judge(Rule(**{**rule.__dict__, "guards": {}}))
+    judges["rule"] = rule_judge(rule)
+    return judges
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How often a judge's choice between two candidates of an image agrees with their PSNR against the target.
+
+    pairs: candidate pairs whose PSNRs differ by more than the minimum gap; agree / disagree: the judge picked
+    the higher / lower PSNR; ties: it could not tell them apart.
+    """
+
+    pairs: int
+    agree: int
+    disagree: int
+    ties: int
+
+    @property
+    def rate(self) -> float:
+        """``(agree + ties / 2) / pairs``: 1 always right, 0.5 chance, NaN without pairs."""
+        return (self.agree + self.ties / 2) / self.pairs if self.pairs else math.nan
+
+
+def pairwise_agreement(
+    images: Mapping[str, Sequence[tuple[Mapping[str, float], float]]],
+    judge: Judge,
+    *,
+    min_gap: float = 0.0,
+) -> Agreement:
+    """Pairwise agreement of ``judge`` with PSNR on images whose candidates have a clean target.
+
+    Args:
+        images: image id -> its candidates as ``(values, psnr)``: precomputed scores and guard values (include
+            the input itself as a candidate, with its own values and its PSNR), and the PSNR against the target.
+        judge: e.g. one of :func:`standard_judges`.
+        min_gap: pairs whose PSNRs differ by at most this many dB are left out (no truth to agree with).
+    """
+    agree = disagree = ties = 0
+    for candidates in images.values():
+        for (va, pa), (vb, pb) in itertools.combinations(candidates, 2):
+            if not abs(pa - pb) > min_gap:
+                continue
+            verdict = judge(va, vb)
+            if verdict == 0:
+                ties += 1
+            elif verdict == _sign(pa - pb):
+                agree += 1
+            else:
+                disagree += 1
+    return Agreement(agree + disagree + ties, agree, disagree, ties)
+
+
+def agreement_table(
+    images: Mapping[str, Sequence[tuple[Mapping[str, float], float]]], rule: Rule, *, min_gap: float = 0.0
+) -> dict[str, Agreement]:
+    """:func:`pairwise_agreement` of every judge of :func:`standard_judges`."""
+    return {
+        name: pairwise_agreement(images, judge, min_gap=min_gap)
+        for name, judge in standard_judges(rule).items()
+    }

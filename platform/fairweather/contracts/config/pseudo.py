@@ -24,6 +24,44 @@ Combination = Literal["weighted_mean", "rank_vote"]
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    """Fidelity and artifact guards (``fairweather.pseudo.guards``): a candidate restoration that fails one cannot
+    become a pseudo-label, whatever its no-reference scores (issue 20: a blue cast, an embossed dot texture and a
+    grid of tile blocks all improved PIQE and NIQE). Each guard compares the candidate with the input it restores;
+    the defaults were set on photos with synthetic haze (neutral, bluish and yellowish veils), rain, and
+    artificial casts, dot textures and tile grids, to let genuine restorations through (see the module)."""
+
+    #: Check the guards; off: candidates are compared by their scores alone (the paper's rule).
+    enabled: bool = True
+    #: ``guard_colour``: largest coloured offset (percent of full scale) that a per-pixel scattering gain around
+    #: the input's airlight leaves unexplained. Genuine dehazing/deraining measured <= 10 except under strongly
+    #: coloured veils (up to ~19); a strong blue cast 5-30.
+    max_colour: float = 12.0
+    #: ``guard_texture``: largest spectral peak the candidate adds (natural log of the power gain at one
+    #: frequency over its ring's median). Genuine: <= 0.7 (haze), <= 2.3 (heavy synthetic rain); dot textures >= 3.
+    max_texture: float = 2.7
+    #: ``guard_grid``: largest excess prominence (natural log) of column/row steps on a periodic grid. Genuine:
+    #: <= 0.25 (haze), <= 0.85 (heavy rain); tile grids with steps of 3-10 levels 0.2-2.4.
+    max_grid: float = 0.9
+    #: Grid periods checked (e.g. the tiler's ``model.tile - model.tile_overlap``); empty: every period >= 32 px.
+    grid_periods: tuple[int, ...] = ()
+    #: ``guard_structure``: smallest mean local correlation (SSIM's structure term) of downscaled luma. Genuine:
+    #: >= 0.98 (haze), >= 0.75 (heavy rain removed); dot textures 0.5-0.95.
+    min_structure: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            max_colour=NON_NEGATIVE,
+            max_texture=NON_NEGATIVE,
+            max_grid=NON_NEGATIVE,
+            grid_periods=AT_LEAST_ONE,
+        )
+        if not -1.0 <= self.min_structure <= 1.0:
+            raise FieldRangeError("min_structure", f"must be in [-1, 1], got {self.min_structure}")
+
+
+@dataclass(frozen=True)
 class PseudoConfig:
     """The pseudo-label database (``fairweather pseudolabel``). Defaults are the paper's settings."""
 
@@ -40,8 +78,11 @@ class PseudoConfig:
     #: ``[low, high]`` per scorer name, replacing the metric's known range (``fairweather.metrics``) in the
     #: normalisation; values outside are clipped.
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
-    #: A new candidate replaces the current pseudo-label only if its combined score is higher by more than this.
+    #: A new candidate replaces the current pseudo-label (or, for an image without one, the input) only if its
+    #: combined score is higher by more than this.
     margin: float = 0.0
+    #: Fidelity and artifact guards every candidate but the input must pass to win.
+    guards: GuardConfig = field(default_factory=GuardConfig)
     #: Score init candidates before round 1: the input itself, ``init_checkpoints`` and ``init_folders``.
     init: bool = True
     #: Existing restorers for init: checkpoints of the platform's networks, ``name=path`` or ``path``.
