@@ -20,7 +20,13 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def build_teacher(model_cfg: ModelConfig, student: nn.Module, clip: nn.Module | None = None) -> nn.Module:
+def build_teacher(
+    model_cfg: ModelConfig,
+    student: nn.Module,
+    clip: nn.Module | None = None,
+    *,
+    train_crop_size: int | None = None,
+) -> nn.Module:
     """The EMA teacher of ``student`` (bare or DDP-wrapped): same architecture, same weights, eval mode, no
     gradients, on the student's device and dtype.
 
@@ -31,7 +37,7 @@ def build_teacher(model_cfg: ModelConfig, student: nn.Module, clip: nn.Module | 
     # build_model initialises weights at random only to overwrite them: keep that off the training RNG stream, so
     # building a teacher (at start or on resume) never changes what the run draws next.
     with torch.random.fork_rng(devices=[]):
-        teacher = build_model(model_cfg, clip)
+        teacher = build_model(model_cfg, clip, train_crop_size=train_crop_size)
     teacher.load_state_dict(net.state_dict())
     reference = next(net.parameters())
     return teacher.to(reference.device, reference.dtype).eval().requires_grad_(False)

@@ -81,8 +81,10 @@ def build_training_parts(
             raise ValueError("loss.weights.wpl > 0 needs the stage-1 weather prompts (prompt_context)")
         prompts = frozen_prompts(clip, prompt_context.to(device), cfg.loss.prompt_context_len)
     torch.manual_seed(cfg.runtime.seed)
-    model = build_model(cfg.model, clip).to(device)
-    teacher = build_teacher(cfg.model, model, clip)
+    # The training crop sets TLC's window at inference (models.tlc): the network then sees at test time the
+    # statistics of the crop-sized areas it was trained on.
+    model = build_model(cfg.model, clip, train_crop_size=cfg.train.crop_size).to(device)
+    teacher = build_teacher(cfg.model, model, clip, train_crop_size=cfg.train.crop_size)
     loss = build_composite_loss(cfg.loss, clip=clip, depth=depth, prompts=prompts).to(device)
     freeze_unread_heads(model, loss)
     return TrainingParts(model, teacher, loss, clip, depth, prompts)
@@ -93,6 +95,6 @@ def load_teacher(cfg: FairweatherConfig, state: dict, device: torch.device) -> n
     clip = None
     if cfg.model.arch == "clip_prior":
         clip, _ = load_encoders(cfg, device, depth=False)
-    teacher = build_model(cfg.model, clip).to(device)
+    teacher = build_model(cfg.model, clip, train_crop_size=cfg.train.crop_size).to(device)
     teacher.load_state_dict(state["teacher"])
     return teacher.eval()

@@ -38,6 +38,7 @@ from fairweather.contracts.tables import TableStore
 from fairweather.data.views import real_view
 from fairweather.metrics import Scorer
 from fairweather.pseudo import Rule
+from fairweather.pseudo.guards import input_checks as guard_checks
 from fairweather.stages.engine.pipeline import Scoring, Sizing, restore_and_score
 from fairweather.stages.engine.rows import (
     INPUT_SOURCE,
@@ -110,7 +111,12 @@ def _sources(cfg: FairweatherConfig, checkpoint: str | None, round_index: int) -
     else:
         if round_index < 1:
             raise FairweatherError("pseudolabel: a checkpoint's candidates belong to a round >= 1 (--round)")
-        sources = [Source(ema_source(round_index), KIND_CHECKPOINT, checkpoint=checkpoint)]
+        # The input too, once per lineage (an image already scored as input is skipped): the guarded rule accepts
+        # no candidate without beating the input, also when the lineage had no init.
+        sources = [
+            Source(INPUT_SOURCE, KIND_INPUT),
+            Source(ema_source(round_index), KIND_CHECKPOINT, checkpoint=checkpoint),
+        ]
     names = [s.name for s in sources]
     if len(set(names)) != len(names) or (checkpoint is None and any(n.startswith("ema@") for n in names)):
         raise FairweatherError(
@@ -159,6 +165,8 @@ def pseudolabel_dataset(
     (actors). Every candidate carries its input (folder outputs are resized to it); ``input_checks`` scores a
     candidate against it."""
     ps = cfg.pseudo
+    if input_checks is None and ps.guards.enabled:  # the fidelity and artifact guards of pseudo.guards
+        input_checks = functools.partial(guard_checks, grid_periods=tuple(ps.guards.grid_periods))
     scoring = Scoring(
         ps.scorer_names, (), ps.scorer, cfg.vlm, cfg.runtime.model_cache_dir, scorer_factory, input_checks
     )

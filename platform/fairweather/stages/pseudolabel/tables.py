@@ -28,6 +28,7 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import relative_uri
 from fairweather.contracts.tables import TableStore
 from fairweather.pseudo import Candidate, Rule, normalised_scores, select
+from fairweather.stages.engine.rows import INPUT_SOURCE
 
 TABLE = "pseudo_labels"
 
@@ -148,7 +149,12 @@ def decide(store: TableStore, lineage: str, rule: Rule, now: datetime) -> tuple[
     rows = lineage_rows(store, lineage)
     pending: dict[str, list[dict]] = defaultdict(list)
     current: dict[str, dict] = {}
+    inputs: dict[
+        str, dict
+    ] = {}  # every image's input as scored: the baseline no candidate is accepted without
     for row in sorted(rows, key=lambda r: (r["round"], r["source"])):  # a fixed order: ties are reproducible
+        if row["source"] == INPUT_SOURCE:
+            inputs.setdefault(row["image_id"], row)
         if not row["decided"]:
             pending[row["image_id"]].append(row)
         elif row["selected"]:
@@ -156,10 +162,12 @@ def decide(store: TableStore, lineage: str, rule: Rule, now: datetime) -> tuple[
     updates, replaced = [], 0
     for image_id, candidates in pending.items():
         now_row = current.get(image_id)
+        input_row = inputs.get(image_id)
         decision = select(
             None if now_row is None else Candidate(history_key(now_row), now_row["scores"]),
             [Candidate(history_key(row), row["scores"]) for row in candidates],
             rule,
+            input=None if input_row is None else Candidate(history_key(input_row), input_row["scores"]),
         )
         for row in candidates:
             key = history_key(row)
