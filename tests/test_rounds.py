@@ -236,15 +236,6 @@ def test_pseudo_iterate_updates_after_every_round_but_the_last_or_after_round_1_
     assert updates_after(cfg) == expected
 
 
-def test_refresh_descriptions_is_refused_until_it_is_built(tmp_path, model_cache):
-    from fairweather.contracts.errors import FairweatherError
-    from fairweather.stages.train.rounds import run_rounds
-
-    cfg = tiny_config(tmp_path, model_cache, **{"pseudo.refresh_descriptions": True})
-    with pytest.raises(FairweatherError, match="refresh_descriptions"):
-        run_rounds(cfg, NullLogger())
-
-
 @pytest.mark.slow
 def test_two_rounds_with_the_real_pseudo_label_job(data_root, model_cache, tmp_path):
     """The real ``run_pseudolabel`` (PIQE + the tiny VLM's r_vlm) between the rounds: round 2 trains on what it

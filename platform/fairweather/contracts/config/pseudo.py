@@ -95,8 +95,6 @@ class PseudoConfig:
     warmup_steps: int = 0
     #: Read by the rounds driver: update the pseudo-labels after every round (false: only after round 1).
     iterate: bool = True
-    #: Read by the rounds driver: describe the real images again between rounds.
-    refresh_descriptions: bool = False
     #: Folder (or URI) of the candidate files ``<sha256 of the PNG>.png``; ``None``: ``<data.tables>/candidates``.
     candidates_dir: str | None = None
     #: Rows per actor call (restore and score).

@@ -125,11 +125,6 @@ def run_rounds(
     step_hook, callbacks: passed to every round's :func:`~fairweather.stages.train.driver.run_train`.
     pseudolabel: the update job (tests inject a fast one, or one that fails).
     """
-    if cfg.pseudo.refresh_descriptions:
-        raise FairweatherError(
-            "pseudo.refresh_descriptions=true is not built yet: the rounds keep the labels' descriptions; "
-            "run `fairweather label` again to refresh them"
-        )
     check_weights(
         cfg, "train"
     )  # CLIP / Depth Anything where the losses need them, before Ray or a run starts
