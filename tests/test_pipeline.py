@@ -70,7 +70,7 @@ def test_a_rerun_after_a_crash_skips_finished_stages_and_keeps_one_run_per_stage
     assert summary.checkpoint and summary.report_dir
     store = TableStore(cfg.data.tables)
     assert store.read("metrics").num_rows > 0
-    lineage = pipeline.lineage_of(cfg)
+    lineage = pipeline.default_lineage(cfg)
     rows = store.read("pseudo_labels").to_pylist()
     rounds = {row["round"] for row in rows if row["lineage"] == lineage}
     assert rounds == {0, 1}, lineage  # init, then the update after round 1 (none after the last round)

@@ -123,7 +123,8 @@ def _selected(root: Path, lineage: str) -> dict[str, str]:
 
 
 def test_two_rounds_train_on_the_pseudo_labels_of_the_round_before(data_root, model_cache, tmp_path):
-    from fairweather.stages.train.rounds import lineage_of, run_rounds
+    from fairweather.stages.train.driver import default_lineage
+    from fairweather.stages.train.rounds import run_rounds
 
     cfg = _config(data_root, model_cache, "two")
     steps, fake = tmp_path / "steps.jsonl", FakePseudolabel(tmp_path / "candidates")
@@ -138,7 +139,7 @@ def test_two_rounds_train_on_the_pseudo_labels_of_the_round_before(data_root, mo
     summary = run_rounds(
         cfg, step_hook=functools.partial(train_fixtures.record_steps, str(steps)), pseudolabel=pseudolabel
     )
-    name = lineage_of(cfg)
+    name = default_lineage(cfg)
     assert summary.run_name == name and summary.steps == 2 * PER_ROUND
     assert [(r.round, r.status, r.steps) for r in summary.rounds] == [(1, "trained", 4), (2, "trained", 8)]
     # The init before round 1, the EMA teacher of round 1's last checkpoint after it, nothing after the last.
@@ -181,7 +182,8 @@ def test_a_crash_between_rounds_resumes_at_round_2_without_retraining_round_1(
     data_root, model_cache, tmp_path
 ):
     """Also a switch: ``pseudo.init=false`` scores no init candidates."""
-    from fairweather.stages.train.rounds import lineage_of, run_rounds
+    from fairweather.stages.train.driver import default_lineage
+    from fairweather.stages.train.rounds import run_rounds
 
     cfg = _config(data_root, model_cache, "crash", **{"pseudo.init": False})
     first, steps = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
@@ -204,12 +206,12 @@ def test_a_crash_between_rounds_resumes_at_round_2_without_retraining_round_1(
     assert [(r.round, r.status) for r in summary.rounds] == [(1, "done"), (2, "trained")]
     records = read_records(steps)
     assert [r["step"] for r in records] == list(range(PER_ROUND + 1, 2 * PER_ROUND + 1))
-    selected = _selected(data_root, lineage_of(cfg))
+    selected = _selected(data_root, default_lineage(cfg))
     assert all(pseudo == selected[image_id] for r in records for image_id, pseudo in r["real"])
 
     client = MlflowClient(tracking_uri=tracking_uri(cfg.runtime))
     experiment = client.get_experiment_by_name(cfg.runtime.experiment).experiment_id
-    [parent] = client.search_runs([experiment], f"tags.`fairweather.key` = '{lineage_of(cfg)}'")
+    [parent] = client.search_runs([experiment], f"tags.`fairweather.key` = '{default_lineage(cfg)}'")
     children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted((c.info.run_name, c.info.status) for c in children) == [
         ("round-1", "FINISHED"),  # reopened by the rerun, which finished its update

@@ -37,7 +37,8 @@ from fairweather.stages.infra.runtime import check_output_locations, ray_session
 from fairweather.stages.infra.tracking import closing, stage_run
 from fairweather.stages.label.driver import run_label
 from fairweather.stages.pseudolabel.driver import run_pseudolabel
-from fairweather.stages.train.rounds import learn_run_prompts, lineage_of, pinned, run_rounds
+from fairweather.stages.train.driver import default_lineage
+from fairweather.stages.train.rounds import learn_run_prompts, pinned, run_rounds
 from fairweather.stages.train.warmup import warmup_checkpoint, warmup_config, warmup_due, with_warmup
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def _label_key(cfg: FairweatherConfig, store: TableStore, state: dict) -> str:
 
 
 def _warmup_key(cfg: FairweatherConfig, store: TableStore, state: dict) -> str:
-    warm = warmup_config(cfg, lineage_of(cfg))
+    warm = warmup_config(cfg, default_lineage(cfg))
     return _digest(
         "warmup",
         to_dict(warm.train),
@@ -102,18 +103,22 @@ def _init_key(cfg: FairweatherConfig, store: TableStore, state: dict) -> str:
         "init",
         to_dict(cfg.pseudo),
         vlm,
-        lineage_of(cfg),
+        default_lineage(cfg),
         state.get("warmup"),
         table_versions(store, ("pool", "labels")),
     )
 
 
 def _prompts_key(cfg: FairweatherConfig, store: TableStore, state: dict) -> str:
-    return _digest("prompts", lineage_of(cfg))  # the lineage fingerprints the config and the input tables
+    return _digest(
+        "prompts", default_lineage(cfg)
+    )  # the lineage fingerprints the config and the input tables
 
 
 def _rounds_key(cfg: FairweatherConfig, store: TableStore, state: dict) -> str:
-    return _digest("rounds", lineage_of(cfg), to_dict(cfg.pseudo), table_versions(store, ("pool", "labels")))
+    return _digest(
+        "rounds", default_lineage(cfg), to_dict(cfg.pseudo), table_versions(store, ("pool", "labels"))
+    )
 
 
 def _evaluate_key(cfg: FairweatherConfig, store: TableStore, state: dict) -> str:
@@ -129,14 +134,14 @@ def _label(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:
 
 
 def _warmup(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:
-    state["warmup"] = warmup_checkpoint(cfg, logger, lineage_of(cfg))
+    state["warmup"] = warmup_checkpoint(cfg, logger, default_lineage(cfg))
     return {"warmup": state["warmup"], "steps": cfg.pseudo.warmup_steps}
 
 
 def _init(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:
     if "warmup" in state:
         cfg = with_warmup(cfg, state["warmup"])
-    return _as_dict(run_pseudolabel(cfg, logger, lineage=lineage_of(cfg)))
+    return _as_dict(run_pseudolabel(cfg, logger, lineage=default_lineage(cfg)))
 
 
 def _prompts(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:
@@ -150,7 +155,9 @@ def _rounds(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:
 
 
 def _evaluate(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:
-    evaluate = dataclasses.replace(cfg.evaluate, checkpoints=(f"{lineage_of(cfg)}={state['checkpoint']}",))
+    evaluate = dataclasses.replace(
+        cfg.evaluate, checkpoints=(f"{default_lineage(cfg)}={state['checkpoint']}",)
+    )
     summary = _as_dict(run_evaluate(dataclasses.replace(cfg, evaluate=evaluate), logger))
     state["report_dir"] = summary["report_dir"]
     return summary
@@ -212,7 +219,7 @@ def run_pipeline(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
             if results and results[-1].stage == "label":
                 # The training run's name (the pseudo-labels' lineage) fingerprints the labels: fix it once they
                 # exist, so every later stage (and train.new_run=true) names the same run.
-                cfg = pinned(cfg, lineage_of(cfg))
+                cfg = pinned(cfg, default_lineage(cfg))
             prefix = f"pipeline: [{position}/{len(STAGES)}] {stage.name}"
             if stage.off(cfg):
                 say(f"{prefix}: off in this config")

@@ -83,12 +83,6 @@ class RoundsSummary:
     rounds: tuple[RoundSummary, ...]
 
 
-#: The name of this config's run, which is also the lineage of its pseudo-labels: it fingerprints the input tables,
-#: not the pseudo-labels, so it is the same before the init and after every update. With ``train.new_run=true``
-#: every call gives a new name: pin it (:func:`pinned`) before use.
-lineage_of = default_lineage
-
-
 def pinned(cfg: FairweatherConfig, name: str) -> FairweatherConfig:
     """``cfg`` with ``train.run_name=name`` and ``train.new_run=false``: every fit continues run ``name``."""
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_name=name, new_run=False))
@@ -103,7 +97,7 @@ def updates_after(cfg: FairweatherConfig) -> tuple[int, ...]:
 def learn_run_prompts(cfg: FairweatherConfig, logger: MetricLogger) -> str:
     """Stage 1 (weather prompts) of this config's run ahead of its rounds (the pipeline shows it as a stage of
     its own); the rounds reuse the file. Returns its path."""
-    name = lineage_of(cfg)
+    name = default_lineage(cfg)
     store = TableStore(cfg.data.tables)
     rows = {"train": paired_view(store, "train").to_pylist(), "real": real_view(store, name).to_pylist()}
     folder = f"{storage_path(cfg)}/{name}"
@@ -130,7 +124,7 @@ def run_rounds(
     )  # CLIP / Depth Anything where the losses need them, before Ray or a run starts
     if cfg.pseudo.init or cfg.train.rounds > 1:
         check_weights(cfg, "pseudolabel", cfg.pseudo.scorer_names)
-    name = lineage_of(cfg)
+    name = default_lineage(cfg)
     cfg = pinned(cfg, name)
     # One live command per training run: a second one is refused here, before Ray or MLflow start.
     with (
