@@ -308,6 +308,7 @@ def input_checks(
     (``pseudo.guards.grid_periods``) with :func:`functools.partial`, which keeps it picklable for Ray actors."""
 
     def chw(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(x)).permute(2, 0, 1).float() / 255.0  # a copy: Arrow buffers are read-only
+        # A copy: the engine hands Arrow's read-only buffers.
+        return torch.from_numpy(np.array(x)).permute(2, 0, 1).float() / 255.0
 
     return guard_values(chw(inp), chw(candidate), grid_periods=grid_periods)
