@@ -104,7 +104,8 @@ def plot(rows: list[TrialRow], sweep: SweepConfig, path: Path) -> None:
         ax.set_xlabel(key)
         ax.tick_params(axis="x", labelrotation=30 if key == VARIANT_KEY else 0)
     axes[0][0].set_ylabel(sweep.metric)
-    axes[0][0].legend(fontsize=7)
+    if scored:  # no trial reported the metric (all stopped before their first validation): nothing to label
+        axes[0][0].legend(fontsize=7)
     fig.suptitle(f"sweep {sweep.name}: {sweep.metric} ({sweep.mode}) per trial", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
