@@ -16,7 +16,7 @@ from .msbdn import MSBDN
 from .nafnet import NAFNet
 from .promptir import PromptIR
 from .restormer import Restormer
-from .tiling import restore_tiled
+from .tiling import restore_tiled, restore_tiled_uint8
 from .tlc import configure_tlc, local_mean, tlc_base_size
 
 #: ``train.crop_size``'s default: the TLC window is 1.5 x this when the caller does not give the training crop.
@@ -72,5 +72,6 @@ __all__ = [
     "local_mean",
     "pad_to_multiple",
     "restore_tiled",
+    "restore_tiled_uint8",
     "tlc_base_size",
 ]

@@ -21,10 +21,10 @@ from fairweather.contracts.config import ConfigError, FairweatherConfig, build, 
 from fairweather.contracts.config.loader import apply_overrides, parse_override
 from fairweather.contracts.config.root import check_override_key
 from fairweather.contracts.errors import FairweatherError
+from fairweather.models import restore_tiled_uint8
 
 from .setup import load_teacher
 from .state import CheckpointError, load_state
-from .validate import restore_image, to_uint8
 
 
 def stored_config(state: dict[str, Any], path: str, overrides: Sequence[str] = ()) -> FairweatherConfig:
@@ -74,9 +74,11 @@ class Restorer:
     step: int
 
     def restore(self, rgb: np.ndarray) -> np.ndarray:
-        """``(H, W, 3)`` uint8 RGB -> restored ``(H, W, 3)`` uint8, tiled above ``model.tile`` pixels a side, so
-        the network's activations never grow with the photo (only the image itself is held whole)."""
-        return to_uint8(restore_image(self.model, rgb, self.cfg.model, self.device))
+        """``(H, W, 3)`` uint8 RGB -> restored ``(H, W, 3)`` uint8, tiled above ``model.tile`` pixels a side and
+        written tile by tile into the uint8 result (:func:`fairweather.models.restore_tiled_uint8`): neither the
+        network's activations nor any float buffer grows with the photo beyond one band of tiles."""
+        model = self.cfg.model
+        return restore_tiled_uint8(self.model, rgb, model.tile, model.tile_overlap, self.device)
 
 
 def pick_device(name: str) -> torch.device:
