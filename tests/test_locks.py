@@ -29,11 +29,12 @@ HOLDER = textwrap.dedent(
     import fairweather.stages.sweep.driver as sweep
     import fairweather.stages.train.rounds as rounds
     from fairweather.cli import main
+    from fairweather.stages.infra.console import say
 
 
     @contextlib.contextmanager
     def hold(cfg):
-        print("HELD", os.getpid(), flush=True)
+        say("HELD", os.getpid())  # to the console: the command's own stdout goes to its run log
         time.sleep(600)
         yield
 
@@ -56,6 +57,8 @@ def _holder(tmp_path: Path, argv: list[str]) -> subprocess.Popen:
         text=True,
     )
     line = proc.stdout.readline()  # blocks until the lock is held (or the process ends)
+    while line.startswith("fairweather ") and "run log" in line:  # the command names its run log first
+        line = proc.stdout.readline()
     if not line.startswith("HELD"):
         proc.kill()
         raise AssertionError(f"the holder did not take the lock: {line!r} {proc.stderr.read()[-3000:]}")
