@@ -479,6 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cfg = None
     log_path: Path | None = None
+    fallback: logging.Handler | None = None
     start = time.perf_counter()
     try:
         cache = getattr(args, "cache", None)
@@ -495,12 +496,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"fairweather {name}: run log {_shown(log_path)}"
                 + ("" if args.verbose else " (-v shows it here)")
             )
-        else:
-            logging.basicConfig(
-                level=logging.DEBUG if args.verbose else logging.INFO,
-                format="%(levelname)s %(name)s: %(message)s",
-                force=True,  # a second main() in one process (tests, notebooks) must not keep a stale stream
-            )
+        else:  # log records on stderr, for this command only (a later one in the process must not reuse it)
+            fallback = logging.StreamHandler(sys.stderr)
+            fallback.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            level = logging.getLogger().level
+            logging.getLogger().addHandler(fallback)
+            logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
         if cfg is not None:
             _export_weights_cache(cfg)
         from fairweather.stages.infra.runtime import private_ray_on_loopback
@@ -527,6 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(redact_text(line), err=True)
         code = 1
     finally:
+        if fallback is not None:
+            logging.getLogger().removeHandler(fallback)
+            logging.getLogger().setLevel(level)
         if log_path is not None:
             minutes, seconds = divmod(round(time.perf_counter() - start), 60)
             took = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
