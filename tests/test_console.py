@@ -8,6 +8,7 @@ import dataclasses
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from fairweather.cli import main
@@ -77,7 +78,12 @@ def test_the_console_shows_our_lines_and_the_log_holds_everything_else(tmp_path)
 
 def test_verbose_streams_the_log_to_the_console(tmp_path):
     result, log = _run(tmp_path, verbose=True)
-    for line in ("library chatter on stdout", "native chatter on fd 2", "ray says something", "summary: done"):
+    for line in (
+        "library chatter on stdout",
+        "native chatter on fd 2",
+        "ray says something",
+        "summary: done",
+    ):
         assert line in result.stdout and line in log
     assert result.stdout.count("summary: done") == 1  # once, from the log
 
@@ -99,3 +105,22 @@ def test_every_command_names_its_run_log_at_the_start_and_the_end(tmp_path, monk
     assert out[2].startswith("fairweather synth: done in ") and out[2].endswith(f"run log {log}")
     assert len(out) == 3 and "a library printed this" in log.read_text()
     assert console.run_log_path() is None  # main() put the process's output back
+
+
+def test_a_bar_fed_from_another_process_moves_on_a_terminal_and_is_gone_after(tmp_path, capsys):
+    console.setup_run_log(tmp_path / "runs", "train")
+    try:
+        console._active.tty = True  # capsys is no terminal: pretend, to see the bar
+        with console.step_feed(100, "train round 1/2", initial=20) as path:
+            assert path is not None
+            console.feed(path, 60)  # what FeedProgress does in Ray Train's controller
+            time.sleep(1.2)
+            console.say("a stage line between two redraws")
+    finally:
+        console.close_run_log()
+    out = capsys.readouterr().out
+    assert "60/100" in out and "a stage line between two redraws\n" in out
+    # leave=False: at its end the bar's line is overwritten with blanks, nothing of it stays on the terminal
+    assert out.endswith("\r") and out.split("\r")[-2].strip() == ""
+    with console.step_feed(100, "off") as path:  # no command: no bar, nothing to feed
+        assert path is None
