@@ -212,8 +212,11 @@ def run_pseudolabel(
             "`fairweather label` first"
         )
     keys = store.keys("pseudo_labels")
+    # This round's candidates already scored, and every input scored in any round (once per lineage).
     done = {
-        (image_id, source) for (line, image_id, rnd, source) in keys if line == lineage and rnd == round_index
+        (image_id, source)
+        for (line, image_id, rnd, source) in keys
+        if line == lineage and (rnd == round_index or source == INPUT_SOURCE)
     }
     rows, unmatched = work_rows(images, sources, done, lineage=lineage, pool_root=cfg.data.pool)
     for name, count in unmatched.items():
