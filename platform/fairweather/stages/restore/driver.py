@@ -2,10 +2,12 @@
 
 One process and one model copy, file after file, with a progress bar on a terminal. No Ray: a folder of photos
 is restored by a single network on one device, so Ray would only add start-up time; large sets are the
-evaluation stage's job. Each file is read and decoded under the labeling stage's rules
-(:func:`fairweather.stages.infra.pool.read_decode_one`: EXIF orientation applied, 16-bit/RGBA/CMYK/grayscale
-converted, empty, truncated, non-image and over-``data.max_image_pixels`` files rejected with a reason), restored
-in tiles of ``model.tile`` pixels (a 24-Mpx photo costs the image plus one tile of activations), and written
+evaluation stage's job. Each file is read once and decoded under the labeling stage's rules
+(:func:`fairweather.imaging.decode_image`; failures named as :func:`fairweather.stages.infra.pool.read_decode_one`
+names them: EXIF orientation applied, 16-bit/RGBA/CMYK/grayscale converted, empty, truncated, non-image and
+over-``data.max_image_pixels`` files rejected with a reason), restored in tiles of ``model.tile`` pixels straight
+into a uint8 image (a 24-Mpx photo costs its decoded and restored bytes, 72 MB each, one band of tiles and one
+tile of activations; no float copy of it), and written
 atomically in its own format (:mod:`fairweather.stages.restore.files`). A file that fails is reported and skipped;
 the others are restored. The command fails only when every listed file failed.
 
@@ -26,8 +28,8 @@ from tqdm import tqdm
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import atomic_write_bytes, check_writable, read_bytes
+from fairweather.imaging import ImageDecodeError, decode_image
 from fairweather.stages.infra.console import say
-from fairweather.stages.infra.pool import item_pixels, read_decode_one
 from fairweather.stages.restore.files import encode_like, plan_restore
 from fairweather.training.restorer import Restorer, load_restorer
 
@@ -62,16 +64,24 @@ def _failure(uri: str, stage: str, reason: str, message: str) -> dict[str, str]:
 
 
 def restore_file(restorer: Restorer, source: str, target: str) -> dict[str, str] | None:
-    """Restore ``source`` into ``target``; None when done, else the failure (never raises for a bad file)."""
-    row = read_decode_one(
-        source, None, max_pixels=restorer.cfg.data.max_image_pixels, short_side=0, done=frozenset()
-    )
-    if row["status"] != "ok":
-        return _failure(source, row["error_stage"], row["error_type"], row["message"])
-    restored = restorer.restore(item_pixels(row))
+    """Restore ``source`` into ``target``; None when done, else the failure (never raises for a bad file).
+
+    The file is read once (its bytes give the pixels, then the format and metadata of the result) and its pixels
+    are held once: decoded, restored tile by tile into a uint8 image, encoded.
+    """
     try:
-        # The original's bytes again for its format and metadata: the decode step keeps only the pixels.
-        atomic_write_bytes(target, encode_like(restored, read_bytes(source)))
+        data = read_bytes(source)
+    except (OSError, ValueError) as err:  # missing, permission, network: pyarrow raises OSError subclasses
+        return _failure(source, "read", type(err).__name__, str(err))
+    try:
+        rgb = decode_image(data, max_pixels=restorer.cfg.data.max_image_pixels)
+    except Exception as err:  # PIL plugins can raise anything on hostile bytes; one file must not end the run
+        reason = err.reason if isinstance(err, ImageDecodeError) else f"crash:{type(err).__name__}"
+        return _failure(source, "decode", reason, str(err))
+    restored = restorer.restore(rgb)
+    del rgb
+    try:
+        atomic_write_bytes(target, encode_like(restored, data))
     except (OSError, ValueError) as err:  # the output went away, disk full, the input changed meanwhile
         return _failure(source, "write", type(err).__name__, str(err))
     return None
