@@ -24,7 +24,6 @@ from fairweather.contracts.config.vlm import VLMConfig
 from fairweather.metrics import Scorer, build_scorer
 from fairweather.stages.engine.rows import ROW_SCHEMA
 from fairweather.stages.engine.score import SCORED_SCHEMA, InputChecks, restore_one, score_rows
-from fairweather.training.restorer import load_restorer
 
 
 def _is_binary(field: pa.Field) -> bool:
@@ -90,6 +89,9 @@ class RestoreActor:
     replaces the pixels of ``checkpoint`` rows by their restoration, keeping the input when asked."""
 
     def __init__(self, checkpoints: dict[str, str], num_gpus: float, threads: int, keep_input: bool = False):
+        # Imported here: the networks, losses and encoders it pulls in stay out of the score actors' processes.
+        from fairweather.training.restorer import load_restorer
+
         torch.set_num_threads(threads)
         device = "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self.restorers = {name: load_restorer(path, device=device) for name, path in checkpoints.items()}
