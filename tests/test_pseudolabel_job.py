@@ -179,7 +179,9 @@ def test_init_then_round_replaces_only_improvements_keeps_history_and_reruns_cha
     one = stage.run_pseudolabel(
         cfg, logger, lineage=LINEAGE, checkpoint=ckpt, round_index=1, scorer_factory=StubFactory()
     )
-    assert (one.candidates, one.replaced, one.unchanged, one.errors) == (0, 2, 2, 1)  # no duplicate, decided
+    # No duplicate, decided; image 4 fails twice again: its EMA candidate and its input, which has no row yet (every
+    # input is scored once per lineage, in the first round that can)
+    assert (one.candidates, one.replaced, one.unchanged, one.errors) == (0, 2, 2, 2)
     assert selected(cfg, ids) == {"0": "bright", "1": "bright", "2": "ema@round-1", "3": "ema@round-1"}
     rows = history(cfg)
     assert len(rows) == 15 and all(row["decided"] for row in rows.values())
@@ -196,12 +198,12 @@ def test_init_then_round_replaces_only_improvements_keeps_history_and_reruns_cha
     assert hashlib.sha256(path.read_bytes()).hexdigest() == new["candidate_sha256"]
     assert rows[(ids["0"], 0, "input")]["candidate_sha256"] == ids["0"]  # the input is the pool file itself
 
-    # The same inputs again: nothing changes (image 4 is retried and fails again).
+    # The same inputs again: nothing changes (image 4's input and EMA candidate are retried and fail again).
     before = store.read("pseudo_labels")
     again = stage.run_pseudolabel(
         cfg, logger, lineage=LINEAGE, checkpoint=ckpt, round_index=1, scorer_factory=StubFactory()
     )
-    assert (again.candidates, again.replaced, again.unchanged, again.errors) == (0, 0, 0, 1)
+    assert (again.candidates, again.replaced, again.unchanged, again.errors) == (0, 0, 0, 2)
     assert store.read("pseudo_labels").equals(before)
 
     # Training sees exactly this lineage's pseudo-labels.
@@ -233,4 +235,4 @@ def test_init_off_and_start_up_errors_are_one_line(tmp_path: Path, capsys):
     assert "nowhere" in capsys.readouterr().err
     assert main([*base, "pseudo.init_checkpoints=[a=/x, a=/y]"]) == 2
     assert "repeat" in capsys.readouterr().err
-    assert not (tmp_path / "runs" / "mlflow.db").exists() and cfg.pseudo.metrics == ("piqe",)
+    assert not (tmp_path / "runs" / "mlflow.db").exists() and cfg.pseudo.metrics == ("piqe", "niqe")
