@@ -50,11 +50,18 @@ def test_niqe_parameters_of_the_wrong_shape_are_refused():
 def _cfg(tmp_path, model_cache, *overrides: str):
     return load_config(
         "smoke",
-        [f"runtime.model_cache_dir={model_cache}", f"evaluate.scorer.weights_dir={tmp_path}", *overrides],
+        # PIQE alone: the smoke profile's NIQE parameters come from the package registry (no downloads in tests)
+        [
+            f"runtime.model_cache_dir={model_cache}",
+            f"evaluate.scorer.weights_dir={tmp_path}",
+            "pseudo.metrics=[piqe]",
+            "evaluate.metrics=[piqe]",
+            *overrides,
+        ],
     )
 
 
-def test_smoke_prefetch_needs_no_metric_weights(tmp_path, model_cache):
+def test_piqe_only_prefetch_needs_no_metric_weights(tmp_path, model_cache):
     summary = run_prefetch(_cfg(tmp_path, model_cache))
     assert summary.metrics == {} and list(tmp_path.iterdir()) == []
 
@@ -73,6 +80,7 @@ def test_a_metric_that_cannot_be_fetched_is_one_line_naming_it(tmp_path, model_c
         f"runtime.model_cache_dir={model_cache}",
         f"evaluate.scorer.weights_dir={blocker / 'pyiqa'}",
         "evaluate.metrics=[brisque]",
+        "pseudo.metrics=[piqe]",
     ]
     assert main(["prefetch", *overrides]) == 2
     err = capsys.readouterr().err
