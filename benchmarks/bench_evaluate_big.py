@@ -107,7 +107,8 @@ class MemorySampler:
 
     def __init__(self, period: float = 0.2):
         self.period, self.rss, self.pss = period, 0, 0
-        self.by_process: dict[str, int] = {}
+        #: pid -> (what it is: its latest title, e.g. ``ray::MapWorker(MapBatches(ScoreActor))``, peak RSS)
+        self.by_process: dict[int, tuple[str, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -126,12 +127,14 @@ class MemorySampler:
             for proc in [me, *me.children(recursive=True)]:
                 try:
                     info = proc.memory_full_info()
-                    name = " ".join(proc.cmdline()[:1]).rsplit("/", 1)[-1][:40] or proc.name()
+                    name = " ".join(proc.cmdline()[:1]).rsplit("/", 1)[-1].split(".")[0][:48] or proc.name()
                 except (psutil.Error, OSError):
                     continue
                 rss, pss = rss + info.rss, pss + info.pss
-                key = "this process" if proc.pid == me.pid else name
-                self.by_process[key] = max(self.by_process.get(key, 0), info.rss)
+                name = "this process" if proc.pid == me.pid else name
+                before = self.by_process.get(proc.pid, ("", 0))
+                title = before[0] if name == "ray::IDLE" and before[0] else name
+                self.by_process[proc.pid] = (title, max(before[1], info.rss))
             self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
             self._stop.wait(self.period)
 
@@ -160,7 +163,9 @@ def child(args: argparse.Namespace) -> None:
         rows = rows[: 2 * args.images]
         from fairweather.metrics import missing_weights
 
-        runnable = [m for m in cfg.evaluate.metrics if not missing_weights(m, cfg.evaluate.scorer, vlm=cfg.vlm)]
+        runnable = [
+            m for m in cfg.evaluate.metrics if not missing_weights(m, cfg.evaluate.scorer, vlm=cfg.vlm)
+        ]
         metrics, reference = tuple(runnable), tuple(cfg.evaluate.reference_metrics)
         if args.child == "loop":
             from fairweather.metrics import build_scorers
@@ -215,7 +220,7 @@ def run_child(side: str, root: Path, images: int, overrides: list[str]) -> dict:
     result["load"] = max(load, os.getloadavg()[0])
     if side == "loop" and images > 0:
         print(f"  metrics: {', '.join(result['metrics'])}")
-    top = sorted(result["by_process"].items(), key=lambda kv: -kv[1])[:6]
+    top = sorted(result["by_process"].values(), key=lambda kv: -kv[1])[:6]
     print(f"  {side:>4} x {images:>3} images: {result['rows']} rows ({result['ok']} ok) in {result['seconds']:.1f} s, "
           f"peak RSS sum {result['rss'] / 2**30:.2f} GiB, PSS sum {result['pss'] / 2**30:.2f} GiB, load "
           f"{result['load']:.1f}; largest: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in top), flush=True)  # fmt: skip
@@ -237,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small-size", default="480x320", help="WxH of the small case (default 480x320)")
     parser.add_argument("--sides", default="loop,ray", help="comma-separated: loop, ray (default both)")
     parser.add_argument("--data", help="folder for the generated photos (kept and reused; default temporary)")
+    parser.add_argument("--prepare", action="store_true", help="only generate the photos (with --data)")
     parser.add_argument("--child", choices=("loop", "ray"), help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--images", type=int, help=argparse.SUPPRESS)
@@ -260,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"generating {count} pairs of {size[0]}x{size[1]} in {root}", flush=True)
                 make_test_set(root, count, size)
                 make_checkpoint(load_config("smoke", [f"runtime.runs_dir={root}/runs"]), root / "ckpt")
+            if args.prepare:
+                continue
             print(f"{case}: {count} photos of {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.2f} Mpx), "
                   f"{os.cpu_count()} cores", flush=True)  # fmt: skip
             marginal = {}
