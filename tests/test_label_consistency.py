@@ -18,8 +18,8 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import LocationError
 from fairweather.contracts.metric_logger import NullLogger
 from fairweather.contracts.tables import TableStore
-from fairweather.stages.label import driver as label_stage
 from fairweather.stages.infra.pool import RESULT_SCHEMA
+from fairweather.stages.label import driver as label_stage
 from fairweather.stages.label.driver import Labeler, NothingLabeledError, label_dataset, run_label
 from fairweather.stages.label.tables import ResultWriter
 
