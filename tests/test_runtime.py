@@ -12,6 +12,9 @@ from fairweather.stages.infra.runtime import ray_session
 
 from .ray_head import ray_head
 
+#: ray_session must start its own Ray here: runs before the session's shared Ray starts (tests/conftest.py).
+pytestmark = pytest.mark.own_ray
+
 
 @pytest.fixture
 def foreign_head(monkeypatch) -> Iterator[str]:

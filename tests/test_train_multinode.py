@@ -15,15 +15,17 @@ from .train_fixtures import read_records, tiny_config
 
 cloudpickle.register_pickle_by_value(train_fixtures)
 
+#: A Cluster of its own: runs before the session's shared Ray starts (tests/conftest.py), never inside it.
+pytestmark = pytest.mark.own_ray
+
 
 @pytest.fixture()
 def two_nodes(tmp_path_factory):
-    """Two one-CPU nodes in a private cluster; this test's Ray only (refuses to run inside another session)."""
+    """Two one-CPU nodes in a private cluster; this test's Ray only (fails inside another session, never skips)."""
     import ray
     from ray.cluster_utils import Cluster
 
-    if ray.is_initialized():
-        pytest.skip("another Ray session is active in this process")
+    assert not ray.is_initialized(), "another Ray session is active in this process"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
