@@ -83,14 +83,23 @@ def _start_shared_ray(folder: Path) -> None:
 
     from fairweather.stages.infra.runtime import PRIVATE_RAY_ENV
 
-    added = [key for key in PRIVATE_RAY_ENV if key not in os.environ]
-    os.environ.update({key: PRIVATE_RAY_ENV[key] for key in added})
+    # The checkout on the workers' path: step hooks and stand-ins live in the tests package (imported from there
+    # by name when cloudpickle does not carry them by value), and the working directory is no longer the checkout.
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    environment = {**PRIVATE_RAY_ENV, "PYTHONPATH": path}
+    saved = {key: os.environ.get(key) for key in environment}
+    os.environ.update(
+        {key: value for key, value in environment.items() if key == "PYTHONPATH" or not saved[key]}
+    )
     try:
         with contextlib.chdir(folder):  # the daemons (and the workers they start) keep this working directory
             ray.init(address="local", num_cpus=SHARED_CPUS, include_dashboard=False, log_to_driver=False)
     finally:
-        for key in added:
-            os.environ.pop(key, None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     _SHARED["up"] = True
 
 

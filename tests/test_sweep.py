@@ -77,19 +77,25 @@ def checkpoints(root: Path, trial_id: str) -> list[str]:
     return sorted(p.name for p in run.glob("checkpoint_*"))
 
 
-def test_four_trials_with_asha_log_one_parent_and_four_children(data_root, model_cache, tmp_path, capsys):
-    from fairweather.stages.sweep.driver import run_sweep
+def linked_root(tmp_path: Path, data_root: Path) -> Path:
+    """A project root of its own (runs, MLflow store, training storage) on the module's generated data."""
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in ("tables", "data"):
+        (root / name).symlink_to(data_root / name)
+    return root
 
-    sweep = load_sweep(
-        write_sweep(tmp_path / "tiny.yaml", scheduler="{kind: asha, grace_period: 3, reduction_factor: 2}")
-    )
-    summary = run_sweep(sweep, overrides(data_root, model_cache))
-    assert summary.trials == 4 and summary.failed == 0
-    assert summary.stopped_early >= 1 and summary.completed + summary.stopped_early == 4
+
+def check_sweep(root: Path, summary, trials: int, out: str) -> None:
+    """What every sweep with ASHA leaves: one parent run, one child per trial (the good lr wins, at least one trial
+    stopped early), summary artifacts, every run FINISHED with the sampled values and the objective on the trials'
+    rounds, and the MLflow compare URL on the console."""
+    assert summary.trials == trials and summary.failed == 0
+    assert summary.stopped_early >= 1 and summary.completed + summary.stopped_early == trials
     assert summary.best is not None and summary.best["params"]["train.lr"] == 0.003
-    info, kids = children(data_root)
+    info, kids = children(root)
     (parent,) = info["parents"]
-    assert len(kids) == 4 and {k.data.tags["mlflow.parentRunId"] for k in kids} == {parent.info.run_id}
+    assert len(kids) == trials and {k.data.tags["mlflow.parentRunId"] for k in kids} == {parent.info.run_id}
     assert all(k.info.status == "FINISHED" for k in kids) and parent.info.status == "FINISHED"
     statuses = sorted(k.data.tags["fairweather.trial_status"] for k in kids)
     assert statuses.count("stopped_early") == summary.stopped_early
@@ -117,11 +123,11 @@ def test_four_trials_with_asha_log_one_parent_and_four_children(data_root, model
     # round carries its trial's sampled values and objective (before: RUNNING or FAILED, no params, no objective).
     runs = info["client"].search_runs([parent.info.experiment_id])
     assert {r.info.status for r in runs} == {"FINISHED"}, [(r.info.run_name, r.info.status) for r in runs]
-    trials = {k.info.run_id: k for k in kids}
-    rounds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in trials]
-    assert len(rounds) == 4
+    by_id = {k.info.run_id: k for k in kids}
+    rounds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in by_id]
+    assert len(rounds) == trials
     for run in rounds:
-        trial = trials[run.data.tags["mlflow.parentRunId"]]
+        trial = by_id[run.data.tags["mlflow.parentRunId"]]
         status = trial.data.tags["fairweather.trial_status"]
         assert run.data.tags.get("fairweather.trial_status", "completed") == status
         assert (status == "stopped_early") == run.data.tags.get("fairweather.end", "").startswith(
@@ -131,19 +137,56 @@ def test_four_trials_with_asha_log_one_parent_and_four_children(data_root, model
             run.data.params
         )
         assert "val/psnr/overall" in run.data.metrics
-    out = capsys.readouterr().out
     assert "mlflow ui --backend-store-uri sqlite:///" in out
-    # The saved view: the trials and val/psnr/overall against every sampled key (tests/test_mlflow_tidy.py).
-    assert "runs?compareRunsMode=CHART&viewStateShareKey=" + summary.key in out
+    # The compare URL (since 692f0cf: the experiment's chart view saved for the sweep, test_mlflow_tidy.py).
+    assert summary.compare_url and summary.compare_url in out
+    assert "workflowType=machine_learning#/experiments/" in summary.compare_url
+
+
+def test_two_trials_one_after_the_other_asha_stops_the_hopeless_one(
+    local_ray, data_root, model_cache, tmp_path, capsys
+):
+    """The default suite's sweep: the good lr first, then a hopeless one, one trial at a time, so ASHA compares
+    the second at step 3 with the first and stops it (certain, not a race): one completed trial, one stopped
+    early, and everything the 4-trial sweep below checks."""
+    from fairweather.stages.sweep.driver import run_sweep
+
+    root = linked_root(tmp_path, data_root)
+    sweep = load_sweep(
+        write_sweep(
+            tmp_path / "two.yaml",
+            params="\n  train.lr: {distribution: grid, values: [0.003, 0.0000001]}"
+            + "".join(
+                f"\n  loss.weights.{k}: {{distribution: choice, values: [0.0]}}"
+                for k in ("ps", "wpl", "sem", "feat")
+            ),
+            scheduler="{kind: asha, grace_period: 3, reduction_factor: 2}",
+            max_concurrent_trials=1,
+        )
+    )
+    summary = run_sweep(sweep, overrides(root, model_cache))
+    check_sweep(root, summary, 2, capsys.readouterr().out)
+    assert (summary.completed, summary.stopped_early) == (1, 1)
+
+
+@pytest.mark.slow  # the default suite's 2-trial sweep above checks the same, one trial at a time
+def test_four_trials_with_asha_log_one_parent_and_four_children(
+    local_ray, data_root, model_cache, tmp_path, capsys
+):
+    from fairweather.stages.sweep.driver import run_sweep
+
+    root = linked_root(tmp_path, data_root)
+    sweep = load_sweep(
+        write_sweep(tmp_path / "tiny.yaml", scheduler="{kind: asha, grace_period: 3, reduction_factor: 2}")
+    )
+    summary = run_sweep(sweep, overrides(root, model_cache))
+    check_sweep(root, summary, 4, capsys.readouterr().out)
 
 
 @pytest.mark.slow
 def test_a_killed_driver_resumes_without_rerunning_or_duplicating(data_root, model_cache, tmp_path):
     """SIGKILL of the sweep command once a trial has finished; the same command finishes the sweep."""
-    root = tmp_path / "root"
-    root.mkdir()
-    for name in ("tables", "data"):
-        (root / name).symlink_to(data_root / name)
+    root = linked_root(tmp_path, data_root)
     sweep_file = write_sweep(tmp_path / "resume.yaml", max_concurrent_trials=1)
     command = [sys.executable, "-m", "fairweather.cli", "sweep", "--sweep", str(sweep_file)]
     command += [o for o in overrides(root, model_cache)]
@@ -178,7 +221,7 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(data_root, mod
 
 
 def test_a_relative_config_reaches_the_trials_and_a_sweep_without_a_completed_trial_exits_1(
-    tmp_path, model_cache, monkeypatch, capsys
+    local_ray, tmp_path, model_cache, monkeypatch, capsys
 ):
     """No pairs in the tables: both trials fail at their start, for one reason, and the command exits 1 with one
     line per reason. Before, a relative --config failed every trial instead (trials load it in Ray's working

@@ -32,14 +32,19 @@ def _loss_curve(logger: DiskLogger) -> dict[int, float]:
     return {int(m["step"]): m["loss/total"] for m in logger.read_metrics() if "loss/total" in m}
 
 
-def test_train_logs_every_term_validates_and_scores_the_test_split(
-    local_ray, data_root, model_cache, tmp_path
-):
+@pytest.fixture(scope="module")
+def straight(local_ray, data_root, model_cache, tmp_path_factory):
+    """One 6-step run from scratch (run name "straight"), trained once for the module: its summary and logger."""
     from fairweather.stages.train.driver import run_train
 
-    logger = DiskLogger(tmp_path / "log")
-    summary = run_train(tiny_config(data_root, model_cache, **{"train.run_name": "logs"}), logger)
-    assert summary.steps == 6 and summary.run_name == "logs"
+    logger = DiskLogger(tmp_path_factory.mktemp("straight") / "log")
+    summary = run_train(tiny_config(data_root, model_cache, **{"train.run_name": "straight"}), logger)
+    return summary, logger
+
+
+def test_train_logs_every_term_validates_and_scores_the_test_split(straight):
+    summary, logger = straight
+    assert summary.steps == 6 and summary.run_name == "straight"
     metrics = logger.read_metrics()
     assert [m["step"] for m in metrics if "loss/sup" in m] == [1, 2, 3, 4, 5, 6]
     for key in ("loss/total", "lr", "images_per_s", "data_wait_fraction"):
@@ -61,18 +66,17 @@ def test_train_logs_every_term_validates_and_scores_the_test_split(
     assert {"model/model.pt", "model/config.yaml", "validation/step-0000003.png"} <= artifacts
 
 
-def test_resume_equals_a_straight_run(local_ray, data_root, model_cache, tmp_path):
+def test_resume_equals_a_straight_run(straight, local_ray, data_root, model_cache, tmp_path):
     """3 steps, stop, the same command to 6 steps == 6 straight steps (loss curve and final weights)."""
     from fairweather.stages.train.driver import run_train
     from fairweather.training.state import load_state
 
-    straight, resumed = DiskLogger(tmp_path / "straight"), DiskLogger(tmp_path / "resumed")
-    a = run_train(tiny_config(data_root, model_cache, **{"train.run_name": "straight"}), straight)
+    (a, straight_log), resumed = straight, DiskLogger(tmp_path / "resumed")
     cfg = tiny_config(data_root, model_cache, **{"train.run_name": "resumed"})
     run_train(cfg, resumed, until_step=3)
     b = run_train(cfg, resumed)
     assert b.steps == 6
-    curve_a, curve_b = _loss_curve(straight), _loss_curve(resumed)
+    curve_a, curve_b = _loss_curve(straight_log), _loss_curve(resumed)
     assert sorted(curve_b) == [1, 2, 3, 4, 5, 6]
     for step, value in curve_a.items():
         assert curve_b[step] == pytest.approx(value, rel=1e-5, abs=1e-7), step
