@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> None:
         overrides = [*base_overrides(args, data, tmp), *args.overrides]
         cfg = load_config(args.config, overrides)
         train = cfg.train
-        if train.total_steps <= args.warmup or cfg.loss.weights.wpl > 0:
+        if train.total_steps <= args.warmup or cfg.loss.weights.on("wpl"):
             parser.error("needs train.rounds x iterations_per_round > --warmup, and loss.weights.wpl=0 (the "
                          "baseline has no stage-1 prompts)")  # fmt: skip
         if not (Path(data) / "tables" / "paired").exists():

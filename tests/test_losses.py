@@ -355,3 +355,23 @@ def test_losses_package_has_no_hidden_import_cycle() -> None:
             assert not any(m and m.endswith("composite") for m in imported), (
                 f"{path.name} imports the composite"
             )
+
+
+def test_whether_a_term_is_on_is_decided_in_one_place():
+    """``LossWeights.on`` decides it; no module compares a weight with 0 itself (six places used to)."""
+    from pathlib import Path
+
+    from fairweather.contracts.config.loss import LossWeights
+
+    weights = LossWeights(wpl=0.0, sem=0.01)
+    assert not weights.on("wpl") and weights.on("sem") and weights.on("sup")
+    package = Path(__file__).resolve().parents[1] / "platform" / "fairweather"
+    compare = re.compile(r"weights\.(sup|ps|wpl|sem|feat|srd)\s*(>|>=|<|<=|==|!=)\s*0")
+    quoted = re.compile(r"\"[^\"]*\"|'[^']*'")  # messages may say "loss.weights.wpl > 0 needs ..."
+    found = [
+        f"{path.relative_to(package)}:{n}"
+        for path in package.rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if compare.search(quoted.sub("", line)) and not line.lstrip().startswith("#")
+    ]
+    assert not found, f"decide with LossWeights.on(term): {found}"

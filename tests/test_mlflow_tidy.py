@@ -66,7 +66,7 @@ def test_a_failed_or_killed_run_ends_its_nested_runs_left_running(cfg):
 def test_a_resumed_run_does_not_log_its_replayed_steps_again(cfg):
     """The logging callback of a resumed training run skips the steps the run holds already (read from the
     store), per metric. Before: steps between the last checkpoint and the kill were logged twice."""
-    from fairweather.stages.train.report import ReportToLogger
+    from fairweather.stages.train.callback import ReportToLogger
 
     def report(callback: ReportToLogger, step: int, **metrics: float) -> None:
         callback.after_report(None, [{"step": step, **metrics}], None)

@@ -69,7 +69,7 @@ def test_train_final_table_equals_evaluate_report_to_the_last_digit(setup, capsy
     import ray.train
 
     from fairweather.stages.evaluate.driver import run_evaluate
-    from fairweather.stages.train.report import evaluate_checkpoint, print_test_table
+    from fairweather.stages.train.final_score import evaluate_checkpoint, print_test_table
 
     root, cfg, checkpoint = setup
     ev = dataclasses.replace(

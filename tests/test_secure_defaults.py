@@ -180,7 +180,7 @@ def test_printed_mlflow_links_mask_the_tracking_servers_credentials(monkeypatch,
 
 
 def test_the_printed_final_checkpoint_masks_its_uri(capsys):
-    from fairweather.stages.train.report import print_test_table
+    from fairweather.stages.train.final_score import print_test_table
 
     print_test_table("run", "s3://key:s3cret@bucket/train/run/checkpoint_1", {})
     assert (

@@ -207,8 +207,8 @@ def test_a_resume_applies_a_changed_lr_refuses_a_changed_network_and_prunes_an_u
     last registered one (a kill between Ray's copy and its registration) is removed. Before: the new lr was
     silently ignored (the optimizer state brought the old one back) and the folder stayed forever."""
     from fairweather.contracts.errors import FairweatherError
+    from fairweather.stages.train.callback import RESUME_TAG
     from fairweather.stages.train.driver import run_train
-    from fairweather.stages.train.report import RESUME_TAG
     from fairweather.training.optim import lr_factor
 
     base = {"train.run_name": "changed"}

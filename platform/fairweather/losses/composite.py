@@ -125,5 +125,5 @@ def build_composite_loss(
     weights = dataclasses.asdict(cfg.weights)
     if set(weights) != set(constructors):
         raise ValueError(f"loss terms {sorted(constructors)} and loss.weights keys {sorted(weights)} differ")
-    terms = [(constructors[name](), w) for name, w in weights.items() if w != 0]
+    terms = [(constructors[name](), w) for name, w in weights.items() if cfg.weights.on(name)]
     return CompositeLoss(terms, dataclasses.asdict(cfg.domains))

@@ -34,7 +34,7 @@ class TrainingParts:
 
 def needs_clip(cfg: FairweatherConfig) -> bool:
     weights = cfg.loss.weights
-    return cfg.model.arch == "clip_prior" or any(w > 0 for w in (weights.wpl, weights.sem, weights.srd))
+    return cfg.model.arch == "clip_prior" or any(weights.on(t) for t in ("wpl", "sem", "srd"))
 
 
 def load_encoders(
@@ -52,7 +52,7 @@ def load_encoders(
 
         clip = FrozenCLIP.from_config(cfg.encoders.clip, cache).to(device)
     depth_encoder = None
-    if depth and cfg.loss.weights.feat > 0:
+    if depth and cfg.loss.weights.on("feat"):
         from fairweather.encoders import FrozenDepthEncoder
 
         depth_encoder = FrozenDepthEncoder.from_config(cfg.encoders.depth, cache).to(device)
@@ -76,7 +76,7 @@ def build_training_parts(
     """
     clip, depth = load_encoders(cfg, device)
     prompts = None
-    if cfg.loss.weights.wpl > 0:
+    if cfg.loss.weights.on("wpl"):
         if prompt_context is None:
             raise ValueError("loss.weights.wpl > 0 needs the stage-1 weather prompts (prompt_context)")
         prompts = frozen_prompts(clip, prompt_context.to(device), cfg.loss.prompt_context_len)

@@ -26,6 +26,11 @@ class LossWeights:
     def __post_init__(self) -> None:
         check_ranges(self, **{f.name: NON_NEGATIVE for f in dataclasses.fields(self)})
 
+    def on(self, term: str) -> bool:
+        """Whether ``term`` takes part in the loss: the one place that decides it. A term that is off is not built,
+        its encoders are not loaded and the stages it needs (e.g. weather prompts for ``wpl``) do not run."""
+        return getattr(self, term) > 0
+
 
 @dataclass(frozen=True)
 class LossDomains:

@@ -172,7 +172,7 @@ def missing_weights_for(cfg: FairweatherConfig, stage: str, metrics: Iterable[st
     if needs_clip(cfg) if stage == "train" else cfg.model.arch == "clip_prior":
         clip = cfg.encoders.clip
         missing.append(_model_missing("clip", clip.model_name, clip.pretrained or ""))
-    if stage == "train" and cfg.loss.weights.feat > 0:
+    if stage == "train" and cfg.loss.weights.on("feat"):
         missing.append(_model_missing("depth", cfg.encoders.depth.model_id))
     for name in dict.fromkeys(metrics):
         if name == "vlm_vis":

@@ -167,7 +167,7 @@ STAGES = (
     _Stage("label", _label_key, _label),
     _Stage("warmup", _warmup_key, _warmup, off=lambda cfg: not warmup_due(cfg)),
     _Stage("init", _init_key, _init, off=lambda cfg: not cfg.pseudo.init),
-    _Stage("prompts", _prompts_key, _prompts, off=lambda cfg: cfg.loss.weights.wpl <= 0),
+    _Stage("prompts", _prompts_key, _prompts, off=lambda cfg: not cfg.loss.weights.on("wpl")),
     _Stage("rounds", _rounds_key, _rounds),
     _Stage("evaluate", _evaluate_key, _evaluate),
 )

@@ -130,22 +130,22 @@ def _sources(cfg: FairweatherConfig, checkpoint: str | None, round_index: int) -
 
 def sizing(cfg: FairweatherConfig) -> Sizing:
     """``pseudo.restore_concurrency`` restore actors, ``pseudo.score_concurrency`` score actors, of one size."""
-    ps = cfg.pseudo
+    pseudo = cfg.pseudo
     return Sizing(
-        ps.restore_concurrency,
-        ps.score_concurrency,
-        ps.num_cpus_per_actor,
-        ps.num_gpus_per_actor,
-        ps.batch_size,
+        pseudo.restore_concurrency,
+        pseudo.score_concurrency,
+        pseudo.num_cpus_per_actor,
+        pseudo.num_gpus_per_actor,
+        pseudo.batch_size,
     )
 
 
 def _check_resources(cfg: FairweatherConfig, restoring: bool) -> None:
     """GPUs where a CUDA scorer runs, a CPU left for reading on a private local Ray."""
-    ps = cfg.pseudo
-    if ps.scorer.device.startswith("cuda") and ps.num_gpus_per_actor <= 0:
+    pseudo = cfg.pseudo
+    if pseudo.scorer.device.startswith("cuda") and pseudo.num_gpus_per_actor <= 0:
         raise FairweatherError(
-            f"pseudo.scorer.device={ps.scorer.device!r} but pseudo.num_gpus_per_actor=0: the actors would see no GPU"
+            f"pseudo.scorer.device={pseudo.scorer.device!r} but pseudo.num_gpus_per_actor=0: the actors would see no GPU"
         )
     check_cpu_budget(
         cfg.runtime,
@@ -164,11 +164,17 @@ def pseudolabel_dataset(
     """The lazy engine pipeline: work rows -> pixels (tasks) -> restorations (actors) -> PNGs (tasks) -> scores
     (actors). Every candidate carries its input (folder outputs are resized to it); ``input_checks`` scores a
     candidate against it."""
-    ps = cfg.pseudo
-    if input_checks is None and ps.guards.enabled:  # the fidelity and artifact guards of pseudo.guards
-        input_checks = functools.partial(guard_checks, grid_periods=tuple(ps.guards.grid_periods))
+    pseudo = cfg.pseudo
+    if input_checks is None and pseudo.guards.enabled:  # the fidelity and artifact guards of pseudo.guards
+        input_checks = functools.partial(guard_checks, grid_periods=tuple(pseudo.guards.grid_periods))
     scoring = Scoring(
-        ps.scorer_names, (), ps.scorer, cfg.vlm, cfg.runtime.model_cache_dir, scorer_factory, input_checks
+        pseudo.scorer_names,
+        (),
+        pseudo.scorer,
+        cfg.vlm,
+        cfg.runtime.model_cache_dir,
+        scorer_factory,
+        input_checks,
     )
     return restore_and_score(
         rows,

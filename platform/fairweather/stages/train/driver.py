@@ -15,7 +15,7 @@ into the restored optimizer (:func:`~fairweather.training.state.resume_training`
 (``model.*``) is refused with one line before Ray Train starts (:func:`check_resume`). A checkpoint folder Ray Train
 never registered (written after its last registered checkpoint by a process that was then killed, or half-copied
 onto a full disk) is removed before the run goes on (:func:`prune_unregistered`); the steps replayed from the last
-checkpoint are not logged twice (:class:`~fairweather.stages.train.report.ReportToLogger`).
+checkpoint are not logged twice (:class:`~fairweather.stages.train.callback.ReportToLogger`).
 
 Failures: a worker that dies (OOM kill, node loss) is restarted from the last registered checkpoint up to
 ``train.max_failures`` times by this driver (:func:`_fit`; Ray Train's own retries are off, because its failure
@@ -59,13 +59,9 @@ from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.locks import run_lock
 from fairweather.stages.infra.runtime import is_private_local, ray_session, runs_path
 from fairweather.stages.infra.tracking import stage_run
-from fairweather.stages.train.report import (
-    RESUME_TAG,
-    ReportToLogger,
-    evaluate_checkpoint,
-    learn_prompts,
-    print_test_table,
-)
+from fairweather.stages.train.callback import RESUME_TAG, ReportToLogger
+from fairweather.stages.train.final_score import evaluate_checkpoint, print_test_table
+from fairweather.stages.train.prompts import learn_prompts
 from fairweather.stages.train.worker import StepHook, WorkerJob, train_loop_per_worker
 from fairweather.training.state import STATE_FILE, CheckpointError, config_changes, load_state
 from fairweather.training.step import NonFiniteError, NonFiniteLossError
@@ -399,7 +395,7 @@ def _train(
     logger.set_tags({"fairweather.run_name": name, **{f"table.{k}": v for k, v in versions.items()}})
     rows = {key: view.to_pylist() for key, view in views.items()}
     prompt_context = (
-        learn_prompts(cfg, rows, f"{storage}/{name}", logger) if cfg.loss.weights.wpl > 0 else None
+        learn_prompts(cfg, rows, f"{storage}/{name}", logger) if cfg.loss.weights.on("wpl") else None
     )
     job = WorkerJob(cfg, prompt_context, versions, until_step or train.total_steps, step_hook)
     if changes := check_resume(cfg, storage, name):  # before Ray Train starts: a refusal costs nothing

@@ -46,7 +46,7 @@ from fairweather.stages.pseudolabel.driver import PseudolabelSummary, run_pseudo
 from fairweather.stages.pseudolabel.tables import lineage_rows
 from fairweather.stages.train.driver import default_lineage, run_train, storage_path, trained_until
 from fairweather.stages.train.progress import train_progress
-from fairweather.stages.train.report import PROMPTS_FILE, learn_prompts
+from fairweather.stages.train.prompts import PROMPTS_FILE, learn_prompts
 from fairweather.stages.train.rounds_report import log_audit_grid, log_selection_plot, update_complete
 from fairweather.stages.train.warmup import WARMUP_SOURCE, warmup_checkpoint, warmup_due, with_warmup
 from fairweather.stages.train.worker import StepHook

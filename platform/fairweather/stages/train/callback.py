@@ -1,0 +1,56 @@
+"""The Ray Train callback that logs every report: it runs in Ray Train's controller, which Ray pins to the
+driver's node, so the embedded MLflow store has one writer."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray.train
+
+from fairweather.contracts.metric_logger import MetricLogger
+from fairweather.stages.infra.tracking import logged_steps
+from fairweather.stages.train.worker import GRID_FILE
+
+#: Tag of a run resumed with changed training settings: ``after step <n>: key: old -> new; ...``.
+RESUME_TAG = "fairweather.resume_changes"
+
+
+class ReportToLogger(ray.train.UserCallback):
+    """Ray Train callback (runs in the controller): rank 0's metrics of every report, and each checkpoint's
+    validation grid, go to the run's logger.
+
+    A resumed run replays the steps between its last checkpoint and the point where it stopped; those were logged
+    already. The steps the run holds per metric are read once, when the callback is made (before the trainer
+    starts; :func:`~fairweather.stages.infra.tracking.logged_steps`), and a metric is logged only at a later step,
+    so every step of a curve has one value.
+    """
+
+    def __init__(self, logger: MetricLogger):
+        self.logger = logger
+        self.logged: dict[str, int] = logged_steps(logger)
+
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: ray.train.Checkpoint | None
+    ):
+        reported = metrics[0]
+        step = int(reported["step"])
+        fresh = {
+            k: float(v)
+            for k, v in reported.items()
+            if isinstance(v, int | float) and k != "step" and step > self.logged.get(k, -1)
+        }
+        if not fresh:
+            return  # a replayed step: logged by the process that first trained it
+        self.logger.log_metrics(fresh, step=step)
+        self.logged.update(dict.fromkeys(fresh, step))
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
+            grid = Path(folder) / GRID_FILE
+            if grid.exists():
+                named = Path(out) / f"step-{step:07d}.png"
+                shutil.copyfile(grid, named)
+                self.logger.log_artifact(named, "validation")
