@@ -50,6 +50,23 @@ def _own_ray_guard(request):
         )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _outside_the_checkout(tmp_path_factory):
+    """The session runs in a folder of its own: a command a test runs with a profile's relative paths (``runs/smoke``
+    and its run logs) writes there, not into the checkout. Nothing may appear under the checkout's ``runs/``."""
+
+    def written() -> set[Path]:
+        return set((REPO / "runs").rglob("*")) if (REPO / "runs").is_dir() else set()
+
+    before = written()
+    start = Path.cwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(start)
+    leaked = sorted(str(path.relative_to(REPO)) for path in written() - before)
+    assert not leaked, f"the tests wrote into the checkout: {leaked[:5]}"
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
     """One folder for tiny models built during the test session (never downloaded)."""

@@ -169,7 +169,7 @@ STAGES = (
     _Stage("init", _init_key, _init, off=lambda cfg: not cfg.pseudo.init),
     _Stage("prompts", _prompts_key, _prompts, off=lambda cfg: not cfg.loss.weights.on("wpl")),
     _Stage("rounds", _rounds_key, _rounds),
-    _Stage("evaluate", _evaluate_key, _evaluate),
+    _Stage("evaluate", _evaluate_key, _evaluate, off=lambda cfg: not cfg.evaluate.test_sets),
 )
 
 
@@ -248,5 +248,6 @@ def run_pipeline(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
         report_dir=state.get("report_dir", ""),
         seconds=round(time.perf_counter() - start, 1),
     )
-    say(f"pipeline: report in {summary.report_dir}; final checkpoint {summary.checkpoint}")
+    report = f"; report in {summary.report_dir}" if summary.report_dir else ""
+    say(f"pipeline: final checkpoint {summary.checkpoint}{report}")
     return summary
