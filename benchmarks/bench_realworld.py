@@ -19,6 +19,7 @@ Each arm's final EMA teacher is evaluated by ``fairweather evaluate`` on every `
 with ``import-pairs --split test`` as dataset ``<folder name>``: PSNR/SSIM against the targets, PIQE/NIQE) and on
 the real pool (PIQE/NIQE only), and one table is printed: input vs. each arm. Extra ``key=value`` arguments
 override the config of every arm (e.g. ``train.crop_size=96``). ``--tiny`` shrinks everything for the test suite.
+A finished arm leaves ``<out>/<arm>/result.json``: a rerun reuses it (after a crash, or to add an arm).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from fairweather.stages.train.rounds import run_rounds
 from fairweather.tiny import is_tiny
 
 ARMS = ("a_generated", "b_photo", "c_photo_pool")
+#: Each finished arm's training seconds and evaluation rows, in its folder.
+RESULT_FILE = "result.json"
 SUPERVISED_ONLY = ["loss.weights.ps=0", "loss.weights.wpl=0", "loss.weights.sem=0", "loss.weights.feat=0"]
 TINY = [
     "synth.num_paired=24",
@@ -124,11 +127,26 @@ def evaluate_arm(
         include_input=True,
     )
     summary = run_evaluate(dataclasses.replace(cfg, evaluate=evaluate))
+    return evaluation_rows(cfg, summary.run_name)
+
+
+def evaluation_rows(cfg: FairweatherConfig, run_name: str) -> list[dict]:
+    """The ``overall`` rows of evaluation ``run_name`` in the arm's ``metrics`` table (sets of 2+ images)."""
     metrics = TableStore(cfg.data.tables).read("metrics")
     rows = metrics.filter(
-        pc.and_(pc.equal(metrics["run_id"], summary.run_name), pc.greater(metrics["num_images"], 1))
+        pc.and_(pc.equal(metrics["run_id"], run_name), pc.greater(metrics["num_images"], 1))
     )
     return [r for r in rows.to_pylist() if r["weather"] == "overall"]
+
+
+def _cell(values: dict[str, float], column: str) -> str:
+    """An arm's value with its change from the input, e.g. ``18.30 (+3.39)``."""
+    if column not in values:
+        return ""
+    shown = f"{values[column]:.3f}"
+    if column != "input" and "input" in values:
+        shown += f" ({values[column] - values['input']:+.3f})"
+    return shown
 
 
 def table(results: dict[str, list[dict]]) -> str:
@@ -142,7 +160,7 @@ def table(results: dict[str, list[dict]]) -> str:
     columns = ["input", *results]
     lines = ["| test set | metric | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for (dataset, metric), values in sorted(cells.items()):
-        shown = [f"{values[c]:.3f}" if c in values else "" for c in columns]
+        shown = [_cell(values, c) for c in columns]
         lines.append(f"| {dataset} | {metric} | " + " | ".join(shown) + " |")
     return "\n".join(lines)
 
@@ -175,12 +193,19 @@ def main() -> None:
         if arm == "c_photo_pool" and not pool:
             say("c_photo_pool needs --real-pool: skipped")
             continue
+        done = out / arm / RESULT_FILE
+        if done.is_file():  # a rerun after a crash (or with more arms) keeps what finished; delete it to redo
+            saved = json.loads(done.read_text())
+            seconds[arm], results[arm] = saved["seconds"], saved["rows"]
+            say(f"{arm}: done before, reused ({done})")
+            continue
         cfg = arm_config(arm, out, args.steps, args.seed, pool, extra)
         run_prefetch(cfg)
         start = time.perf_counter()
         checkpoint = train_arm(arm, cfg)
         seconds[arm] = round(time.perf_counter() - start, 1)
         results[arm] = evaluate_arm(arm, cfg, checkpoint, pairs, pool)
+        done.write_text(json.dumps({"seconds": seconds[arm], "rows": results[arm]}, default=str, indent=1))
     text = table(results)
     (out / "ablation.md").write_text(text + "\n")
     (out / "ablation.json").write_text(

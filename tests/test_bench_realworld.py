@@ -1,5 +1,5 @@
 """The real-world ablation command (benchmarks/bench_realworld.py) end to end on a tiny setting: three arms trained,
-real pairs imported as a test split, one table of input vs. every arm."""
+real pairs imported as a test split, one table of input vs. every arm; a rerun reuses the finished arms."""
 
 from __future__ import annotations
 
@@ -58,3 +58,9 @@ def test_the_ablation_trains_three_arms_and_prints_one_table(tmp_path, model_cac
         assert len(psnr) == 2 and "input" in psnr  # input and the arm, on the imported real pairs
     table = (out / "ablation.md").read_text()
     assert "| rainpairs | psnr |" in table and "| input | a_generated | b_photo | c_photo_pool |" in table
+
+    # A rerun (after a crash, or to add an arm) reuses every finished arm and prints the same table.
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.stdout.count("done before, reused") == 3
+    assert (out / "ablation.md").read_text() == table

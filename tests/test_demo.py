@@ -43,6 +43,7 @@ OVERRIDES = [
     "train.prompt_images_per_weather=2",
     "loss.prompt_fit_steps=2",
     "pseudo.warmup_steps=2",
+    "loss.weights.wpl=0.02",  # the smoke profile has no L_wpl: this pipeline runs stage 1 (prompts) too
     # NIQE's parameters come through `fairweather prefetch` from the package registry: not in tests.
     "pseudo.metrics=[piqe]",
     "evaluate.metrics=[piqe]",

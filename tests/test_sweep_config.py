@@ -42,9 +42,9 @@ def test_the_ablation_expands_to_exactly_the_seven_rows_of_the_table():
         assert (w.ps, w.wpl, w.sem, w.feat) == tuple(p * o for p, o in zip(paper, on, strict=True)), name
         assert (cfg.pseudo.use_vlm, cfg.pseudo.init, cfg.pseudo.iterate) == (use_vlm, init, iterate), name
         assert cfg.train.run_name == "sweep-test-t"  # each trial its own training run and lineage
-    # `--config smoke` runs the same rows on the smoke profile, with its own weights.
+    # `--config smoke` runs the same rows on the smoke profile: every row names its weights, so they mean the same.
     smoke = job(dataclasses.replace(sweep, base="smoke")).config({VARIANT_KEY: "+L_wpl"}, "t")
-    assert (smoke.profile, smoke.loss.weights.wpl, smoke.loss.weights.sem) == ("smoke", 0.02, 0.0)
+    assert (smoke.profile, smoke.loss.weights.wpl, smoke.loss.weights.sem) == ("smoke", 0.2, 0.0)
 
 
 def test_shipped_sweeps_load_and_centre_on_the_paper_weights():

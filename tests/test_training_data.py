@@ -91,13 +91,17 @@ def test_warmup_then_cosine_to_the_floor():
 
 
 def test_smoke_objective_is_pinned(clip, model_cache):
-    """Three steps of the smoke profile's full objective (every term, tiny encoders) from a fixed seed."""
+    """Three steps of the full objective on the smoke profile's network (every term, tiny encoders, a tenth of the
+    paper's w2-w4) from a fixed seed."""
     from fairweather.contracts.config import load_config
     from fairweather.training.optim import build_optimizer, build_scheduler
     from fairweather.training.setup import build_training_parts
     from fairweather.training.step import TrainBatch, train_step
 
-    cfg = load_config("smoke", [f"runtime.model_cache_dir={model_cache}", "encoders.depth.input_size=28"])
+    every_term = ["loss.weights.wpl=0.02", "loss.weights.sem=0.005", "loss.weights.feat=0.02"]
+    cfg = load_config(
+        "smoke", [f"runtime.model_cache_dir={model_cache}", "encoders.depth.input_size=28", *every_term]
+    )
     torch.manual_seed(0)
     context = 0.02 * torch.randn(
         4, cfg.loss.prompt_context_len, clip.token_embeddings(clip.tokenize(["x"])).shape[-1]

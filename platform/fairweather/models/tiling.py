@@ -156,7 +156,8 @@ def restore_tiled_uint8(
     out = np.empty_like(rgb)
 
     def read(top: int, bottom: int, left: int, right: int) -> torch.Tensor:
-        part = torch.from_numpy(np.ascontiguousarray(rgb[top:bottom, left:right])).permute(2, 0, 1)[None]
+        # A copy of the tile (small): Ray hands the actors read-only arrays, which torch.from_numpy warns about.
+        part = torch.tensor(rgb[top:bottom, left:right]).permute(2, 0, 1)[None]
         return part.float().div_(255.0).to(device)
 
     def write(rows: slice, values: torch.Tensor) -> None:

@@ -127,7 +127,7 @@ def _print_closing(
     if sweep is not None and sweep.mlflow_ui:
         say(f"compare the sweep's trials in MLflow: {sweep.mlflow_ui}, then open {sweep.compare_url}")
     say(
-        "Note: tiny random encoders (CLIP, Depth Anything, LLaVA) make the VLM ratings, the semantic loss terms and "
-        "the no-reference scores meaningless here; only PSNR/SSIM on the generated pairs is real. The paper's "
-        "models: README, Running on a cluster."
+        "Note: the VLM, CLIP and Depth Anything here are tiny random models, so the VLM ratings and the CLIP and "
+        "depth loss terms mean nothing; PSNR/SSIM on the pairs and PIQE/NIQE everywhere are real metrics. The "
+        "paper's models: README, Running on a cluster."
     )
