@@ -1,4 +1,5 @@
-"""``fairweather train``: train the restoration network with Ray Train (DDP) on labeled pairs and the real pool.
+"""One Ray Train run (DDP) of the restoration network on labeled pairs and the real pool: each round of
+``fairweather train`` and of a sweep trial (:mod:`~fairweather.stages.train.rounds`), and the supervised warm-up.
 
 The driver reads the tables once (``paired`` by split; ``pool`` ⋈ ``labels`` ⋈ selected ``pseudo_labels``), runs
 stage 1 (weather prompts) when ``L_wpl`` is on, and hands the views to a ``TorchTrainer`` as Ray Datasets; the
