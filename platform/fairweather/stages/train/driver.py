@@ -402,11 +402,13 @@ def _train(
     if changes := check_resume(cfg, storage, name):  # before Ray Train starts: a refusal costs nothing
         logger.set_tags({RESUME_TAG: "; ".join(changes)[:5000]})
     named = {"paired": views["train"], "val": views["val"], "real": views["real"]}
-    datasets = {key: ray.data.from_arrow(view) for key, view in named.items() if view.num_rows}
-    for dataset in datasets.values():
-        # Tiny indexes, read once per worker: their progress bars would only flood the training log.
-        dataset.context.enable_progress_bars = False
+    # The datasets inside the session: ray.data.from_arrow with no Ray up would start a default one (all CPUs, a
+    # dashboard, none of the private Ray's settings) that outlives this run.
     with ray_session(cfg):
+        datasets = {key: ray.data.from_arrow(view) for key, view in named.items() if view.num_rows}
+        for dataset in datasets.values():
+            # Tiny indexes, read once per worker: their progress bars would only flood the training log.
+            dataset.context.enable_progress_bars = False
         result = _fit(cfg, job, datasets, logger, name, storage, callbacks)
         if result.checkpoint is None:
             raise FairweatherError(f"training run {name} ended without a checkpoint")
