@@ -114,7 +114,7 @@ def test_demo_runs_the_pipeline_end_to_end_and_a_rerun_skips_every_stage(demo):
     assert resumed.code == 0
     out = resumed.out
     assert "test split, input -> EMA: PSNR" in out and "synthetic test split, overall" in out
-    assert "evaluation report: " in out and "tiny random encoders" in out
+    assert "evaluation report: " in out and "tiny random models" in out
     assert out.count("done before on the same inputs, skipped") == 4  # label, warmup, init, prompts
     store = TableStore(cfg.data.tables)
     labels = store.read("labels")
