@@ -59,10 +59,17 @@ def _outside_the_checkout(tmp_path_factory):
         return set((REPO / "runs").rglob("*")) if (REPO / "runs").is_dir() else set()
 
     before = written()
-    start = Path.cwd()
+    start, path = Path.cwd(), os.environ.get("PYTHONPATH")
     os.chdir(tmp_path_factory.mktemp("cwd"))
+    # The checkout on the path of every process the tests start (Ray workers of any cluster, commands): step hooks
+    # and stand-ins live in the tests package, imported by name where cloudpickle does not carry them by value.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), path) if p)
     yield
     os.chdir(start)
+    if path is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = path
     leaked = sorted(str(path.relative_to(REPO)) for path in written() - before)
     assert not leaked, f"the tests wrote into the checkout: {leaked[:5]}"
 
@@ -100,14 +107,8 @@ def _start_shared_ray(folder: Path) -> None:
 
     from fairweather.stages.infra.runtime import PRIVATE_RAY_ENV
 
-    # The checkout on the workers' path: step hooks and stand-ins live in the tests package (imported from there
-    # by name when cloudpickle does not carry them by value), and the working directory is no longer the checkout.
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    environment = {**PRIVATE_RAY_ENV, "PYTHONPATH": path}
-    saved = {key: os.environ.get(key) for key in environment}
-    os.environ.update(
-        {key: value for key, value in environment.items() if key == "PYTHONPATH" or not saved[key]}
-    )
+    saved = {key: os.environ.get(key) for key in PRIVATE_RAY_ENV}
+    os.environ.update({key: value for key, value in PRIVATE_RAY_ENV.items() if not saved[key]})
     try:
         with contextlib.chdir(folder):  # the daemons (and the workers they start) keep this working directory
             ray.init(address="local", num_cpus=SHARED_CPUS, include_dashboard=False, log_to_driver=False)
