@@ -36,3 +36,30 @@ def test_private_runtime_does_not_join_a_cluster_started_beside_it(foreign_head)
         assert ray.get_runtime_context().gcs_address != foreign_head
         assert ray.cluster_resources()["CPU"] == 1
     assert not ray.is_initialized()
+
+
+def test_a_training_run_builds_its_datasets_in_its_own_ray_and_leaves_none_behind(
+    tmp_path, model_cache, monkeypatch
+):
+    """``run_train`` with no Ray up: its datasets are made inside the private Ray it starts (``ray.data`` would
+    otherwise auto-start a default Ray, with a dashboard and every CPU, that outlived the run)."""
+    from fairweather.contracts.metric_logger import NullLogger
+    from fairweather.stages.synth.driver import run_synth
+    from fairweather.stages.train import driver
+
+    from .train_fixtures import tiny_config
+
+    cfg = tiny_config(tmp_path, model_cache, **{"runtime.num_cpus": 1})
+    run_synth(cfg)
+    seen = {}
+
+    def fit(cfg, job, datasets, *rest):  # stands in for Ray Train: what the run's Ray looked like
+        seen.update(cpus=ray.cluster_resources()["CPU"], datasets=sorted(datasets))
+        raise RuntimeError("stop before Ray Train")
+
+    monkeypatch.setattr(driver, "_fit", fit)
+    assert not ray.is_initialized()
+    with pytest.raises(RuntimeError, match="stop before Ray Train"):
+        driver.run_train(cfg, NullLogger())
+    assert seen == {"cpus": 1, "datasets": ["paired", "val"]}
+    assert not ray.is_initialized()
