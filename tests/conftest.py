@@ -5,9 +5,12 @@ and stops at the end of the session, only if the fixture started it. Starting a 
 2-core machine (and a stage that finds no Ray starts and stops one of its own each time), so every test that runs
 stages in this process shares it.
 
-The shared Ray's daemons and workers run in a folder of their own (not the checkout): a relative path a worker
-writes lands there, never in the repository. Tests whose workers must share their working directory (the demo on
-the smoke profile's relative ``runs/`` paths) start their own Ray.
+The session runs outside the checkout (its working directory is a folder of its own, and the shared Ray's daemons
+and workers run in another): a relative path a test, a command or a worker writes lands there, never in the
+repository, and the session fails if anything appears under the checkout's ``runs/``. The checkout is on
+``PYTHONPATH`` for every process the tests start, so Ray workers import step hooks from ``tests/``. Tests whose
+workers must share their working directory (the demo on the smoke profile's relative ``runs/`` paths) start their
+own Ray.
 
 Tests that need this process *without* the shared Ray (a ``ray.cluster_utils.Cluster``, a Ray started by
 ``ray_session`` itself with its own options or working directory) are marked ``own_ray``: they run first, before
