@@ -53,11 +53,16 @@ def test_the_ablation_trains_three_arms_and_prints_one_table(tmp_path, model_cac
     assert set(results) == {"a_generated", "b_photo", "c_photo_pool"}
     for rows in results.values():
         psnr = {
-            r["method"]: r["value"] for r in rows if r["dataset"] == "paired:rainpairs:test" and r["metric"] == "psnr"
+            r["method"]: r["value"]
+            for r in rows
+            if r["dataset"] == "paired:rainpairs:test" and r["metric"] == "psnr"
         }
         assert len(psnr) == 2 and "input" in psnr  # input and the arm, on the imported real pairs
     table = (out / "ablation.md").read_text()
-    assert "| paired:rainpairs:test | psnr |" in table and "| input | a_generated | b_photo | c_photo_pool |" in table
+    assert (
+        "| paired:rainpairs:test | psnr |" in table
+        and "| input | a_generated | b_photo | c_photo_pool |" in table
+    )
 
     # A rerun (after a crash, or to add an arm) reuses every finished arm and prints the same table.
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
