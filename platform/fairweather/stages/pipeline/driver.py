@@ -110,9 +110,8 @@ def _init_key(cfg: FairweatherConfig, store: TableStore, state: dict) -> str:
 
 
 def _prompts_key(cfg: FairweatherConfig, store: TableStore, state: dict) -> str:
-    return _digest(
-        "prompts", default_lineage(cfg)
-    )  # the lineage fingerprints the config and the input tables
+    # The lineage fingerprints the config and the input tables.
+    return _digest("prompts", default_lineage(cfg))
 
 
 def _rounds_key(cfg: FairweatherConfig, store: TableStore, state: dict) -> str:
