@@ -181,6 +181,15 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="key=value for every arm's config")
     args = parser.parse_args()
     pairs = [tuple(entry.split("=", 1)) for entry in args.real_pairs]
+    if bad := [
+        entry for entry, pair in zip(args.real_pairs, pairs, strict=True) if len(pair) != 2 or not all(pair)
+    ]:
+        parser.error(f"--real-pairs takes WEATHER=DIR (e.g. rain=devdata/rain100h), got {bad}")
+    # Before any training: a missing folder would otherwise surface only at the evaluation, minutes later.
+    if missing := [
+        d for d in [*(folder for _, folder in pairs), args.real_pool] if d and not Path(d).is_dir()
+    ]:
+        parser.error(f"not a folder: {', '.join(missing)}")
     pool = str(Path(args.real_pool).resolve()) if args.real_pool else None
     out = Path(args.out).resolve()
     extra = (TINY if args.tiny else []) + args.overrides
