@@ -119,6 +119,20 @@ def test_an_early_stopped_trial_ends_its_rounds_finished_with_the_objective_and_
     assert len(client.get_metric_history(round_.run_id, "val/psnr/overall")) == 2
 
 
+def test_a_round_that_closes_failed_after_its_stopped_trial_was_tidied_stays_finished(cfg):
+    """The other order of the race above (seen in CI): the driver tidies the stopped trial while its round still
+    runs, then the round's own task sees its trainer gone and closes it FAILED. The first end wins."""
+    from fairweather.stages.sweep.trial import STATUS_TAG, TrialTidy
+
+    with stage_run(cfg, "sweep", "sweep", key="s") as parent:
+        trial, round_ = _trial(parent, "1-6")
+        TrialTidy("val/psnr/overall", {})(trial, "stopped_early", step=6)
+        round_.close("FAILED")
+        trial.close()
+    run = parent.client.get_run(round_.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags[STATUS_TAG] == "stopped_early"
+
+
 def test_a_failed_trial_ends_its_running_rounds_failed(cfg):
     from fairweather.stages.sweep.trial import STATUS_TAG, TrialTidy
 

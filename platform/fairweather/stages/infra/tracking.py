@@ -211,8 +211,14 @@ class MLflowLogger:
 
     def close(self, status: str = "FINISHED") -> None:
         """End the run with ``status``; a run that failed or was killed ends its nested runs still RUNNING the
-        same way (tag ``fairweather.end``), so an error or Ctrl-C never leaves a child RUNNING."""
+        same way (tag ``fairweather.end``), so an error or Ctrl-C never leaves a child RUNNING.
+
+        A failure does not overwrite an end another process has already given the run: when the sweep's scheduler
+        stops a trial, the driver may end the trial's rounds FINISHED before the round that lost its trainer gets
+        to close itself FAILED."""
         if status != "FINISHED":
+            if self.client.get_run(self.run_id).info.status != "RUNNING":
+                return
             close_descendants(self, status, {END_TAG: f"its parent run ended {status}"})
         self.client.set_terminated(self.run_id, status)
         if url := run_url(self.client.tracking_uri, self.experiment_id, self.run_id):
