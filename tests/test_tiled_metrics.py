@@ -113,3 +113,32 @@ def test_a_tile_bounds_the_memory_of_a_big_image():
         torch.cat = original
     assert 0 < value < 1
     assert largest <= 15 * 138 * 138 * 4  # the 15-channel stack of one 128-px tile and its 10-px halo
+
+
+def test_tiled_niqe_equals_pyiqa_whatever_the_tile_and_its_halo_is_needed():
+    """NIQE tile by tile equals pyiqa's whole-image NIQE with the same pristine parameters (any SPD pair here: the
+    tiling, not the parameters, is under test), for tiles of one block up to the whole image; a halo too small
+    to hold the normalisation and the half-size resize changes the value (the check can fail)."""
+    from pyiqa.archs.niqe_arch import calculate_niqe
+
+    from fairweather.metrics import tiled_niqe
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(36, 36))
+    mu, cov = rng.normal(size=36), a @ a.T / 36 + np.eye(36)
+    photo = np.asarray(Image.open(io.BytesIO(bundled_clean_photos()[0][1])).convert("RGB"))
+    image = np.clip(
+        np.tile(photo, (2, 3, 1))[:301, :397].astype(int) + rng.normal(0, 6, (301, 397, 3)), 0, 255
+    )
+    image = image.astype(np.uint8)  # 3 x 4 blocks, a partial row and column cropped as pyiqa crops them
+    expected = float(
+        calculate_niqe(_tensor(image), 0, True, "yiq", torch.from_numpy(mu), torch.from_numpy(cov))
+    )
+    for tile in (96, 192, 960):
+        assert tiled_niqe.TiledNIQE(mu, cov, tile=tile)(image) == pytest.approx(expected, abs=1e-6), tile
+    assert tiled_niqe.TiledNIQE(mu, cov)(_tensor(image)[0]) == pytest.approx(expected, abs=1e-6)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tiled_niqe, "HALO", 2)
+        assert abs(tiled_niqe.TiledNIQE(mu, cov, tile=96)(image) - expected) > 1e-5
+    with pytest.raises(ValueError, match="smaller than one 96-px block"):
+        tiled_niqe.TiledNIQE(mu, cov)(np.zeros((95, 200, 3), np.uint8))

@@ -8,8 +8,9 @@ only there. A scorer maps ``(N, 3, H, W)`` float images in [0, 1] to ``(N,)`` fl
 Convention of the full-reference metrics (recorded with every number): RGB in [0, 1], no border crop, no
 Y-channel conversion (pyiqa's ``psnr`` and ``ssimc``). PSNR, SSIM and PIQE are computed by
 :mod:`fairweather.metrics.tiled` (pyiqa's definitions, tile by tile in float32, on the CPU: memory bounded by the
-tile, and ``score_uint8`` scores an ``(H, W, 3)`` uint8 image without a float copy of it); the other metrics run
-pyiqa (or the VLM) on the whole image.
+tile, and ``score_uint8`` scores an ``(H, W, 3)`` uint8 image without a float copy of it), NIQE by
+:mod:`fairweather.metrics.tiled_niqe` (pyiqa's feature code on tiles); the other metrics run pyiqa (or the VLM)
+on the whole image.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from fairweather.contracts.config.vlm import VLMConfig
 from fairweather.tiny import resolve_model_ref
 from fairweather.vlm import VLMBackend, build_backend, rate_images
 
-from .registry import METRICS, MetricSpec, MissingWeightsError, local_path, missing_weights
+from .registry import METRICS, NIQE_PARAMS, MetricSpec, MissingWeightsError, local_path, missing_weights
 from .tiled import TILED, TiledScorer
 
 
@@ -126,6 +127,12 @@ def build_scorer(
         raise MissingWeightsError(reason)
     if name in TILED:
         return TiledScorer(name)
+    if name == "niqe":
+        from .tiled_niqe import TiledNIQE  # pyiqa's feature code: a heavy import, here only
+
+        path = local_path(NIQE_PARAMS, cfg)
+        assert path is not None  # a pyiqa file: missing_weights checked it is there
+        return TiledScorer(name, TiledNIQE.from_file(path))
     device = torch.device(cfg.device if device is None else device)
     if name != "vlm_vis":
         return PyiqaScorer(METRICS[name], cfg, device)

@@ -26,6 +26,7 @@ within 1e-4 (``tests/test_tiled_metrics.py``). Only torch and numpy are used: py
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -234,11 +235,13 @@ class TiledScorer:
     """A :data:`TILED` metric behind the scorer interface (``(N, 3, H, W)`` float tensors in [0, 1] -> ``(N,)``),
     plus :meth:`score_uint8` for one ``(H, W, 3)`` uint8 image (and target): no float copy of the whole image."""
 
-    def __init__(self, name: str):
-        if name not in TILED:
+    def __init__(self, name: str, fn: Callable[..., float] | None = None):
+        """``fn`` scores one image (and target) for a metric with parameters (NIQE: ``tiled_niqe.TiledNIQE``);
+        by default the :data:`TILED` function of ``name``."""
+        if fn is None and name not in TILED:
             raise ValueError(f"no tiled implementation of {name!r} (tiled: {', '.join(TILED)})")
         self.spec: MetricSpec = METRICS[name]
-        self._fn = TILED[name]
+        self._fn = fn or TILED[name]
 
     def score_uint8(self, image: np.ndarray, target: np.ndarray | None = None) -> float:
         if self.spec.reference:
