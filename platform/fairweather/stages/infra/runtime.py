@@ -98,12 +98,13 @@ def private_ray_on_loopback(runtime: RuntimeConfig | None) -> Iterator[bool]:
 #: inherit (unless the user set them). Off: services that serve a shared cluster and cost a process start and CPU
 #: on every training run, which a 2-core machine feels: the preemption watcher (an actor per run; a workstation is
 #: not preempted) and the Prometheus metrics export (no dashboard or Prometheus runs here). The controller's poll
-#: of its workers every 0.5 s instead of 2 s: a run's end (and each report) is seen sooner, and over loopback a
-#: poll costs next to nothing.
+#: of its workers every 0.1 s instead of 2 s: a worker's ``ray.train.report`` waits for the next poll to take its
+#: result (at 0.5 s, a 6-step run reporting every step spent 3 s in those waits), a run's end is seen sooner, and
+#: over loopback a poll costs next to nothing.
 PRIVATE_RAY_ENV = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_TRAIN_METRICS_ENABLED": "0",
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
 }
 
 
