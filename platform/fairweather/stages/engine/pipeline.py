@@ -5,7 +5,9 @@ Callers: ``fairweather evaluate`` (test sets x methods, then its tables and repo
 pseudolabel`` (pool images x candidate sources; its step stores each candidate as a PNG). Each maps the scored
 rows (:data:`~fairweather.stages.engine.score.SCORED_SCHEMA`) to its own table.
 
-Memory: a read task holds one decoded row at a time (it yields each row as it is read), and Ray Data cuts the
+Memory: a read task runs :func:`~fairweather.stages.engine.rows.read_rows`, whose module imports no torch (a read
+task's process stays at Ray's and PIL's size, about 0.2 GiB, where importing this module would add torch's 0.45
+GiB), and holds one decoded row at a time (it yields each row as it is read), and Ray Data cuts the
 yielded rows into blocks of at most ``DataContext.target_max_block_size`` (128 MiB) or one row. CPU actors take
 whole blocks as batches (``batch_size=None``), so a call holds at most ``Sizing.batch_size`` rows of small images,
 and a single row of a big photo (one 24-Mpx pair is 144 MB), never ``batch_size`` big photos at once. GPU actors
@@ -15,7 +17,7 @@ take ``Sizing.batch_size`` rows (Ray Data needs a batch size when an actor reser
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -25,7 +27,7 @@ from fairweather.contracts.config.evaluate import ScorerConfig
 from fairweather.contracts.config.vlm import VLMConfig
 from fairweather.metrics import Scorer
 from fairweather.stages.engine.actors import RestoreActor, ScoreActor
-from fairweather.stages.engine.rows import read_batch
+from fairweather.stages.engine.rows import read_rows
 from fairweather.stages.engine.score import InputChecks
 
 
@@ -63,13 +65,6 @@ class Scoring:
     #: Picklable ``name -> Scorer`` built in the actors instead of the real metrics (tests).
     scorer_factory: Callable[[str], Scorer] | None = None
     input_checks: InputChecks | None = None
-
-
-def read_rows(batch: pa.Table, **kwargs) -> Iterator[pa.Table]:
-    """Ray Data map: :func:`~fairweather.stages.engine.rows.read_batch` one work row at a time, each yielded as
-    soon as it is read (a task never holds more than one decoded row)."""
-    for index in range(batch.num_rows):
-        yield read_batch(batch.slice(index, 1), **kwargs)
 
 
 def restore_and_score(

@@ -22,6 +22,7 @@ Fields of a work row:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -158,6 +159,13 @@ def read_batch(
         for row in batch.to_pylist()
     ]
     return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+
+
+def read_rows(batch: pa.Table, **kwargs) -> Iterator[pa.Table]:
+    """Ray Data map of the pipeline's read tasks: :func:`read_batch` one work row at a time, each yielded as soon
+    as it is read (a task never holds more than one decoded row)."""
+    for index in range(batch.num_rows):
+        yield read_batch(batch.slice(index, 1), **kwargs)
 
 
 def pixels_of(row: dict, column: str = "pixels") -> np.ndarray:
