@@ -119,18 +119,32 @@ def test_an_early_stopped_trial_ends_its_rounds_finished_with_the_objective_and_
     assert len(client.get_metric_history(round_.run_id, "val/psnr/overall")) == 2
 
 
-def test_a_round_that_closes_failed_after_its_stopped_trial_was_tidied_stays_finished(cfg):
-    """The other order of the race above (seen in CI): the driver tidies the stopped trial while its round still
-    runs, then the round's own task sees its trainer gone and closes it FAILED. The first end wins."""
+def test_a_round_that_closes_failed_while_its_trial_is_stopped_ends_finished_in_either_order(cfg):
+    """Seen in CI: the driver tidies the stopped trial while its round still runs, then the round's own task sees
+    its trainer gone and closes it FAILED (and is ended before it can tidy again). The driver tags the trial
+    ``fairweather.stopped`` before it ends the trainer, so the round and the runs below it end FINISHED whichever
+    closes first; and a failure never overwrites an end already given."""
+    from fairweather.stages.infra.tracking import STOPPED_TAG
     from fairweather.stages.sweep.trial import STATUS_TAG, TrialTidy
 
     with stage_run(cfg, "sweep", "sweep", key="s") as parent:
-        trial, round_ = _trial(parent, "1-6")
+        trial, tidied_first = _trial(parent, "1-6")
+        trial.set_tags({STOPPED_TAG: "the sweep's scheduler"})
+        closed_first = trial.child("round-2", key="round-2")
+        below = closed_first.child("pseudo-2", key="pseudo-2")
+        below.close("FAILED")  # a run nested deeper fails first
+        closed_first.close("FAILED")  # the round's task first
         TrialTidy("val/psnr/overall", {})(trial, "stopped_early", step=6)
-        round_.close("FAILED")
+        tidied_first.close("FAILED")  # the driver first
         trial.close()
-    run = parent.client.get_run(round_.run_id)
-    assert run.info.status == "FINISHED" and run.data.tags[STATUS_TAG] == "stopped_early"
+    client = parent.client
+    for run in (tidied_first, closed_first, below):
+        assert client.get_run(run.run_id).info.status == "FINISHED", run
+    assert client.get_run(tidied_first.run_id).data.tags[STATUS_TAG] == "stopped_early"
+    with stage_run(cfg, "other", "other", key="o") as other:  # no stop above: a failure stays a failure
+        failed = other.child("round-1", key="round-1")
+        failed.close("FAILED")
+    assert client.get_run(failed.run_id).info.status == "FAILED"
 
 
 def test_a_failed_trial_ends_its_running_rounds_failed(cfg):

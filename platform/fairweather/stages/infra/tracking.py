@@ -95,6 +95,9 @@ KEY_TAG, PARENT_TAG = "fairweather.key", "mlflow.parentRunId"
 END_TAG = "fairweather.end"
 #: On a run reopened by its key: the ``fairweather.end`` it had before (e.g. "its process was gone; ...").
 RESUMED_TAG = "fairweather.resumed_after"
+#: On a run whose work is being stopped on purpose, as a normal end (a trial the sweep's scheduler stops): a run
+#: nested below it that then fails, having lost its workers, ends FINISHED (:meth:`MLflowLogger.close`).
+STOPPED_TAG = "fairweather.stopped"
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -213,16 +216,29 @@ class MLflowLogger:
         """End the run with ``status``; a run that failed or was killed ends its nested runs still RUNNING the
         same way (tag ``fairweather.end``), so an error or Ctrl-C never leaves a child RUNNING.
 
-        A failure does not overwrite an end another process has already given the run: when the sweep's scheduler
-        stops a trial, the driver may end the trial's rounds FINISHED before the round that lost its trainer gets
-        to close itself FAILED."""
+        A failure under a run tagged ``fairweather.stopped`` (its parent's or any ancestor's) is that stop, a normal
+        end: the run ends FINISHED. A failure does not overwrite an end another process has already given the run.
+        Both matter when the sweep's scheduler stops a trial: the driver tags the trial, ends its trainer and ends
+        the trial's rounds FINISHED, while the round that lost its trainer closes itself, before or after that."""
         if status != "FINISHED":
-            if self.client.get_run(self.run_id).info.status != "RUNNING":
+            run = self.client.get_run(self.run_id)
+            if run.info.status != "RUNNING":
+                return
+            if self._stopped_above(run):
+                self.client.set_terminated(self.run_id, "FINISHED")
                 return
             close_descendants(self, status, {END_TAG: f"its parent run ended {status}"})
         self.client.set_terminated(self.run_id, status)
         if url := run_url(self.client.tracking_uri, self.experiment_id, self.run_id):
             log.info("MLflow run %s (%s): %s", self.run_id, status, url)
+
+    def _stopped_above(self, run: Any) -> bool:
+        """Whether a run above ``run`` (its parent, the parent's parent, ...) carries ``fairweather.stopped``."""
+        while parent := run.data.tags.get(PARENT_TAG):
+            run = self.client.get_run(parent)
+            if STOPPED_TAG in run.data.tags:
+                return True
+        return False
 
 
 def descendants(logger: MetricLogger) -> list[Any]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+import ray.train
 import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.util.placement_group import placement_group_table, remove_placement_group
@@ -40,11 +41,13 @@ from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.stages.infra.ray_compat import WorkerGroupCallback, worker_group_placement_group
 from fairweather.stages.infra.tracking import (
     END_TAG,
+    STOPPED_TAG,
     MLflowLogger,
     close_descendants,
     share_with_descendants,
 )
-from fairweather.stages.train.rounds import run_rounds
+from fairweather.stages.train.driver import storage_path
+from fairweather.stages.train.rounds import RoundsSummary, run_rounds
 from fairweather.stages.train.worker import StepHook
 
 #: What a trial function itself holds: nothing its trainer needs (the trainer asks for its workers); Ray refuses
@@ -146,7 +149,15 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     # (the final test scoring, pseudo-label jobs) would have to fit in the trial's token bundle. Run the training
     # in a task of its own outside that group; it ends with the trial (Ray ends the tasks of a dead owner).
     tidy = TrialTidy(job.sweep.metric, sampled(job.sweep, config))
-    ray.get(_train.options(scheduling_strategy="DEFAULT").remote(cfg, child, job.step_hook, callbacks, tidy))
+    summary = ray.get(
+        _train.options(scheduling_strategy="DEFAULT").remote(cfg, child, job.step_hook, callbacks, tidy)
+    )
+    if summary is not None and all(r.status == "done" for r in summary.rounds):
+        # A restored sweep restarted a trial whose training had finished before the driver was stopped: nothing
+        # trained, so nothing reached Tune, which refuses a trial that ends without its metric. Report the final
+        # validation Ray Train recorded with the run's last checkpoint.
+        final = ray.train.Result.from_path(f"{storage_path(cfg)}/{summary.run_name}").metrics or {}
+        ray.tune.report({job.sweep.metric: final[job.sweep.metric], "step": summary.steps})
 
 
 @ray.remote(num_cpus=0, max_retries=0)  # a crash fails the trial; Tune decides what happens next
@@ -156,15 +167,16 @@ def _train(
     step_hook: StepHook | None,
     callbacks: list,
     tidy: TrialTidy,
-) -> None:
+) -> RoundsSummary | None:
+    """The trial's training; its summary, or None when the scheduler stopped it."""
     try:
-        run_rounds(cfg, logger, step_hook=step_hook, callbacks=callbacks)
+        return run_rounds(cfg, logger, step_hook=step_hook, callbacks=callbacks)
     except Exception:
         # The scheduler stopped this trial (the driver tagged it before ending its trainer): the round that was
-        # training has just closed FAILED; it is a normal end.
+        # training has just ended; it is a normal end.
         if _status(logger) == "stopped_early":
             tidy(logger, "stopped_early")
-            return
+            return None
         raise
 
 
@@ -219,8 +231,14 @@ class MarkTrials(ray.tune.Callback):
         total = self.job.config(trial.config, trial.trial_id).train.total_steps
         status = trial_status(trial.last_result or {}, failed, total)
         child = self.job.parent.child(trial_name(trial), key=trial.trial_id)
-        # Before the trainer goes: the trial's task, which sees its round fail then, reads it.
-        child.set_tags({STATUS_TAG: status})
+        # Before the trainer goes: the trial's task, which sees its round fail then, reads it, and the round's own
+        # close reads fairweather.stopped (a stopped trial's round ends FINISHED whoever closes it first).
+        child.set_tags(
+            {
+                STATUS_TAG: status,
+                **({STOPPED_TAG: "the sweep's scheduler"} if status == "stopped_early" else {}),
+            }
+        )
         release_trainer(self.job.registry_name, trial.trial_id)
         step = (trial.last_result or {}).get("step")
         TrialTidy(self.job.sweep.metric, sampled(self.job.sweep, trial.config))(child, status, step)
