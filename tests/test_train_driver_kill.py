@@ -28,8 +28,12 @@ from .train_fixtures import tiny_config, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
-#: Steps of the run: enough that the kill lands well before the end on a busy 2-core machine.
-STEPS = 30
+#: Steps of the run: enough that the kill lands well before the end on a busy 2-core machine, and that the workers,
+#: which outlive the killed group until they notice their raylet is gone, cannot finish the run meanwhile (at 30
+#: steps they did, once reports stopped waiting 0.5 s for the controller's poll).
+STEPS = 150
+#: Steps between logged losses and between checkpoints.
+LOG_EVERY, CHECKPOINT_EVERY = 5, 10
 #: Ray Train's record of the registered checkpoints, beside them in the run folder.
 SNAPSHOT = "checkpoint_manager_snapshot.json"
 
@@ -52,8 +56,8 @@ def _train_command(root: Path, model_cache: Path) -> list[str]:
         model_cache,
         **{
             "train.iterations_per_round": STEPS,
-            "train.checkpoint_every": 3,
-            "train.log_every": 3,
+            "train.checkpoint_every": CHECKPOINT_EVERY,
+            "train.log_every": LOG_EVERY,
             "train.keep_checkpoints": 2,
         },
     )
@@ -121,7 +125,7 @@ def test_a_killed_driver_resumes_with_the_same_command(model_cache, tmp_path, ra
         )
         killed_at = _kill_group_after_first_checkpoint(first, storage, timeout=240)
     assert first.returncode == -signal.SIGKILL
-    assert 3 <= killed_at < STEPS, "the kill must land mid-run, after a checkpoint"
+    assert CHECKPOINT_EVERY <= killed_at < STEPS, "the kill must land mid-run, after a checkpoint"
     assert not _wait_until_gone(marker, timeout=60), "processes of the killed driver's Ray outlived it"
 
     second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420)
@@ -146,7 +150,7 @@ def test_a_killed_driver_resumes_with_the_same_command(model_cache, tmp_path, ra
     history = sorted(client.get_metric_history(runs[0].info.run_id, "loss/total"), key=lambda m: m.timestamp)
     # Each step once: the steps the rerun replayed (after the last registered checkpoint, up to the kill) were
     # logged by the killed process already.
-    assert [m.step for m in history] == list(range(3, STEPS + 1, 3))
+    assert [m.step for m in history] == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))
     # The rerun continued after the last registered checkpoint; no orphan checkpoint folder is left.
     assert killed_at in [m.step for m in history]
     folders = [p for p in next(storage.glob(f"*/{SNAPSHOT}")).parent.glob("checkpoint_*") if p.is_dir()]
