@@ -17,8 +17,9 @@ MLflow after a trial (:func:`tidy_trial`): no run of it is left RUNNING. A trial
 stopped early (ASHA) ends FINISHED with its runs nested below (its rounds), tagged ``fairweather.trial_status`` =
 ``completed`` | ``stopped_early`` (and ``fairweather.end`` saying when it was stopped): stopping a hopeless trial is a
 normal end of a sweep, and MLflow's KILLED means "killed by the user". The round that was training when ASHA stopped
-the trial loses its trainer mid-run and closes FAILED from inside; both the driver (:class:`MarkTrials`) and the
-trial's own task (:func:`_train`) turn that into FINISHED + ``stopped_early``, whichever comes last. A failed trial
+the trial loses its trainer mid-run and closes itself from inside: the driver (:class:`MarkTrials`) tags the trial
+``fairweather.stopped`` before it ends the trainer, so that close ends the round FINISHED, and the driver and the
+trial's own task (:func:`_train`) both tag the rounds ``stopped_early``, in whatever order they come. A failed trial
 ends FAILED with its runs still RUNNING. The rounds get the trial's sampled values as params and its objective
 (``val/psnr/overall``) over their steps as a metric, so any of these runs can be compared on it.
 """
