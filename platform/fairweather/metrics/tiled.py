@@ -72,7 +72,8 @@ class ImageSource:
         return part[None].to(torch.float32).clamp(0, 1)
 
 
-def _spans(size: int, tile: int) -> list[tuple[int, int]]:
+def spans(size: int, tile: int) -> list[tuple[int, int]]:
+    """``[(start, end)]`` cutting ``0 .. size`` into runs of ``tile`` (the last one shorter)."""
     return [(start, min(start + tile, size)) for start in range(0, size, tile)]
 
 
@@ -90,8 +91,8 @@ def psnr(image, target, *, tile: int = TILE) -> float:
     x, y = _source(image), _source(target)
     _check_pair(x, y, "psnr")
     total = 0.0
-    for top, bottom in _spans(x.height, tile):
-        for left, right in _spans(x.width, tile):
+    for top, bottom in spans(x.height, tile):
+        for left, right in spans(x.width, tile):
             rows, cols = slice(top, bottom), slice(left, right)
             total += float((x.tile(rows, cols) - y.tile(rows, cols)).square_().sum())
     mse = total / (3 * x.height * x.width)
@@ -148,8 +149,8 @@ def ssim(image, target, *, tile: int = TILE) -> float:
         )
     g = _gauss(SSIM_WINDOW, SSIM_SIGMA)
     total = 0.0
-    for top, bottom in _spans(out_h, tile):
-        for left, right in _spans(out_w, tile):
+    for top, bottom in spans(out_h, tile):
+        for left, right in spans(out_w, tile):
             rows, cols = slice(top, bottom + halo), slice(left, right + halo)
             total += _ssim_sum(
                 x.tile(rows, cols).mul_(255.0).round_(), y.tile(rows, cols).mul_(255.0).round_(), g
@@ -203,8 +204,8 @@ def piqe(image, *, tile: int = 2 * TILE) -> float:
     x = _source(image)
     tile = max(PIQE_BLOCK, tile // PIQE_BLOCK * PIQE_BLOCK)
     peak = torch.tensor(-math.inf)
-    for top, bottom in _spans(x.height, tile):
-        for left, right in _spans(x.width, tile):
+    for top, bottom in spans(x.height, tile):
+        for left, right in spans(x.width, tile):
             peak = torch.maximum(peak, _luma(x.tile(slice(top, bottom), slice(left, right))).max())
     halo = PIQE_KERNEL // 2
     rows_index, cols_index = _padded_index(x.height, halo), _padded_index(x.width, halo)
@@ -212,8 +213,8 @@ def piqe(image, *, tile: int = 2 * TILE) -> float:
     grid_w = (x.width + x.width % PIQE_BLOCK) // PIQE_BLOCK * PIQE_BLOCK
     kernel = _fspecial(PIQE_KERNEL, PIQE_SIGMA)
     distorted, active = 0.0, 0
-    for top, bottom in _spans(grid_h, tile):
-        for left, right in _spans(grid_w, tile):
+    for top, bottom in spans(grid_h, tile):
+        for left, right in spans(grid_w, tile):
             part = x.tile(rows_index[top : bottom + 2 * halo], cols_index[left : right + 2 * halo])
             y = torch.round(255 * (_luma(part) / peak))
             mu = F.conv2d(y, kernel)

@@ -29,7 +29,7 @@ from pyiqa.archs.niqe_arch import compute_feature
 from pyiqa.matlab_utils import blockproc, imresize, nancov, nanmean
 from pyiqa.utils.color_util import to_y_channel
 
-from .tiled import ImageSource, _spans
+from .tiled import ImageSource, spans
 
 #: pyiqa's NIQE blocks at full size (halved at the second scale).
 BLOCK = 96
@@ -60,8 +60,8 @@ class TiledNIQE:
         if not height or not width:
             raise ValueError(f"niqe: a {x.height}x{x.width} image is smaller than one {BLOCK}-px block")
         rows = []
-        for top, bottom in _spans(height, self.tile):
-            for left, right in _spans(width, self.tile):
+        for top, bottom in spans(height, self.tile):
+            for left, right in spans(width, self.tile):
                 rows.append(self._tile_features(x, (top, bottom), (left, right), (height, width)))
         return torch.cat(rows)
 

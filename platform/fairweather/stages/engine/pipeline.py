@@ -7,7 +7,8 @@ rows (:data:`~fairweather.stages.engine.score.SCORED_SCHEMA`) to its own table.
 
 Memory: a read task runs :func:`~fairweather.stages.engine.rows.read_rows`, whose module imports no torch (a read
 task's process stays at Ray's and PIL's size, about 0.2 GiB, where importing this module would add torch's 0.45
-GiB), and holds one decoded row at a time (it yields each row as it is read), and Ray Data cuts the
+GiB; when restoring, Ray Data fuses the read into the restore actor, which has torch anyway), and holds one
+decoded row at a time (it yields each row as it is read), and Ray Data cuts the
 yielded rows into blocks of at most ``DataContext.target_max_block_size`` (128 MiB) or one row. CPU actors take
 whole blocks as batches (``batch_size=None``), so a call holds at most ``Sizing.batch_size`` rows of small images,
 and a single row of a big photo (one 24-Mpx pair is 144 MB), never ``batch_size`` big photos at once. GPU actors

@@ -234,12 +234,10 @@ class MarkTrials(ray.tune.Callback):
         child = self.job.parent.child(trial_name(trial), key=trial.trial_id)
         # Before the trainer goes: the trial's task, which sees its round fail then, reads it, and the round's own
         # close reads fairweather.stopped (a stopped trial's round ends FINISHED whoever closes it first).
-        child.set_tags(
-            {
-                STATUS_TAG: status,
-                **({STOPPED_TAG: "the sweep's scheduler"} if status == "stopped_early" else {}),
-            }
-        )
+        tags = {STATUS_TAG: status}
+        if status == "stopped_early":
+            tags[STOPPED_TAG] = "the sweep's scheduler"
+        child.set_tags(tags)
         release_trainer(self.job.registry_name, trial.trial_id)
         step = (trial.last_result or {}).get("step")
         TrialTidy(self.job.sweep.metric, sampled(self.job.sweep, trial.config))(child, status, step)
