@@ -9,6 +9,7 @@ actors with other batches and thread counts. Images of 128 px make PSNR's mean a
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -64,6 +65,13 @@ def setup(tmp_path_factory, model_cache):
     return root, cfg, checkpoint
 
 
+def _means(cfg, run_id: str) -> dict[tuple[str, str, str], float]:
+    """``(method, weather, metric) -> mean`` of one evaluation run, from the metrics table."""
+    metrics = TableStore(cfg.data.tables).read("metrics").to_pandas()
+    means = metrics[(metrics["run_id"] == run_id) & (metrics["image"] == "")]
+    return {(r.method, r.weather, r.metric): r.value for r in means.itertuples()}
+
+
 @pytest.mark.usefixtures("local_ray")
 def test_train_final_table_equals_evaluate_report_to_the_last_digit(setup, capsys):
     import ray.train
@@ -83,9 +91,13 @@ def test_train_final_table_equals_evaluate_report_to_the_last_digit(setup, capsy
     )
     summary = run_evaluate(dataclasses.replace(cfg, evaluate=ev), DiskLogger(root / "evaluate"))
     assert summary.failed == 0
-    metrics = TableStore(cfg.data.tables).read("metrics").to_pandas()
-    means = metrics[(metrics["run_id"] == summary.run_name) & (metrics["image"] == "")]
-    evaluated = {(r.method, r.weather, r.metric): r.value for r in means.itertuples()}
+    evaluated = _means(cfg, summary.run_name)
+    # evaluate.one_actor (restore and score in one actor per image, for memory): the same numbers.
+    one = dataclasses.replace(ev, one_actor=True, report_dir=str(root / "report-one"))
+    time.sleep(1.0)  # a run name of its own (evaluate-<second>)
+    again = run_evaluate(dataclasses.replace(cfg, evaluate=one), DiskLogger(root / "evaluate-one"))
+    assert again.failed == 0 and again.run_name != summary.run_name
+    assert _means(cfg, again.run_name) == evaluated
 
     store = TableStore(cfg.data.tables)
     table = evaluate_checkpoint(

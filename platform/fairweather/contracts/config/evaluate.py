@@ -66,6 +66,10 @@ class EvaluateConfig:
     include_input: bool = True
     #: Scoring actors, and what each reserves.
     concurrency: int = 1
+    #: Restore and score each image in one actor (``concurrency`` of them) instead of a restore pool and a score
+    #: pool: one process holds torch, the network and the metrics, so less memory (big photos on a small
+    #: machine); two pools overlap restoring one image with scoring another, so more images/s.
+    one_actor: bool = False
     num_cpus_per_actor: float = 1.0
     num_gpus_per_actor: float = 0.0
     #: Where the markdown/CSV report and figures go; ``None``: ``<runs_dir>/reports/<run name>``.

@@ -1,4 +1,5 @@
-"""The engine's Ray Data actors: restore with checkpoints, then score with the metric scorers.
+"""The engine's Ray Data actors: restore with checkpoints, then score with the metric scorers (two pools, or one
+actor doing both: :class:`RestoreAndScoreActor`).
 
 Both hold their heavy state (networks, metric models) for their whole life, so a model is loaded once per actor,
 not once per batch; the work itself is :func:`~fairweather.stages.engine.score.restore_one` and
@@ -136,3 +137,24 @@ class ScoreActor:
         extra = [field for field in batch.schema if field.name not in ROW_SCHEMA.names]
         rows = score_rows(batch_rows(batch), self.scorers, self.reference, input_checks=self.input_checks)
         return rows_table(rows, pa.schema(list(SCORED_SCHEMA) + extra))
+
+
+class RestoreAndScoreActor:
+    """Restores, runs the caller's step and scores in one process, one row at a time: the restored pixels are
+    scored and dropped before the next row is restored. One process holds torch, the networks and the scorers (a
+    second pool would hold its own torch and its own copy of each row), at the price of the overlap two pools give
+    (restoring one photo while another is scored)."""
+
+    def __init__(
+        self,
+        restore: dict,
+        score: dict,
+        after_restore: Callable[[pa.Table], pa.Table] | None = None,
+    ):
+        """restore / score: the constructor arguments of :class:`RestoreActor` / :class:`ScoreActor`."""
+        self.restore, self.score = RestoreActor(**restore), ScoreActor(**score)
+        self.after_restore = after_restore
+
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        for restored in self.restore(batch):
+            yield self.score(self.after_restore(restored) if self.after_restore else restored)

@@ -1,5 +1,6 @@
 """The restore-and-score pipeline: work rows -> pixels (tasks) -> restorations (actors) -> [the caller's step]
--> scores (actors), as one lazy Ray Data dataset sized by the caller's knobs.
+-> scores (actors), as one lazy Ray Data dataset sized by the caller's knobs; with ``Sizing.one_actor`` the three steps after reading
+run in one actor per row (:class:`~fairweather.stages.engine.actors.RestoreAndScoreActor`).
 
 Callers: ``fairweather evaluate`` (test sets x methods, then its tables and report) and ``fairweather
 pseudolabel`` (pool images x candidate sources; its step stores each candidate as a PNG). Each maps the scored
@@ -27,7 +28,7 @@ import ray
 from fairweather.contracts.config.evaluate import ScorerConfig
 from fairweather.contracts.config.vlm import VLMConfig
 from fairweather.metrics import Scorer
-from fairweather.stages.engine.actors import RestoreActor, ScoreActor
+from fairweather.stages.engine.actors import RestoreActor, RestoreAndScoreActor, ScoreActor
 from fairweather.stages.engine.rows import read_rows
 from fairweather.stages.engine.score import InputChecks
 
@@ -42,6 +43,9 @@ class Sizing:
     num_gpus_per_actor: float
     #: Work rows per read task, and so rows per actor call at most.
     batch_size: int
+    #: Restore and score in one pool of ``restore_actors`` actors (:class:`RestoreAndScoreActor`): less memory,
+    #: no overlap between restoring and scoring.
+    one_actor: bool = False
 
     @property
     def threads(self) -> int:
@@ -50,7 +54,13 @@ class Sizing:
 
     def actor_cpus(self, restoring: bool) -> float:
         """CPUs the actors reserve (the restore pool only exists when something is restored)."""
+        if restoring and self.one_actor:
+            return self.restore_actors * self.num_cpus_per_actor
         return (self.score_actors + (self.restore_actors if restoring else 0)) * self.num_cpus_per_actor
+
+    def pools(self, restoring: bool) -> int:
+        """Actor pools of the pipeline: 1 (score only, or restore-and-score in one actor) or 2."""
+        return 2 if restoring and not self.one_actor else 1
 
 
 @dataclass(frozen=True)
@@ -102,21 +112,13 @@ def restore_and_score(
         batch_format="pyarrow",
         fn_kwargs={"max_pixels": max_pixels, "short_side": short_side, "with_input": with_inputs},
     )
-    if checkpoints:
-        ds = ds.map_batches(
-            RestoreActor,
-            fn_constructor_kwargs={
-                "checkpoints": dict(checkpoints),
-                "num_gpus": sizing.num_gpus_per_actor,
-                "threads": threads,
-                "keep_input": with_inputs,
-            },
-            compute=ray.data.ActorPoolStrategy(size=sizing.restore_actors),
-            **actors,
-        )
-    if after_restore is not None:
-        ds = ds.map_batches(after_restore, batch_format="pyarrow")
-    kwargs = {
+    restore = {
+        "checkpoints": dict(checkpoints),
+        "num_gpus": sizing.num_gpus_per_actor,
+        "threads": threads,
+        "keep_input": with_inputs,
+    }
+    score = {
         "metrics": scoring.metrics,
         "reference_metrics": scoring.reference_metrics,
         "scorer": scoring.scorer,
@@ -126,9 +128,25 @@ def restore_and_score(
         "scorer_factory": scoring.scorer_factory,
         "input_checks": scoring.input_checks,
     }
+    if checkpoints and sizing.one_actor:
+        return ds.map_batches(
+            RestoreAndScoreActor,
+            fn_constructor_kwargs={"restore": restore, "score": score, "after_restore": after_restore},
+            compute=ray.data.ActorPoolStrategy(size=sizing.restore_actors),
+            **actors,
+        )
+    if checkpoints:
+        ds = ds.map_batches(
+            RestoreActor,
+            fn_constructor_kwargs=restore,
+            compute=ray.data.ActorPoolStrategy(size=sizing.restore_actors),
+            **actors,
+        )
+    if after_restore is not None:
+        ds = ds.map_batches(after_restore, batch_format="pyarrow")
     return ds.map_batches(
         ScoreActor,
-        fn_constructor_kwargs=kwargs,
+        fn_constructor_kwargs=score,
         compute=ray.data.ActorPoolStrategy(size=sizing.score_actors),
         **actors,
     )

@@ -109,10 +109,16 @@ def _check_devices(cfg: FairweatherConfig) -> None:
 
 
 def sizing(cfg: FairweatherConfig) -> Sizing:
-    """Both actor pools (restore, score) are ``evaluate.concurrency`` actors of the same size."""
+    """Both actor pools (restore, score), or the one of ``evaluate.one_actor``, are ``evaluate.concurrency`` actors
+    of the same size."""
     ev = cfg.evaluate
     return Sizing(
-        ev.concurrency, ev.concurrency, ev.num_cpus_per_actor, ev.num_gpus_per_actor, ev.scorer.batch_size
+        ev.concurrency,
+        ev.concurrency,
+        ev.num_cpus_per_actor,
+        ev.num_gpus_per_actor,
+        ev.scorer.batch_size,
+        one_actor=ev.one_actor,
     )
 
 
@@ -206,10 +212,12 @@ def run_evaluate(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
     unavailable = _unavailable(cfg)
     check_output_locations(cfg)
     _check_devices(cfg)
+    sized = sizing(cfg)
     check_cpu_budget(
         cfg.runtime,
-        sizing(cfg).actor_cpus(restoring=bool(checkpoints)),
-        f"{2 if checkpoints else 1} actor pool(s) x evaluate.concurrency x evaluate.num_cpus_per_actor",
+        sized.actor_cpus(restoring=bool(checkpoints)),
+        f"{sized.pools(restoring=bool(checkpoints))} actor pool(s) x evaluate.concurrency x "
+        "evaluate.num_cpus_per_actor",
     )
     run_name = f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}"
     report_dir = ev.report_dir or f"{cfg.runtime.runs_dir}/reports/{run_name}"
