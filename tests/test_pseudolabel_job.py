@@ -9,6 +9,7 @@ brightens every image by ~25 levels: more than the input, less than the "bright"
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import sys
@@ -176,8 +177,10 @@ def test_init_then_round_replaces_only_improvements_keeps_history_and_reruns_cha
                                   scorer_factory=StubFactory())  # fmt: skip
     pending = [row for row in history(cfg).values() if not row["decided"]]
     assert len(pending) == 4  # every finished candidate survived the crash, undecided
+    # This round restores, stores and scores in one actor (pseudo.one_actor): the same outcome as two pools.
+    one_actor = dataclasses.replace(cfg, pseudo=dataclasses.replace(cfg.pseudo, one_actor=True))
     one = stage.run_pseudolabel(
-        cfg, logger, lineage=LINEAGE, checkpoint=ckpt, round_index=1, scorer_factory=StubFactory()
+        one_actor, logger, lineage=LINEAGE, checkpoint=ckpt, round_index=1, scorer_factory=StubFactory()
     )
     # No duplicate, decided; image 4 fails twice again: its EMA candidate and its input, which has no row yet (every
     # input is scored once per lineage, in the first round that can)
@@ -228,6 +231,7 @@ def test_init_off_and_start_up_errors_are_one_line(tmp_path: Path, capsys):
         f"data.tables={tmp_path}/tables",
         f"runtime.runs_dir={tmp_path}/runs",
         "pseudo.init=true",
+        "pseudo.metrics=[piqe]",  # NIQE's parameters come through `fairweather prefetch` (network): not in tests
     ]
     assert main(base) == 2
     assert "fairweather label" in capsys.readouterr().err

@@ -102,6 +102,9 @@ class PseudoConfig:
     #: Restore actors (EMA teachers) and score actors, and what each reserves.
     restore_concurrency: int = 1
     score_concurrency: int = 1
+    #: Restore, store and score each candidate in one actor (``restore_concurrency`` of them): less memory on big
+    #: photos, no overlap of restoring and scoring (see ``evaluate.one_actor``).
+    one_actor: bool = False
     num_cpus_per_actor: float = 1.0
     num_gpus_per_actor: float = 0.0
     #: The driver writes finished candidate rows every ``flush_rows`` rows or ``flush_seconds`` seconds.

@@ -129,7 +129,8 @@ def _sources(cfg: FairweatherConfig, checkpoint: str | None, round_index: int) -
 
 
 def sizing(cfg: FairweatherConfig) -> Sizing:
-    """``pseudo.restore_concurrency`` restore actors, ``pseudo.score_concurrency`` score actors, of one size."""
+    """``pseudo.restore_concurrency`` restore actors, ``pseudo.score_concurrency`` score actors, of one size (with
+    ``pseudo.one_actor``: ``restore_concurrency`` actors that do both)."""
     pseudo = cfg.pseudo
     return Sizing(
         pseudo.restore_concurrency,
@@ -137,6 +138,7 @@ def sizing(cfg: FairweatherConfig) -> Sizing:
         pseudo.num_cpus_per_actor,
         pseudo.num_gpus_per_actor,
         pseudo.batch_size,
+        one_actor=pseudo.one_actor,
     )
 
 
@@ -150,7 +152,8 @@ def _check_resources(cfg: FairweatherConfig, restoring: bool) -> None:
     check_cpu_budget(
         cfg.runtime,
         sizing(cfg).actor_cpus(restoring),
-        "pseudo.restore_concurrency + pseudo.score_concurrency actors x pseudo.num_cpus_per_actor",
+        "pseudo.restore_concurrency (+ pseudo.score_concurrency unless pseudo.one_actor) actors x "
+        "pseudo.num_cpus_per_actor",
     )
 
 
