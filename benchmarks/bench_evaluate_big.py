@@ -14,7 +14,8 @@ smoke profile's metrics (PIQE; PSNR and SSIM against the targets), by
   one process with one torch thread, and
 - ``ray``: the evaluation stage's Ray Data pipeline (``evaluation_dataset``: read tasks -> 1 restore actor -> 1
   score actor, 1 CPU and 1 torch thread each) on a private local Ray of 3 logical CPUs (the two actors and the
-  read tasks, as the stage's budget check asks).
+  read tasks, as the stage's budget check asks); with the override ``evaluate.one_actor=true``: read tasks -> 1
+  actor that restores and scores each photo.
 
 Each run is a fresh process (so one run's memory cannot hide in the next), on the first ``--*-base`` images and
 on all of them; the table gives end-to-end rows/s (start-up, model and scorer loading included), marginal rows/s =
