@@ -152,9 +152,14 @@ class BuildError(RuntimeError):
     """The build cannot go on (a mirror or commit is missing, a source gives no pairs)."""
 
 
+def run_git(git_dir: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """One git command on a bare mirror; the caller reads its return code."""
+    return subprocess.run(["git", f"--git-dir={git_dir}", *args], capture_output=True, check=False)
+
+
 def git(git_dir: Path, *args: str) -> bytes:
-    """Run one git command on a bare mirror and return its stdout."""
-    done = subprocess.run(["git", f"--git-dir={git_dir}", *args], capture_output=True, check=False)
+    """Run one git command on a bare mirror and return its stdout; a failure stops the build."""
+    done = run_git(git_dir, *args)
     if done.returncode != 0:
         raise BuildError(f"git {' '.join(args)} in {git_dir} failed: {done.stderr.decode().strip()}")
     return done.stdout
@@ -162,9 +167,7 @@ def git(git_dir: Path, *args: str) -> bytes:
 
 def blob_bytes(git_dir: Path, commit: str, path: str) -> bytes | None:
     """The blob at ``commit:path``, or None where the mirror lacks it (too big for the snapshot) or holds an LFS pointer."""
-    done = subprocess.run(
-        ["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"], capture_output=True, check=False
-    )
+    done = run_git(git_dir, "show", f"{commit}:{path}")
     if done.returncode != 0 or done.stdout.startswith(LFS_POINTER):
         return None
     return done.stdout
@@ -198,11 +201,7 @@ def check_mirrors(mirrors: Path, sets: list[str]) -> None:
             git_dir = mirror_of(mirrors, src.repo)
             if not (git_dir / "HEAD").is_file():
                 raise BuildError(f"no mirror of {src.repo} at {git_dir}: fetch github:{src.repo} first")
-            found = subprocess.run(
-                ["git", f"--git-dir={git_dir}", "cat-file", "-e", f"{src.commit}^{{commit}}"],
-                capture_output=True,
-            )
-            if found.returncode != 0:
+            if run_git(git_dir, "cat-file", "-e", f"{src.commit}^{{commit}}").returncode != 0:
                 raise BuildError(
                     f"the mirror of {src.repo} lacks commit {src.commit}: fetch github:{src.repo} again"
                 )

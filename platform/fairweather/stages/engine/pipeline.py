@@ -1,6 +1,6 @@
 """The restore-and-score pipeline: work rows -> pixels (tasks) -> restorations (actors) -> [the caller's step]
--> scores (actors), as one lazy Ray Data dataset sized by the caller's knobs; with ``Sizing.one_actor`` the three steps after reading
-run in one actor per row (:class:`~fairweather.stages.engine.actors.RestoreAndScoreActor`).
+-> scores (actors), as one lazy Ray Data dataset sized by the caller's knobs; with ``Sizing.one_actor`` the three
+steps after reading run in one actor, row by row (:class:`~fairweather.stages.engine.actors.RestoreAndScoreActor`).
 
 Callers: ``fairweather evaluate`` (test sets x methods, then its tables and report) and ``fairweather
 pseudolabel`` (pool images x candidate sources; its step stores each candidate as a PNG). Each maps the scored
