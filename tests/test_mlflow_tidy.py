@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from fairweather.contracts.config import load_config
-from fairweather.stages.infra.tracking import END_TAG, RESUMED_TAG, open_logger, stage_run
+from fairweather.stages.infra.tracking import END_TAG, RESUMED_TAG, open_logger, stage_run, stamped_name
 
 
 @pytest.fixture()
@@ -34,6 +34,15 @@ def _kill_a_run(tmp_path, key: str) -> tuple[str, str]:
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     run_id, child_id = killed.stdout.split()[-2:]
     return run_id, child_id
+
+
+def test_runs_named_in_the_same_second_get_names_of_their_own_in_time_order():
+    """Before: ``evaluate-<second>`` was shared by two evaluations started in one second, and so were their rows in
+    the metrics table and their report folder."""
+    names = [stamped_name("evaluate") for _ in range(20)]
+    assert len(set(names)) == 20
+    stamps = [name.rsplit("-", 1)[0] for name in names]
+    assert stamps == sorted(stamps) and all(stamp.startswith("evaluate-20") for stamp in stamps)
 
 
 def test_a_run_resumed_after_its_process_was_gone_does_not_keep_the_end_tag(cfg, tmp_path):

@@ -9,7 +9,6 @@ actors with other batches and thread counts. Images of 128 px make PSNR's mean a
 from __future__ import annotations
 
 import dataclasses
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -94,7 +93,6 @@ def test_train_final_table_equals_evaluate_report_to_the_last_digit(setup, capsy
     evaluated = _means(cfg, summary.run_name)
     # evaluate.one_actor (restore and score in one actor per image, for memory): the same numbers.
     one = dataclasses.replace(ev, one_actor=True, report_dir=str(root / "report-one"))
-    time.sleep(1.0)  # a run name of its own (evaluate-<second>)
     again = run_evaluate(dataclasses.replace(cfg, evaluate=one), DiskLogger(root / "evaluate-one"))
     assert again.failed == 0 and again.run_name != summary.run_name
     assert _means(cfg, again.run_name) == evaluated

@@ -46,7 +46,7 @@ from fairweather.stages.evaluate.report import TARGET, ReportInfo, weather_means
 from fairweather.stages.infra.console import progress, say
 from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.runtime import check_output_locations, ray_session
-from fairweather.stages.infra.tracking import stage_run
+from fairweather.stages.infra.tracking import stage_run, stamped_name
 from fairweather.training.state import load_state
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ def run_evaluate(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
         f"{sized.pools(restoring=bool(checkpoints))} actor pool(s) x evaluate.concurrency x "
         "evaluate.num_cpus_per_actor",
     )
-    run_name = f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = stamped_name("evaluate")
     report_dir = ev.report_dir or f"{cfg.runtime.runs_dir}/reports/{run_name}"
     methods = (
         ((INPUT_METHOD,) if ev.include_input else ()) + tuple(c.name for c in checkpoints) + tuple(baselines)

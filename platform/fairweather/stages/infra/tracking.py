@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import socket
 import subprocess
 import tempfile
@@ -339,6 +340,12 @@ def code_commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
+def stamped_name(prefix: str) -> str:
+    """``<prefix>-<YYYYmmdd-HHMMSS>-<6 hex>``: a run name in time order that two runs started in the same second (by
+    one process or by several) do not share; tables, report folders and Ray Train storage are keyed by it."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
 def _process_gone(pid: int) -> bool:
     """True when no process with ``pid`` exists on this host (a reused PID reads as alive: the safe side)."""
     try:
@@ -405,7 +412,7 @@ def open_logger(
     logger = MLflowLogger(
         tracking_uri(cfg.runtime),
         cfg.runtime.experiment,
-        run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
+        run_name or stamped_name(stage),
         artifact_location=artifact_root(cfg.runtime),
         key=key,
         tags=tags,

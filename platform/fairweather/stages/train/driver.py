@@ -59,7 +59,7 @@ from fairweather.stages.infra.console import say
 from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.locks import run_lock
 from fairweather.stages.infra.runtime import is_private_local, ray_session, runs_path
-from fairweather.stages.infra.tracking import stage_run
+from fairweather.stages.infra.tracking import stage_run, stamped_name
 from fairweather.stages.train.callback import RESUME_TAG, ReportToLogger
 from fairweather.stages.train.final_score import evaluate_checkpoint, print_test_table
 from fairweather.stages.train.prompts import learn_prompts
@@ -137,7 +137,7 @@ def run_name(cfg: FairweatherConfig, versions: dict[str, str]) -> str:
         shaping["seed"] = cfg.runtime.seed
         digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
         name = f"train-{digest}"
-    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}" if cfg.train.new_run else name
+    return stamped_name(name) if cfg.train.new_run else name
 
 
 def trained_until(storage: str, name: str) -> tuple[int, str | None]:
