@@ -5,9 +5,9 @@ One pipeline run for both (it used to run twice, here and in test_pipeline.py): 
 rounds, the same command resumes (the finished stages skipped, one MLflow run per stage), and a third finds every
 stage done. The tests assert on what the three commands printed and left.
 
-Its own Ray (``own_ray``: before the session's shared one): the smoke profile's paths are relative, so the Ray's
-workers must run in the demo's folder, as they do when the command starts its Ray there. One Ray for the three
-commands, started as the command starts it (``ray_session``).
+Its own Ray (``own_ray``: the process's shared one is stopped first): the smoke profile's paths are relative, so
+the Ray's workers must run in the demo's folder, as they do when the command starts its Ray there. One Ray for the
+three commands, started as the command starts it (``ray_session``).
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ def test_prefetch_cache_flag_fills_and_checks_one_folder(empty_cache, tmp_path, 
     }
 
 
-@pytest.mark.own_ray  # ray_session starts the Ray with the runtime_env: before the shared Ray (tests/conftest.py)
+@pytest.mark.own_ray  # ray_session starts the Ray with the runtime_env: no shared Ray (tests/conftest.py)
 def test_ray_workers_get_the_weights_cache(empty_cache, tmp_path, monkeypatch):
     """Through the job's runtime_env, not by inheritance: workers on other nodes never see the driver's variables."""
     import ray
