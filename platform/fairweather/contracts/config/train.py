@@ -48,11 +48,11 @@ class TrainConfig:
     batch_size: int = 8
     #: Real (unlabeled) images per worker per step; 0 trains on the pairs alone (L_sup only).
     real_batch_size: int = 8
-    #: Square training crop; images smaller than this are padded by reflection first.
     #: Probability that a training pair's input is its clean target instead (the network learns to leave clear
     #: content untouched). Without it, a network trained on synthetic weather alters light real rain: measured on
     #: real Rain100L pairs, 0.15 turned a loss of about -2 dB into a gain (docs/real-weather.md).
     clean_pair_fraction: float = 0.0
+    #: Square training crop; images smaller than this are padded by reflection first.
     crop_size: int = 256
     #: AdamW peak learning rate, reached after ``warmup_steps`` linear steps, then a cosine decay to
     #: ``lr * min_lr_ratio`` at the last step of the run. In (0, 1] (``loader.LEARNING_RATE``). A resumed run
