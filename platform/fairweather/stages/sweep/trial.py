@@ -45,6 +45,7 @@ from fairweather.stages.infra.tracking import (
     STOPPED_TAG,
     MLflowLogger,
     close_descendants,
+    descendants,
     share_with_descendants,
 )
 from fairweather.stages.train.driver import storage_path
@@ -213,6 +214,12 @@ class TrialTidy:
             ended[END_TAG] = f"stopped early by the sweep's scheduler{at}: a normal end, not a failure"
         replace = ("RUNNING", "FAILED", "KILLED") if status == "stopped_early" else ("RUNNING",)
         close_descendants(trial, "FINISHED", ended, replace=replace)
+        if status == "stopped_early" and isinstance(trial, MLflowLogger):
+            # The round that lost its trainer may have closed itself FINISHED before this (it reads the trial's
+            # fairweather.stopped), and a round that completed before the stop is FINISHED too: they get the status.
+            for run in descendants(trial):
+                if STATUS_TAG not in run.data.tags:
+                    trial.client.set_tag(run.info.run_id, STATUS_TAG, status)
 
 
 def trial_status(metrics: Mapping[str, Any], failed: bool, total_steps: int) -> str:
