@@ -672,7 +672,9 @@ def section_gpu_tests(ctx: dict) -> dict:
 
     repo = Path(__file__).resolve().parents[1]
     cuda = ctx["devices"][-1].type == "cuda"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests/test_gpu.py"]
+    # Without the project's default options: they ask for pytest-xdist's workers, which a GPU machine may lack.
+    cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-m", "gpu", "-p", "no:cacheprovider"]
+    cmd.append("tests/test_gpu.py")
     if not cuda:
         cmd.append("--collect-only")
     env = {
