@@ -70,11 +70,16 @@ _SHARED = {"up": False}
 
 @pytest.fixture(autouse=True)
 def _own_ray_guard(request):
-    """Before an ``own_ray`` test the shared Ray stops (it would otherwise join it or skip, and test nothing)."""
-    if request.node.get_closest_marker("own_ray") and _SHARED["up"]:
+    """Before an ``own_ray`` test the shared Ray stops (it would otherwise join it or skip, and test nothing); any
+    other Ray still up in the process fails the test, loudly."""
+    if request.node.get_closest_marker("own_ray"):
         import ray
 
-        _stop_shared_ray(ray)
+        if _SHARED["up"]:
+            _stop_shared_ray(ray)
+        assert not ray.is_initialized(), (
+            "an own_ray test found a Ray up in its process that the tests did not start"
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
