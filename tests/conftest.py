@@ -18,8 +18,8 @@ own Ray.
 
 Tests that need the process *without* the shared Ray (a ``ray.cluster_utils.Cluster``, a Ray started by
 ``ray_session`` itself with its own options or working directory) are marked ``own_ray``: the shared Ray is stopped
-before each of them (the next module that needs it starts it again), so they never join it or skip because a Ray is
-up; in a module they run first. Tests that start their Ray in a subprocess (loopback probe, job submit, lock
+before their module starts (the next module that needs it starts it again), so they never join it or skip because
+a Ray is up; in a module they run first. Tests that start their Ray in a subprocess (loopback probe, job submit, lock
 holders, killed drivers) need no mark: a child process has no Ray of this one.
 """
 
@@ -68,17 +68,21 @@ def pytest_collection_modifyitems(config, items):
 _SHARED = {"up": False}
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _own_ray_guard(request):
-    """Before an ``own_ray`` test the shared Ray stops (it would otherwise join it or skip, and test nothing); any
-    other Ray still up in the process fails the test, loudly."""
-    if request.node.get_closest_marker("own_ray"):
+    """Before a module with ``own_ray`` tests the shared Ray stops (they would otherwise join it or skip, and test
+    nothing), and any other Ray up in the process fails the module, loudly. Module-scoped and autouse, so it runs
+    before the module's own fixtures (the demo's starts its Ray); its own_ray tests run first in it, and a later
+    test that needs the shared Ray starts it again through ``local_ray``."""
+    if any(
+        item.get_closest_marker("own_ray") for item in request.session.items if item.module is request.module
+    ):
         import ray
 
         if _SHARED["up"]:
             _stop_shared_ray(ray)
         assert not ray.is_initialized(), (
-            "an own_ray test found a Ray up in its process that the tests did not start"
+            "an own_ray module found a Ray up in its process that the tests did not start"
         )
 
 
