@@ -38,8 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_CPUS = 2
 
 
-#: The longest modules, longest first (seconds in a 2-worker run on the 2-core machine, 2026-12-05: 157, 134, 116,
-#: 73, 67, 52, 50). They start first so that no worker is left with one long module at the end; the others follow
+#: The longest modules, longest first (seconds in a 2-worker run on the 2-core machine, 2026-12-05: 183, 127, 104,
+#: 84, 77, 58, 52). They start first so that no worker is left with one long module at the end; the others follow
 #: in file order. A stale list only costs balance, never a test.
 LONGEST_FIRST = (
     "test_train_stage",
@@ -47,8 +47,8 @@ LONGEST_FIRST = (
     "test_sweep",
     "test_label_consistency",
     "test_label_job",
-    "test_rounds",
     "test_train_multinode",
+    "test_rounds",
 )
 
 
@@ -64,7 +64,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=key)
 
 
-#: Whether this process's shared Ray is up now (an own_ray test stops it; ``local_ray`` starts it again).
+#: Whether this process's shared Ray is up now (a module of own_ray tests stops it; ``local_ray`` starts it again).
 _SHARED = {"up": False}
 
 
