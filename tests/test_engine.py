@@ -123,6 +123,7 @@ def test_cgroup_quota_v2_then_v1(tmp_path: Path):
     assert cpus.cgroup_cpu_quota(v2, v1) is None
 
 
+@pytest.mark.own_ray  # the budget before a stage starts its Ray: with a Ray up, cpu_budget asks that Ray instead
 def test_cpu_budget_and_the_check_every_stage_uses(monkeypatch):
     assert cpus.machine_cpus() >= 1
     monkeypatch.setattr(cpus, "cgroup_cpu_quota", lambda: 0.5)
