@@ -164,7 +164,7 @@ def _stop_shared_ray(ray) -> None:
 
 @pytest.fixture(scope="session")
 def shared_ray(tmp_path_factory):
-    """The process's private local Ray, started at first use (and again by ``local_ray`` after an own_ray test
+    """The process's private local Ray, started at first use (and again by ``local_ray`` after an own_ray module
     stopped it); shut down at the end only if this fixture started it (a Ray up before the session is used as is)."""
     import ray
 
@@ -192,7 +192,7 @@ def local_ray(shared_ray, request, tmp_path_factory):
     """The shared private Ray for one test module. At the module's end every CPU must be free again: a module
     that left an actor or a placement group behind would make the next module wait forever, so the shared Ray is
     then restarted (with a warning naming the module) instead."""
-    if not shared_ray.is_initialized():  # an own_ray test stopped it
+    if not shared_ray.is_initialized():  # an own_ray module stopped it
         _start_shared_ray(tmp_path_factory.mktemp("shared-ray-cwd"))
     yield shared_ray
     if shared_ray.is_initialized() and not _cpus_given_back(shared_ray, timeout=20):
