@@ -171,3 +171,36 @@ def test_clean_pair_fraction_swaps_inputs_for_targets_and_leaves_crops_alone(tmp
     same = [torch.equal(x, y) for x, y in zip(mixed["paired_input"], mixed["paired_target"], strict=True)]
     kept = [torch.equal(x, y) for x, y in zip(mixed["paired_input"], plain["paired_input"], strict=True)]
     assert 8 <= sum(same) <= 32 and all(s != k for s, k in zip(same, kept, strict=True))
+
+
+def test_loader_conversion_is_torchs_to_the_bit_and_leaves_no_openmp_team_in_the_loader_thread():
+    """A parallel torch op in a loader thread leaves that thread an OpenMP team of its own, which halves a small
+    network's step on 2 cores (benchmarks/bench_loader_threads.py): to_tensor must not make one."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fairweather.data.batches import to_tensor
+
+    images = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(8)]
+    reference = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    converted = to_tensor(images)
+    assert torch.equal(converted, reference) and converted.stride() == reference.stride()
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.rand(256, 256).add_(1)  # this thread's own team exists first
+
+        def threads() -> int:
+            return len(os.listdir("/proc/self/task"))
+
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(lambda: None).result()
+            start = threads()
+            pool.submit(to_tensor, images).result()
+            assert threads() == start
+            # The check can see a team: the old conversion makes one.
+            pool.submit(lambda: torch.from_numpy(np.stack(images)).float().div_(255.0)).result()
+            assert threads() > start
+    finally:
+        torch.set_num_threads(before)

@@ -55,8 +55,18 @@ def crop_flip(images: Sequence[np.ndarray], size: int, rng: np.random.Generator)
 
 
 def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
-    """``N`` x ``(H, W, 3)`` uint8 -> ``(N, 3, H, W)`` float32 in [0, 1]."""
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    """``N`` x ``(H, W, 3)`` uint8 -> ``(N, 3, H, W)`` float32 in [0, 1] (a channels-last view of an
+    ``(N, H, W, 3)`` array).
+
+    The arithmetic is numpy's, not torch's, on purpose: the loader threads call this, and a thread that runs a
+    parallel torch op gets an OpenMP thread team of its own that outlives the op. With more OpenMP threads than
+    cores, the training thread's team stops spinning between ops and sleeps, and every one of a small network's
+    thousands of ops per step then waits for its threads to wake: on 2 cores the NAFNet step took twice as long
+    (``benchmarks/bench_loader_threads.py``). float32 division by 255, as torch's ``div_``: the same bits.
+    """
+    scaled = np.stack(images).astype(np.float32)
+    scaled /= np.float32(255.0)
+    return torch.from_numpy(scaled).permute(0, 3, 1, 2)
 
 
 class PairedBatches:
