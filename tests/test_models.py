@@ -180,3 +180,26 @@ def test_paper_sizes_match_published_parameter_counts() -> None:
     assert counts["nafnet"] == pytest.approx(17.11e6, rel=2e-3)
     assert counts["promptir"] == pytest.approx(35.59e6 - 0.215e6, rel=2e-3)
     assert counts["msbdn"] == pytest.approx(31.35e6, rel=0.05)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_layer_norm_2d_normalises_each_pixel_over_channels_with_its_affine(memory_format) -> None:
+    """The fused LayerNorm2d equals the per-pixel formula (biased variance, eps inside the root), values and
+    gradients, in either memory format."""
+    from fairweather.models.common import LayerNorm2d
+
+    torch.manual_seed(0)
+    norm = LayerNorm2d(6, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = (torch.randn(2, 6, 5, 7) * 3 + 1).contiguous(memory_format=memory_format).requires_grad_()
+    mean = x.mean(dim=1, keepdim=True)
+    var = (x - mean).pow(2).mean(dim=1, keepdim=True)
+    expected = (x - mean) / torch.sqrt(var + 1e-6) * norm.weight[:, None, None] + norm.bias[:, None, None]
+    out = norm(x)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    (grad_out,) = torch.autograd.grad(out.square().sum(), x)
+    (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
+    torch.testing.assert_close(grad_out, grad_expected, rtol=1e-4, atol=1e-4)
