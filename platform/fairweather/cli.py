@@ -304,8 +304,11 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "synth": Command(
-        "Generate procedural paired data (input/ + target/ images, rows of the 'paired' table with train/val/test "
-        "splits) and an unlabeled weather pool.",
+        "Generate paired data (input/ + target/ images, rows of the 'paired' table with train/val/test splits) "
+        "and an unlabeled weather pool: physically based rain, haze and snow on real clean photos "
+        "(synth.clean=bundled: the photos shipped with the package, the smoke profile's choice; or a folder, glob "
+        "or manifest), or on procedural scenes when synth.clean is unset. Each row records its clean source, the "
+        "degradation's parameters and where its depth came from.",
         _synth,
     ),
     "prefetch": Command(
