@@ -61,7 +61,7 @@ def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     The arithmetic is numpy's, not torch's, on purpose: the loader threads call this, and a thread that runs a
     parallel torch op gets an OpenMP thread team of its own that outlives the op. With more OpenMP threads than
     cores, the training thread's team stops spinning between ops and sleeps, and every one of a small network's
-    thousands of ops per step then waits for its threads to wake: on 2 cores the NAFNet step took twice as long
+    thousands of ops per step then waits for its threads to wake: on 2 cores the NAFNet step took 1.7 times as long
     (``benchmarks/bench_loader_threads.py``). float32 division by 255, as torch's ``div_``: the same bits.
     """
     scaled = np.stack(images).astype(np.float32)
