@@ -1,12 +1,16 @@
-"""Stage 1 of Paper A, the weather prompts, learned once per run on the driver before the trainer starts."""
+"""Stage 1 of Paper A, the weather prompts, learned once per run on the driver before the trainer starts, and
+shared between runs that would learn the same ones (the trials of a sweep: the prompts do not depend on w1-w4)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import posixpath
 
 import torch
 
-from fairweather.contracts.config import FairweatherConfig
+from fairweather.contracts.config import FairweatherConfig, to_dict
 from fairweather.contracts.io import atomic_write_bytes, read_bytes
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.stages.infra.console import say
@@ -15,30 +19,73 @@ from fairweather.training.setup import load_encoders
 
 #: Name of the stage-1 prompt context file beside the run's checkpoints.
 PROMPTS_FILE = "weather_prompts.pt"
+#: Folder beside the runs where stage-1 contexts are kept by the digest of everything they are learned from.
+SHARED_FOLDER = "stage1-prompts"
+
+
+def stage1_digest(cfg: FairweatherConfig, examples: list[tuple[str, str]]) -> str:
+    """sha256 (hex, 16 digits) of what stage 1 learns from: the CLIP encoder's config, the prompt-fitting settings,
+    the seed, and each example's weather and file bytes (a regenerated image under the same name changes it)."""
+    loss = cfg.loss
+    settings = {
+        "clip": to_dict(cfg.encoders.clip),
+        "fit": [
+            loss.prompt_context_len,
+            loss.prompt_fit_steps,
+            loss.prompt_fit_lr,
+            loss.prompt_fit_batch_size,
+        ],
+        "seed": cfg.runtime.seed,
+        "max_image_pixels": cfg.data.max_image_pixels,
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for uri, weather in examples:
+        digest.update(weather.encode() + hashlib.sha256(read_bytes(uri)).digest())
+    return digest.hexdigest()[:16]
+
+
+def _load(uri: str) -> torch.Tensor | None:
+    try:
+        return torch.load(io.BytesIO(read_bytes(uri)), weights_only=True)
+    except OSError:
+        return None  # not learned there yet
+
+
+def _save(uri: str, context: torch.Tensor) -> None:
+    buffer = io.BytesIO()
+    torch.save(context, buffer)
+    atomic_write_bytes(uri, buffer.getvalue())
 
 
 def learn_prompts(cfg: FairweatherConfig, rows: dict[str, list[dict]], run_folder: str, logger: MetricLogger):
-    """Stage 1 (weather prompts) once per run: reuse ``<run>/weather_prompts.pt`` when a rerun finds it.
+    """Stage 1 (weather prompts) once per run: reuse ``<run>/weather_prompts.pt`` when a rerun finds it, else the
+    context another run learned from the same inputs (``<runs>/stage1-prompts/<digest>.pt``), else learn it.
 
     Returns the context ``(4, M, D)``. Runs on the driver: it is a few hundred CLIP image embeddings and a small
     optimisation of the prompt vectors only.
     """
     path = f"{run_folder}/{PROMPTS_FILE}"
-    try:
-        return torch.load(io.BytesIO(read_bytes(path)), weights_only=True)
-    except OSError:
-        pass  # first run of this name
-    clip, _ = load_encoders(cfg, torch.device("cpu"), depth=False)
+    context = _load(path)
+    if context is not None:
+        return context
     examples = weather_examples(
         rows["train"], rows["real"], cfg.train.prompt_images_per_weather, cfg.runtime.seed
     )
-    context, history = learn_prompt_context(cfg, clip, examples)
-    for step, value in enumerate(history):
-        logger.log_metrics({"stage1/prompt_loss": value}, step=step)
-    buffer = io.BytesIO()
-    torch.save(context, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-    say(
-        f"train: stage 1 learned the weather prompts on {len(examples)} images (loss {history[0]:.3f} -> {history[-1]:.3f})"
-    )
+    shared = f"{posixpath.dirname(run_folder.rstrip('/'))}/{SHARED_FOLDER}/{stage1_digest(cfg, examples)}.pt"
+    context = _load(shared)
+    if context is not None:
+        say(
+            f"train: stage 1's weather prompts reused from {shared} (learned on the same images and settings)"
+        )
+    else:
+        clip, _ = load_encoders(cfg, torch.device("cpu"), depth=False)
+        context, history = learn_prompt_context(cfg, clip, examples)
+        for step, value in enumerate(history):
+            logger.log_metrics({"stage1/prompt_loss": value}, step=step)
+        _save(shared, context)
+        say(
+            f"train: stage 1 learned the weather prompts on {len(examples)} images "
+            f"(loss {history[0]:.3f} -> {history[-1]:.3f})"
+        )
+    _save(path, context)
     return context
