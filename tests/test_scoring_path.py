@@ -2,7 +2,7 @@
 report agree to the last digit on the same checkpoint and images.
 
 Both go through the engine's read / restore / score functions and the same per-weather mean
-(:mod:`fairweather.stages.engine.score`); train's runs in-process inside its Ray task, evaluate's in Ray Data
+(:mod:`fairweather.stages.engine.score`); train's runs in-process in the run's driver (a Ray task on GPU runs), evaluate's in Ray Data
 actors with other batches and thread counts. Images of 128 px make PSNR's mean a multi-threaded reduction.
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import torch
 
 from fairweather.contracts.config import load_config
 from fairweather.contracts.metric_logger import DiskLogger
@@ -98,10 +99,18 @@ def test_train_final_table_equals_evaluate_report_to_the_last_digit(setup, capsy
     assert _means(cfg, again.run_name) == evaluated
 
     store = TableStore(cfg.data.tables)
-    table = evaluate_checkpoint(
-        cfg, ray.train.Checkpoint.from_directory(str(checkpoint)), paired_view(store, "test").to_pylist(),
-        DiskLogger(root / "train"),
-    )  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(
+        3
+    )  # not cpus_per_worker: a CPU run scores in its driver's process and gives them back
+    try:
+        table = evaluate_checkpoint(
+            cfg, ray.train.Checkpoint.from_directory(str(checkpoint)), paired_view(store, "test").to_pylist(),
+            DiskLogger(root / "train"),
+        )  # fmt: skip
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
     assert set(table) == {"rain", "haze", "snow", "overall"}
     for weather, row in table.items():
         for metric in ("psnr", "ssim"):

@@ -1,6 +1,6 @@
-"""The final test-split score of a training run: the last checkpoint's EMA teacher and the input, scored as one
-Ray task (on a GPU when training used them) through the evaluation's scoring path, so ``fairweather evaluate``
-reports the same numbers for the checkpoint; then logged, with the model, and printed."""
+"""The final test-split score of a training run: the last checkpoint's EMA teacher and the input, scored through
+the evaluation's scoring path, so ``fairweather evaluate`` reports the same numbers for the checkpoint; then logged,
+with the model, and printed. A CPU run scores in the driver's process, a GPU run in a Ray task on a GPU."""
 
 from __future__ import annotations
 
@@ -33,10 +33,14 @@ def _score_test(
     evaluate`` scores them (:func:`~fairweather.stages.evaluate.driver.score_checkpoint_here`):
     ``{"test/<metric>/<weather>", "test/input_<metric>/<weather>": mean}`` for PSNR/SSIM."""
     device = torch.device("cuda" if cfg.train.scaling.use_gpu and torch.cuda.is_available() else "cpu")
+    threads = torch.get_num_threads()  # the driver's own, when it scores in-process
     torch.set_num_threads(max(1, int(cfg.train.scaling.cpus_per_worker)))
-    with checkpoint.as_directory() as folder:
-        restorer = load_restorer(folder, cfg, source="the training config", device=str(device))
-    means = score_checkpoint_here(cfg, restorer, rows, metrics=PAIR_METRICS, device=device)
+    try:
+        with checkpoint.as_directory() as folder:
+            restorer = load_restorer(folder, cfg, source="the training config", device=str(device))
+        means = score_checkpoint_here(cfg, restorer, rows, metrics=PAIR_METRICS, device=device)
+    finally:
+        torch.set_num_threads(threads)
     return {
         f"test/{'input_' if r.method == INPUT_METHOD else ''}{r.metric}/{r.weather}": r.value
         for r in means.itertuples()
@@ -46,14 +50,20 @@ def _score_test(
 def evaluate_checkpoint(
     cfg: FairweatherConfig, checkpoint: ray.train.Checkpoint, rows: list[dict], logger: MetricLogger
 ) -> dict[str, dict[str, float]]:
-    """Score the final checkpoint on the ``test`` split (a Ray task, on a GPU when training used them), log the
-    numbers and the model (teacher + student weights and the config) to ``logger``; ``{weather: {metric: value}}``."""
+    """Score the final checkpoint on the ``test`` split (on a GPU when training used them), log the numbers and
+    the model (teacher + student weights and the config) to ``logger``; ``{weather: {metric: value}}``."""
     if not rows:
         log.warning("the 'paired' table has no test split: nothing to score")
         return {}
     scaling = cfg.train.scaling
-    task = ray.remote(num_cpus=scaling.cpus_per_worker, num_gpus=1 if scaling.use_gpu else 0)(_score_test)
-    metrics = ray.get(task.remote(cfg, checkpoint, rows))
+    if scaling.use_gpu:  # the driver's node may have no GPU: a task that holds one, as a worker did
+        task = ray.remote(num_cpus=scaling.cpus_per_worker, num_gpus=1)(_score_test)
+        metrics = ray.get(task.remote(cfg, checkpoint, rows))
+    else:
+        # Here, not in a task: the workers' CPUs are free once fit returns, but a task asking for them again waits
+        # behind whatever takes them first (a sweep's next trial: up to minutes, seen on 2 CPUs), and its fresh
+        # process imports torch and the scoring code again (3-5 s a run).
+        metrics = _score_test(cfg, checkpoint, rows)
     with checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
         state = load_state(folder)
         steps = int(state["step"])
