@@ -148,8 +148,8 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     child.set_tags({"fairweather.trial_id": trial_id, STATUS_TAG: "running"})
     callbacks = [ReportObjective(job.sweep.metric), RecordTrainer(job.registry_name, trial_id)]
     # Tune runs each trial in a placement group that captures the trial's child tasks: the training's own tasks
-    # (the final test scoring, pseudo-label jobs) would have to fit in the trial's token bundle. Run the training
-    # in a task of its own outside that group; it ends with the trial (Ray ends the tasks of a dead owner).
+    # (pseudo-label jobs, a GPU run's final test scoring) would have to fit in the trial's token bundle. Run the
+    # training in a task of its own outside that group; it ends with the trial (Ray ends the tasks of a dead owner).
     tidy = TrialTidy(job.sweep.metric, sampled(job.sweep, config))
     summary = ray.get(
         _train.options(scheduling_strategy="DEFAULT").remote(cfg, child, job.step_hook, callbacks, tidy)
