@@ -2,8 +2,9 @@
 report agree to the last digit on the same checkpoint and images.
 
 Both go through the engine's read / restore / score functions and the same per-weather mean
-(:mod:`fairweather.stages.engine.score`); train's runs in-process in the run's driver (a Ray task on GPU runs), evaluate's in Ray Data
-actors with other batches and thread counts. Images of 128 px make PSNR's mean a multi-threaded reduction.
+(:mod:`fairweather.stages.engine.score`); train's runs in-process in the run's driver (in a Ray task on GPU runs),
+evaluate's in Ray Data actors with other batches and thread counts. Images of 128 px make PSNR's mean a
+multi-threaded reduction.
 """
 
 from __future__ import annotations
@@ -100,9 +101,8 @@ def test_train_final_table_equals_evaluate_report_to_the_last_digit(setup, capsy
 
     store = TableStore(cfg.data.tables)
     threads = torch.get_num_threads()
-    torch.set_num_threads(
-        3
-    )  # not cpus_per_worker: a CPU run scores in its driver's process and gives them back
+    # Not cpus_per_worker: a CPU run scores in its driver's process and must give the driver its threads back.
+    torch.set_num_threads(3)
     try:
         table = evaluate_checkpoint(
             cfg, ray.train.Checkpoint.from_directory(str(checkpoint)), paired_view(store, "test").to_pylist(),
