@@ -63,3 +63,14 @@ def test_a_second_run_reuses_the_first_runs_prompts_and_new_inputs_learn_again(s
     # A run that has its own file never looks further (its rerun keeps what it trained with).
     stage1.learn_prompts(longer, rows, f"{storage}/trial-a", NullLogger())
     assert calls == [6, 6, 6]
+
+
+def test_a_damaged_shared_entry_is_learned_again_and_replaced(setup) -> None:
+    overrides, rows, storage, calls = setup
+    cfg = load_config("smoke", overrides)
+    first = stage1.learn_prompts(cfg, rows, f"{storage}/trial-a", NullLogger())
+    (entry,) = (storage / stage1.SHARED_FOLDER).glob("*.pt")
+    entry.write_bytes(entry.read_bytes()[:40])  # cut short outside the platform
+    again = stage1.learn_prompts(cfg, rows, f"{storage}/trial-b", NullLogger())
+    assert calls == [6, 6] and torch.equal(first, again)  # the same inputs and seed: the same context
+    assert torch.equal(torch.load(entry, weights_only=True), first)  # the entry is whole again

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import posixpath
 
 import torch
@@ -21,6 +22,8 @@ from fairweather.training.setup import load_encoders
 PROMPTS_FILE = "weather_prompts.pt"
 #: Folder beside the runs where stage-1 contexts are kept by the digest of everything they are learned from.
 SHARED_FOLDER = "stage1-prompts"
+
+log = logging.getLogger(__name__)
 
 
 def stage1_digest(cfg: FairweatherConfig, examples: list[tuple[str, str]]) -> str:
@@ -51,6 +54,17 @@ def _load(uri: str) -> torch.Tensor | None:
         return None  # not learned there yet
 
 
+def _load_shared(uri: str) -> torch.Tensor | None:
+    """The shared context at ``uri``, or None. It is a cache: an entry that cannot be read as a tensor (a file
+    damaged outside the platform, whose writes are atomic) is learned again and replaced, not a failed run."""
+    try:
+        context = _load(uri)
+    except Exception as error:  # torch.load raises UnpicklingError, RuntimeError, EOFError, KeyError, ...
+        log.warning("stage 1: the shared prompts %s cannot be read (%s); learning them again", uri, error)
+        return None
+    return context if isinstance(context, torch.Tensor) else None
+
+
 def _save(uri: str, context: torch.Tensor) -> None:
     buffer = io.BytesIO()
     torch.save(context, buffer)
@@ -72,7 +86,7 @@ def learn_prompts(cfg: FairweatherConfig, rows: dict[str, list[dict]], run_folde
         rows["train"], rows["real"], cfg.train.prompt_images_per_weather, cfg.runtime.seed
     )
     shared = f"{posixpath.dirname(run_folder.rstrip('/'))}/{SHARED_FOLDER}/{stage1_digest(cfg, examples)}.pt"
-    context = _load(shared)
+    context = _load_shared(shared)
     if context is not None:
         say(
             f"train: stage 1's weather prompts reused from {shared} (learned on the same images and settings)"
