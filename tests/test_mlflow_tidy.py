@@ -133,7 +133,7 @@ def test_a_round_that_closes_failed_while_its_trial_is_stopped_ends_finished_in_
     its trainer gone and closes it FAILED (and is ended before it can tidy again). The driver tags the trial
     ``fairweather.stopped`` before it ends the trainer, so the round and the runs below it end FINISHED whichever
     closes first; and a failure never overwrites an end already given."""
-    from fairweather.stages.infra.tracking import STOPPED_TAG
+    from fairweather.stages.infra.tracking import END_TAG, STOPPED_TAG
     from fairweather.stages.sweep.trial import STATUS_TAG, TrialTidy
 
     with stage_run(cfg, "sweep", "sweep", key="s") as parent:
@@ -153,6 +153,10 @@ def test_a_round_that_closes_failed_while_its_trial_is_stopped_ends_finished_in_
     # the tidy and carried no status, so the sweep's 4-trial test saw a stopped trial's round as "completed".
     for run in (tidied_first, closed_first, below):
         assert client.get_run(run.run_id).data.tags[STATUS_TAG] == "stopped_early", run
+    # And why they ended: before, the runs that closed themselves first had no fairweather.end (the tidy skips runs
+    # that already ended), which the 2-trial sweep test hit once in CI (2026-12-05).
+    for run in (tidied_first, closed_first, below):
+        assert client.get_run(run.run_id).data.tags[END_TAG].startswith("stopped early"), run
     with stage_run(cfg, "other", "other", key="o") as other:  # no stop above: a failure stays a failure
         failed = other.child("round-1", key="round-1")
         failed.close("FAILED")

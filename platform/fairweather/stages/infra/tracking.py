@@ -225,7 +225,10 @@ class MLflowLogger:
             run = self.client.get_run(self.run_id)
             if run.info.status != "RUNNING":
                 return
-            if self._stopped_above(run):
+            if stopper := self._stopped_by(run):
+                # Tagged before it ends: whoever reads this run FINISHED also reads why (the trial's tidy skips
+                # runs that already ended, so it would not add the tag after this close).
+                self.set_tags({END_TAG: f"stopped early by {stopper}: a normal end, not a failure"})
                 self.client.set_terminated(self.run_id, "FINISHED")
                 return
             close_descendants(self, status, {END_TAG: f"its parent run ended {status}"})
@@ -233,13 +236,14 @@ class MLflowLogger:
         if url := run_url(self.client.tracking_uri, self.experiment_id, self.run_id):
             log.info("MLflow run %s (%s): %s", self.run_id, status, url)
 
-    def _stopped_above(self, run: Any) -> bool:
-        """Whether a run above ``run`` (its parent, the parent's parent, ...) carries ``fairweather.stopped``."""
+    def _stopped_by(self, run: Any) -> str | None:
+        """The ``fairweather.stopped`` of the nearest run above ``run`` (its parent, the parent's parent, ...) that
+        carries it (who stopped it), or None."""
         while parent := run.data.tags.get(PARENT_TAG):
             run = self.client.get_run(parent)
             if STOPPED_TAG in run.data.tags:
-                return True
-        return False
+                return run.data.tags[STOPPED_TAG]
+        return None
 
 
 def descendants(logger: MetricLogger) -> list[Any]:
