@@ -144,14 +144,11 @@ def child(args: argparse.Namespace) -> None:
     """One run in this fresh process: side ``--child`` on the first ``--images`` images of ``--root``; prints JSON."""
     start = time.perf_counter()
     with MemorySampler() as memory:
-        import torch
-
         from fairweather.contracts.config import load_config
         from fairweather.contracts.tables import TableStore
         from fairweather.stages.engine.rows import CheckpointRef
         from fairweather.stages.evaluate.io import list_test_set, work_rows
 
-        torch.set_num_threads(1)
         root = Path(args.root)
         cfg = load_config(
             "smoke",
@@ -169,10 +166,13 @@ def child(args: argparse.Namespace) -> None:
         ]
         metrics, reference = tuple(runnable), tuple(cfg.evaluate.reference_metrics)
         if args.child == "loop":
+            import torch
+
             from fairweather.metrics import build_scorers
             from fairweather.stages.engine.score import restore_and_score_here
             from fairweather.training.restorer import load_restorer
 
+            torch.set_num_threads(1)
             scored = restore_and_score_here(
                 rows,
                 restorers={ckpt.name: load_restorer(ckpt.path, device="cpu")},
@@ -198,7 +198,7 @@ def child(args: argparse.Namespace) -> None:
                 ray.shutdown()
     seconds = time.perf_counter() - start
     print(json.dumps({"metrics": [*metrics, *reference], "rows": len(rows), "ok": done, "seconds": seconds, "rss": memory.rss, "pss": memory.pss,
-                      "by_process": memory.by_process}))  # fmt: skip
+                      "by_process": memory.by_process, "torch_here": "torch" in sys.modules}))  # fmt: skip
 
 
 def run_child(side: str, root: Path, images: int, overrides: list[str]) -> dict:
@@ -224,7 +224,7 @@ def run_child(side: str, root: Path, images: int, overrides: list[str]) -> dict:
     top = sorted(result["by_process"].values(), key=lambda kv: -kv[1])[:6]
     print(f"  {side:>4} x {images:>3} images: {result['rows']} rows ({result['ok']} ok) in {result['seconds']:.1f} s, "
           f"peak RSS sum {result['rss'] / 2**30:.2f} GiB, PSS sum {result['pss'] / 2**30:.2f} GiB, load "
-          f"{result['load']:.1f}; largest: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in top), flush=True)  # fmt: skip
+          f"{result['load']:.1f}; this process imported torch: {result['torch_here']}; largest: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in top), flush=True)  # fmt: skip
     return result
 
 

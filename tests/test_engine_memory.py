@@ -60,6 +60,34 @@ def test_a_read_task_imports_no_torch():
     assert read_rows.__module__ == "fairweather.stages.engine.rows"
 
 
+def test_the_evaluate_driver_builds_its_pipeline_and_checks_its_checkpoints_without_torch(tmp_path):
+    """``fairweather evaluate``'s driver process never maps torch (0.45 GiB of RSS next to actors that hold big
+    photos): its module, the engine's pipeline and actor classes, the metric registry and the checkpoint check
+    (:func:`~fairweather.training.checkpoint_file.peek_state`) import none; the actors import it when they start."""
+    import subprocess
+    import sys
+
+    import torch
+
+    torch.save({"format": 1, "arch": "nafnet", "ema": {"w": torch.zeros(2)}}, tmp_path / "state.pt")
+    probe = (
+        "import sys\n"
+        "import fairweather.stages.evaluate.driver\n"
+        "from fairweather.stages.engine.pipeline import RestoreAndScoreActor, restore_and_score\n"
+        "from fairweather.contracts.config.evaluate import ScorerConfig\n"
+        "from fairweather.contracts.config.vlm import VLMConfig\n"
+        "from fairweather.metrics import METRICS, missing_weights\n"
+        "for name in ('niqe', 'piqe', 'psnr', 'lpips'):\n"
+        "    missing_weights(name, ScorerConfig(), vlm=VLMConfig())\n"
+        "from fairweather.training.checkpoint_file import peek_state\n"
+        f"assert peek_state({str(tmp_path)!r}, arch='nafnet')['arch'] == 'nafnet'\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == "False\n"
+
+
 def test_read_tasks_yield_one_row_at_a_time(tmp_path):
     work = _rows(tmp_path)
     parts = list(read_rows(work, max_pixels=10**8, short_side=None))

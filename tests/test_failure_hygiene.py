@@ -10,6 +10,8 @@ import fractions
 import io
 import math
 import os
+import struct
+import zipfile
 
 import pytest
 import torch
@@ -24,6 +26,7 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import DiskFullError, atomic_write_bytes
 from fairweather.losses import CompositeLoss, LossContext, build_composite_loss
 from fairweather.models import build_model
+from fairweather.training.checkpoint_file import peek_state
 from fairweather.training.ema import build_teacher
 from fairweather.training.optim import build_optimizer, build_scheduler, lr_factor
 from fairweather.training.state import (
@@ -119,26 +122,58 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(tmp_p
 # --- 2. empty, truncated and unsafe checkpoints: one clear line ---------------------------------------------------
 
 
-def test_an_empty_or_truncated_checkpoint_is_one_clear_line(tmp_path):
+#: The full load (torch) and the driver's check without torch (``fairweather evaluate``): the same errors.
+LOADERS = pytest.mark.parametrize("load", [load_state, peek_state], ids=["load_state", "peek_state"])
+
+
+@LOADERS
+def test_an_empty_or_truncated_checkpoint_is_one_clear_line(tmp_path, load):
     save_state(checkpoint(step=3), tmp_path)
     whole = (tmp_path / STATE_FILE).read_bytes()
     for blob, word in ((b"", "empty"), (whole[: len(whole) // 2], "truncated"), (whole[:10], "truncated")):
         (tmp_path / STATE_FILE).write_bytes(blob)
         with pytest.raises(CheckpointError) as caught:
-            load_state(tmp_path)
+            load(tmp_path)
         message = str(caught.value)
         assert word in message and str(tmp_path / STATE_FILE) in message
         assert "\n" not in message and "miniz" not in message
 
 
-def test_an_unsafe_pickle_is_refused_without_torchs_advice_to_disable_the_check(tmp_path):
+@LOADERS
+def test_an_unsafe_pickle_is_refused_without_torchs_advice_to_disable_the_check(tmp_path, load):
     target = tmp_path / "evil.pt"
     torch.save({"format": 1, "payload": fractions.Fraction(1, 2)}, target)
     with pytest.raises(CheckpointError) as caught:
-        load_state(target)
+        load(target)
     message = str(caught.value)
     assert "fractions.Fraction" in message and "refused" in message
     assert "weights_only" not in message and "trust" not in message and "\n" not in message
+
+
+def test_the_check_without_torch_reads_what_the_full_load_reads_and_the_same_refusals(tmp_path):
+    save_state(checkpoint(step=7, config={"model": {"arch": "nafnet"}, "train": {"lr": 0.001}}), tmp_path)
+    full, peeked = load_state(tmp_path), peek_state(tmp_path)
+    assert peeked.keys() == full.keys()
+    for key in ("format", "arch", "step", "round", "config", "table_versions"):
+        assert peeked[key] == full[key], key
+    with pytest.raises(CheckpointError, match=r"holds a 'nafnet' network, but model\.arch is 'restormer'"):
+        peek_state(tmp_path, arch="restormer")
+    # A flipped byte inside a tensor's storage: the archive's CRC says so before any network is built.
+    whole = bytearray((tmp_path / STATE_FILE).read_bytes())
+    with zipfile.ZipFile(io.BytesIO(bytes(whole))) as archive:
+        member = next(info for info in archive.infolist() if info.filename.endswith("/data/0"))
+    name_length, extra_length = struct.unpack(
+        "<HH", whole[member.header_offset + 26 : member.header_offset + 30]
+    )
+    whole[member.header_offset + 30 + name_length + extra_length] ^= 0xFF  # the storage's first byte
+    (tmp_path / STATE_FILE).write_bytes(bytes(whole))
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        peek_state(tmp_path)
+    torch.save({"format": 99}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="has format 99, this code reads 1"):
+        peek_state(tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match=r"nowhere \(a folder holding state\.pt or model\.pt"):
+        peek_state(tmp_path / "nowhere")
 
 
 def test_a_checkpoint_stores_the_masked_config(tmp_path):

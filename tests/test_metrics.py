@@ -210,3 +210,22 @@ def test_no_scorer_module_imports_pyiqa_at_import_time():
     for module in ("registry", "scorers", "weights"):
         source = (Path(__file__).parents[1] / "platform/fairweather/metrics" / f"{module}.py").read_text()
         assert not re.search(r"^(import|from) pyiqa", source, re.MULTILINE), module
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"XDG_CACHE_HOME": "/xdg"}, {"TORCH_HOME": "~/th"}, {"TORCH_HOME": "/th", "XDG_CACHE_HOME": "/xdg"}],
+    ids=["default", "xdg", "torch-home-user", "torch-home-wins"],
+)
+def test_the_torch_hub_folder_is_torchs_own_without_importing_torch(monkeypatch, env):
+    """pyiqa's and torch hub's files are looked up where torch would put them (the driver checks them without
+    torch: ``registry.torch_hub_dir``)."""
+    import torch.hub
+
+    from fairweather.metrics.registry import torch_hub_dir
+
+    for name in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert torch_hub_dir() == Path(torch.hub.get_dir())

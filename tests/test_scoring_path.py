@@ -23,7 +23,7 @@ from fairweather.contracts.config import load_config
 from fairweather.contracts.metric_logger import DiskLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import paired_view
-from fairweather.stages.engine.score import mean_of, weather_means
+from fairweather.stages.engine.scored import mean_of, weather_means
 from fairweather.training.state import save_state
 from tests.test_evaluate import png, scene
 from tests.test_restore import checkpoint_state

@@ -16,6 +16,7 @@ import io
 import re
 import struct
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -208,4 +209,24 @@ def encode_jpeg(
                 return b"\xff\xd8" + b"".join([s for s in ours if 0xE0 <= s[1] <= 0xEF] + keep) + scan
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality, subsampling=0 if code is None else code, **options)
+    return buffer.getvalue()
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]], cell: int = 128) -> bytes:
+    """PNG of a grid: one line per example (input | restored | target or pseudo-label), each cell ``cell`` px high."""
+    lines = []
+    width = 0
+    for images in rows:
+        scaled = [
+            np.asarray(Image.fromarray(im).resize((max(1, im.shape[1] * cell // im.shape[0]), cell)))
+            for im in images
+        ]
+        line = np.concatenate(scaled, axis=1)
+        lines.append(line)
+        width = max(width, line.shape[1])
+    canvas = np.zeros((cell * max(1, len(lines)), max(width, 1), 3), np.uint8)
+    for i, line in enumerate(lines):
+        canvas[i * cell : (i + 1) * cell, : line.shape[1]] = line
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="PNG")
     return buffer.getvalue()

@@ -10,6 +10,7 @@ as ``pretrained_model_path`` so it never downloads), torch hub files (OpenAI CLI
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -212,13 +213,19 @@ class MissingWeightsError(FairweatherError):
     ``fairweather prefetch`` command that gets it."""
 
 
+def torch_hub_dir() -> Path:
+    """``torch.hub.get_dir()`` by its documented rule, ``$TORCH_HOME/hub`` (``$TORCH_HOME`` defaults to
+    ``$XDG_CACHE_HOME/torch``, that to ``~/.cache``), without importing torch: a driver checks its metrics' files
+    in a process that never loads torch (nothing here calls ``torch.hub.set_dir``)."""
+    cache = os.environ.get("XDG_CACHE_HOME", "~/.cache")
+    return Path(os.environ.get("TORCH_HOME", os.path.join(cache, "torch"))).expanduser() / "hub"
+
+
 def pyiqa_weights_dir(cfg: ScorerConfig) -> Path:
     """``cfg.weights_dir``, or pyiqa's own default ``$TORCH_HOME/hub/pyiqa``."""
     if cfg.weights_dir:
         return Path(cfg.weights_dir).expanduser()
-    import torch.hub  # torch is the science layer's own dependency; the lookup honours $TORCH_HOME
-
-    return Path(torch.hub.get_dir()) / "pyiqa"
+    return torch_hub_dir() / "pyiqa"
 
 
 def local_path(file: WeightFile, cfg: ScorerConfig) -> Path | None:
@@ -226,9 +233,7 @@ def local_path(file: WeightFile, cfg: ScorerConfig) -> Path | None:
     if file.store == "pyiqa":
         return pyiqa_weights_dir(cfg) / file.name
     if file.store == "torch_hub":
-        import torch.hub
-
-        return Path(torch.hub.get_dir()) / file.name
+        return torch_hub_dir() / file.name
     return _hf_cached(file)
 
 

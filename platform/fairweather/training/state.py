@@ -21,27 +21,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pyarrow.fs as pafs
 import torch
 from torch import nn
 
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.config.loader import flatten, to_dict
 from fairweather.contracts.config.train import TrainConfig
-from fairweather.contracts.errors import FairweatherError
-from fairweather.contracts.io import DiskFullError, atomic_write_bytes, filesystem_for, read_bytes
+from fairweather.contracts.io import DiskFullError, atomic_write_bytes
 from fairweather.contracts.redact import redact
 
-#: File name of the state inside a checkpoint folder.
-STATE_FILE = "state.pt"
-#: File name of a training run's model artifact (``model/model.pt``: the state without optimizer and RNG).
-MODEL_FILE = "model.pt"
-#: Bumped when the layout of the state dict changes.
-FORMAT_VERSION = 1
-
-
-class CheckpointError(FairweatherError):
-    """A checkpoint cannot be used here: another architecture or format, or an unreadable file."""
+from .checkpoint_file import (
+    EXPECTED,
+    FORMAT_VERSION,
+    MODEL_FILE,
+    STATE_FILE,
+    CheckpointError,
+    check_state,
+    corrupted,
+    read_file,
+    refused,
+    state_path,
+)
 
 
 def capture_rng() -> dict[str, torch.Tensor]:
@@ -124,18 +124,6 @@ def save_model_artifact(state: dict[str, Any], folder: str | Path) -> str:
     return save_torch(model, f"{folder}/{MODEL_FILE}")
 
 
-def _state_path(path: str) -> str:
-    """The state file of a checkpoint: ``<folder>/state.pt`` of a training checkpoint, ``<folder>/model.pt`` of a
-    run's ``model`` artifact folder, or ``path`` itself when it names a file."""
-    fs, local = filesystem_for(path)
-    if fs.get_file_info(local).type != pafs.FileType.Directory:
-        return path
-    for name in (STATE_FILE, MODEL_FILE):
-        if fs.get_file_info(f"{local}/{name}").type == pafs.FileType.File:
-            return f"{path.rstrip('/')}/{name}"
-    return f"{path.rstrip('/')}/{STATE_FILE}"  # missing: the error below names what was expected
-
-
 #: The class torch's weights-only unpickler refused, in its message.
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
@@ -147,50 +135,24 @@ def load_torch(path: str, what: str = "checkpoint", expected: str = "") -> Any:
     corrupted one, and a pickle that holds code (refused unread; torch's advice to turn the check off is not passed
     on) each get their own words.
     """
-    try:
-        data = read_bytes(path)
-    except OSError as err:
-        raise CheckpointError(f"cannot read {what} {path}{expected}: {err}") from err
-    if not data:
-        raise CheckpointError(
-            f"cannot read {what} {path}: the file is empty (0 bytes; a save that never finished)"
-        )
+    data = read_file(path, what, expected)
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" in str(err).lower() or "weightsunpickler" in str(err).lower():
             found = _REFUSED_GLOBAL.search(str(err))
             held = f"a {found[1]} object" if found else "objects other than tensors and plain data"
-            raise CheckpointError(
-                f"cannot read {what} {path}: refused, it holds {held} and loading it could run code "
-                "(a fairweather checkpoint holds only tensors, numbers, strings, lists and dicts)"
-            ) from None
-        raise CheckpointError(_corrupted(what, path, data)) from None
+            raise CheckpointError(refused(what, path, held)) from None
+        raise CheckpointError(corrupted(what, path, data)) from None
     except Exception:  # EOFError, RuntimeError of the zip reader, ...: whatever torch makes of broken bytes
-        raise CheckpointError(_corrupted(what, path, data)) from None
-
-
-def _corrupted(what: str, path: str, data: bytes) -> str:
-    return (
-        f"cannot read {what} {path}: the file is truncated or corrupted ({len(data)} bytes, not a complete "
-        "torch archive); use an earlier checkpoint"
-    )
+        raise CheckpointError(corrupted(what, path, data)) from None
 
 
 def load_state(path: str | Path, *, arch: str | None = None) -> dict[str, Any]:
     """Read a checkpoint (``weights_only=True``): a folder holding ``state.pt`` or ``model.pt``, or such a file;
     with ``arch``, refuse a checkpoint of another network."""
-    path = _state_path(str(path))
-    state = load_torch(path, expected=f" (a folder holding {STATE_FILE} or {MODEL_FILE}, or such a file)")
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"checkpoint {path} has format {found}, this code reads {FORMAT_VERSION}")
-    if arch is not None and state["arch"] != arch:
-        raise CheckpointError(
-            f"checkpoint {path} holds a '{state['arch']}' network, but model.arch is '{arch}'; "
-            "train a new run (train.new_run=true) or set model.arch to match"
-        )
-    return state
+    path = state_path(str(path))
+    return check_state(load_torch(path, expected=EXPECTED), path, arch)
 
 
 #: Config keys a resumed run cannot change: they shape the network (and the stored weather prompts).

@@ -6,14 +6,12 @@ full images. PSNR/SSIM follow :mod:`fairweather.metrics.scorers` (RGB, [0, 1], n
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from fairweather.contracts.config.evaluate import ScorerConfig
@@ -101,7 +99,7 @@ def score_pairs(
     """PSNR/SSIM of ``model`` and of the untouched input against the targets, per weather and overall.
 
     Returns ``({"<prefix>/psnr/<weather>": ..., "<prefix>/ssim/..", "<prefix>/input_psnr/..", ...}, examples)`` where
-    examples are ``(input, restored, target)`` uint8 images of the first rows, for :func:`image_grid`.
+    examples are ``(input, restored, target)`` uint8 images of the first rows, for :func:`fairweather.imaging.image_grid`.
     """
     scores, examples = Scores(), []
     for row in rows:
@@ -145,23 +143,3 @@ def score_real(
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """``(1, 3, H, W)`` in [0, 1] -> ``(H, W, 3)`` uint8."""
     return (image[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
-
-
-def image_grid(rows: Sequence[Sequence[np.ndarray]], cell: int = 128) -> bytes:
-    """PNG of a grid: one line per example (input | restored | target or pseudo-label), each cell ``cell`` px high."""
-    lines = []
-    width = 0
-    for images in rows:
-        scaled = [
-            np.asarray(Image.fromarray(im).resize((max(1, im.shape[1] * cell // im.shape[0]), cell)))
-            for im in images
-        ]
-        line = np.concatenate(scaled, axis=1)
-        lines.append(line)
-        width = max(width, line.shape[1])
-    canvas = np.zeros((cell * max(1, len(lines)), max(width, 1), 3), np.uint8)
-    for i, line in enumerate(lines):
-        canvas[i * cell : (i + 1) * cell, : line.shape[1]] = line
-    buffer = io.BytesIO()
-    Image.fromarray(canvas).save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -6,6 +6,10 @@ not once per batch; the work itself is :func:`~fairweather.stages.engine.score.r
 :func:`~fairweather.stages.engine.score.score_rows`, which the in-process path calls too. Columns a caller adds
 between the steps (beyond :data:`~fairweather.stages.engine.rows.ROW_SCHEMA`) pass through both actors.
 
+Imports: this module imports no torch, so the driver that builds the pipeline from these classes stays without it
+(:mod:`~fairweather.stages.engine.scored`); each actor imports torch, the networks and the scorers in its own
+process when it starts.
+
 Memory: pixel columns are read in place from the batch's Arrow buffers (no Python ``bytes`` copy of an image), the
 restore actor hands each restored row on as soon as it is done (one row per yielded table, its restored pixels
 wrapped without a copy), and the score actor's output carries no pixels. So an actor holds its batch, one
@@ -15,16 +19,18 @@ restoration and the scorers' tiles, and a photo's size adds only its own bytes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from fairweather.contracts.config.evaluate import ScorerConfig
 from fairweather.contracts.config.vlm import VLMConfig
-from fairweather.metrics import Scorer, build_scorer
 from fairweather.stages.engine.rows import ROW_SCHEMA
-from fairweather.stages.engine.score import SCORED_SCHEMA, InputChecks, restore_one, score_rows
+from fairweather.stages.engine.scored import SCORED_SCHEMA, InputChecks
+
+if TYPE_CHECKING:
+    from fairweather.metrics import Scorer
 
 
 def _is_binary(field: pa.Field) -> bool:
@@ -91,6 +97,8 @@ class RestoreActor:
 
     def __init__(self, checkpoints: dict[str, str], num_gpus: float, threads: int, keep_input: bool = False):
         # Imported here: the networks, losses and encoders it pulls in stay out of the score actors' processes.
+        import torch
+
         from fairweather.training.restorer import load_restorer
 
         torch.set_num_threads(threads)
@@ -99,6 +107,8 @@ class RestoreActor:
         self.keep_input = keep_input
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        from fairweather.stages.engine.score import restore_one
+
         for row in batch_rows(batch):
             restore_one(row, self.restorers, keep_input=self.keep_input)
             yield rows_table([row], batch.schema)
@@ -122,6 +132,10 @@ class ScoreActor:
         """vlm, model_cache_dir: the labeling VLM that ``vlm_vis`` scores with (built where labeling builds it).
         scorer_factory: picklable ``name -> Scorer`` built in the actor instead of ``build_scorer`` (tests).
         input_checks: picklable ``(candidate, input) -> {name: value}`` on the rows that carry their input."""
+        import torch
+
+        from fairweather.metrics import build_scorer
+
         torch.set_num_threads(threads)
 
         def make(name: str) -> Scorer:
@@ -134,6 +148,8 @@ class ScoreActor:
         self.input_checks = input_checks
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from fairweather.stages.engine.score import score_rows
+
         extra = [field for field in batch.schema if field.name not in ROW_SCHEMA.names]
         rows = score_rows(batch_rows(batch), self.scorers, self.reference, input_checks=self.input_checks)
         return rows_table(rows, pa.schema(list(SCORED_SCHEMA) + extra))

@@ -4,7 +4,7 @@ steps after reading run in one actor, row by row (:class:`~fairweather.stages.en
 
 Callers: ``fairweather evaluate`` (test sets x methods, then its tables and report) and ``fairweather
 pseudolabel`` (pool images x candidate sources; its step stores each candidate as a PNG). Each maps the scored
-rows (:data:`~fairweather.stages.engine.score.SCORED_SCHEMA`) to its own table.
+rows (:data:`~fairweather.stages.engine.scored.SCORED_SCHEMA`) to its own table.
 
 Memory: a read task runs :func:`~fairweather.stages.engine.rows.read_rows`, whose module imports no torch (a read
 task's process stays at Ray's and PIL's size, about 0.2 GiB, where importing this module would add torch's 0.45
@@ -21,16 +21,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import ray
 
 from fairweather.contracts.config.evaluate import ScorerConfig
 from fairweather.contracts.config.vlm import VLMConfig
-from fairweather.metrics import Scorer
 from fairweather.stages.engine.actors import RestoreActor, RestoreAndScoreActor, ScoreActor
 from fairweather.stages.engine.rows import read_rows
-from fairweather.stages.engine.score import InputChecks
+from fairweather.stages.engine.scored import InputChecks
+
+if TYPE_CHECKING:
+    from fairweather.metrics import Scorer
 
 
 @dataclass(frozen=True)

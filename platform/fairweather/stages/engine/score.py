@@ -1,9 +1,9 @@
-"""The engine's restore and score steps as plain functions, and the per-weather means of their scores.
+"""The engine's restore and score steps as plain functions (torch: they run in the actors; what a driver reads of
+their output, the scored schema and the means, is :mod:`~fairweather.stages.engine.scored`).
 
 The restore and score actors (:mod:`fairweather.stages.engine.actors`) call :func:`restore_one` and
 :func:`score_rows` on each batch; :func:`restore_and_score_here` calls the same functions in this process (the
-final test table of ``fairweather train``), so a number never depends on which path computed it. Means are
-:func:`mean_of`: ``math.fsum`` (exactly rounded), so the order in which rows arrive from Ray never changes a digit.
+final test table of ``fairweather train``), so a number never depends on which path computed it.
 
 Full-reference metrics score one image per call: a score never depends on its batch neighbours (a GPU may pick
 another convolution algorithm for another batch size). No-reference metrics score same-size images together (one
@@ -20,47 +20,24 @@ import contextlib
 import io
 import json
 import logging
-import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 import torch
 from PIL import Image
 
 from fairweather.data.batches import to_tensor
 from fairweather.metrics import Scorer
-from fairweather.stages.engine.rows import (
-    KIND_CHECKPOINT,
-    ROW_SCHEMA,
-    WORK_FIELDS,
-    pixels_of,
-    read_one,
-    resize_to,
-)
+from fairweather.stages.engine.rows import KIND_CHECKPOINT, ROW_SCHEMA, pixels_of, read_one, resize_to
+from fairweather.stages.engine.scored import SCORED_SCHEMA, InputChecks
 
 log = logging.getLogger(__name__)
 
 #: Height in pixels of the example thumbnails (the evaluation report's grid).
 THUMBNAIL = 160
-#: Weather name of the mean over every image of a group.
-OVERALL = "overall"
-#: ``input_checks(candidate, input) -> {name: value}``: scores of a candidate relative to the degraded input it
-#: restores (both ``(H, W, 3)`` uint8, the candidate at the input's size); the values join the row's scores.
-InputChecks = Callable[[np.ndarray, np.ndarray], Mapping[str, float]]
-
-#: One row per row after scoring: the pixels are dropped; ``scores`` and ``seconds`` are JSON ``{name: value}``
-#: (``seconds``: each metric's share of its calls, and ``input_checks``); example rows carry a PNG thumbnail, and
-#: of their clean target where they have one. Columns a caller added between the steps pass through after these.
-SCORED_SCHEMA = pa.schema(
-    [ROW_SCHEMA.field(name) for name in (*WORK_FIELDS, "status", "error_type", "message", "restore_seconds")]
-    + [("scores", pa.string()), ("seconds", pa.string()), ("thumbnail", pa.binary())]
-    + [("target_thumbnail", pa.binary())]
-)
 
 
 class Restores(Protocol):
@@ -285,22 +262,3 @@ def restore_and_score_here(
         with torch_threads(score_threads):
             out += score_rows(part, scorers, reference, input_checks=input_checks)
     return out
-
-
-def mean_of(values: Iterable[float]) -> float:
-    """The mean, exactly rounded (``math.fsum``): the same digits in whatever order the values come."""
-    values = list(values)
-    return math.fsum(values) / len(values)
-
-
-def weather_means(per_image: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """Per-image scores -> one mean row per (``by`` ..., weather | ``overall``, metric).
-
-    per_image: columns ``*by, weather, metric, value`` (one row per image and metric). Returns ``*by, weather,
-    metric, value, num_images``; ``overall`` is the mean over every image of the ``by`` group (images of unknown
-    weather count in overall only), not the mean of the weather means.
-    """
-    keys = [*by, "weather", "metric"]
-    stacked = pd.concat([per_image, per_image.assign(weather=OVERALL)], ignore_index=True)
-    grouped = stacked.groupby(keys, sort=True)["value"]
-    return grouped.agg(value=mean_of, num_images="count").reset_index()[[*keys, "value", "num_images"]]

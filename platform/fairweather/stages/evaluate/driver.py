@@ -26,28 +26,32 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
 import ray
-import torch
 
 from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import relative_uri
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
-from fairweather.metrics import METRICS, build_scorers, missing_weights
+from fairweather.metrics import METRICS, missing_weights
 from fairweather.stages.engine.pipeline import Scoring, Sizing, restore_and_score
 from fairweather.stages.engine.rows import CheckpointRef, OutputFolder
-from fairweather.stages.engine.score import Restores, restore_and_score_here
 from fairweather.stages.evaluate.io import INPUT_METHOD, TestSet, list_test_set, metric_rows, work_rows
 from fairweather.stages.evaluate.report import TARGET, ReportInfo, weather_means, write_report
 from fairweather.stages.infra.console import progress, say
 from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.runtime import check_output_locations, ray_session
 from fairweather.stages.infra.tracking import stage_run, stamped_name
-from fairweather.training.state import load_state
+from fairweather.training.checkpoint_file import peek_state
+
+if TYPE_CHECKING:
+    import torch
+
+    from fairweather.stages.engine.score import Restores
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,9 @@ def _checkpoints(cfg: FairweatherConfig) -> list[CheckpointRef]:
             f"evaluate.checkpoints: method names {clashes} repeat or clash with 'input'; use name=path"
         )
     for ref in refs:
-        load_state(ref.path)  # fails now, naming the file, rather than in every actor
+        peek_state(
+            ref.path
+        )  # fails now, naming the file, rather than in every actor (no torch here: the actors)
     return refs
 
 
@@ -160,6 +166,10 @@ def score_checkpoint_here(
 
     Raises when an image cannot be read or restored (a table without it would not be the test split's).
     """
+    # Imported here: the driver of `fairweather evaluate` runs without torch (its actors score).
+    from fairweather.metrics import build_scorers
+    from fairweather.stages.engine.score import restore_and_score_here
+
     rows, _ = work_rows([TestSet.of_pairs("paired", pairs)], [name], {}, include_input=True, examples=0)
     reference = build_scorers(metrics, cfg.evaluate.scorer, device=device)
     scored = restore_and_score_here(

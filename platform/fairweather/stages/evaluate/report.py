@@ -20,14 +20,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from fairweather.stages.engine.score import weather_means as engine_weather_means
+from fairweather.imaging import image_grid
+from fairweather.stages.engine.scored import weather_means as engine_weather_means
 from fairweather.stages.evaluate.paper_numbers import (
     ABLATION_METRICS,
     PUBLISHED_ABLATION,
     PUBLISHED_OVERALL,
     SOURCE,
 )
-from fairweather.training.validate import image_grid
 
 #: Weather columns of the paper's tables, in its order.
 WEATHERS: tuple[str, ...] = ("rain", "haze", "snow", "overall")
@@ -65,7 +65,7 @@ def weather_means(per_image: pd.DataFrame) -> pd.DataFrame:
 
     per_image: columns ``method, dataset, resize_policy, weather, image, metric, value``. Returns the same columns
     with ``image`` empty plus ``num_images``; with several test sets, also the means over all of them
-    (dataset ``all``). The means are the engine's (:func:`fairweather.stages.engine.score.weather_means`), which
+    (dataset ``all``). The means are the engine's (:func:`fairweather.stages.engine.scored.weather_means`), which
     ``fairweather train``'s final test table uses too.
     """
     frames = [per_image]

@@ -48,7 +48,7 @@ from fairweather.stages.engine.rows import (
     CheckpointRef,
     OutputFolder,
 )
-from fairweather.stages.engine.score import InputChecks
+from fairweather.stages.engine.scored import InputChecks
 from fairweather.stages.infra.console import progress, say
 from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.preflight import check_weights

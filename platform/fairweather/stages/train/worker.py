@@ -17,6 +17,7 @@ import torch
 
 from fairweather.contracts.config import FairweatherConfig, to_dict
 from fairweather.contracts.io import atomic_write_bytes
+from fairweather.imaging import image_grid
 from fairweather.training.ema import unwrap
 from fairweather.training.loop import Window, batch_stream, iterate, memory_format
 from fairweather.training.optim import build_optimizer, build_scheduler
@@ -24,7 +25,6 @@ from fairweather.training.setup import build_training_parts
 from fairweather.training.state import load_state, resume_training, save_state, training_state
 from fairweather.training.validate import (
     balanced_subset,
-    image_grid,
     score_pairs,
     score_real,
     validation_scorers,
