@@ -1,0 +1,119 @@
+"""Where a trained network's error on real pairs is: global tone or local detail, and whether inference settings move it.
+
+    .venv/bin/python benchmarks/probe_real_error.py CHECKPOINT devdata/rain100h devdata/rain100l \\
+        devdata/ddn_sirr_test devdata/sots_outdoor devdata/o_haze
+
+For each folder of real pairs (``input/`` and ``target/``, files matched by name, suffix ignored) it restores every
+input with the checkpoint's EMA teacher (its stored config, tiled, in this process) and prints, per folder, the
+mean PSNR gain over the input (dB) of:
+
+- ``as trained``: the restoration as ``fairweather evaluate`` scores it;
+- ``target's mean colour``: the restoration shifted per channel so its mean equals the target's (an oracle: how much
+  of the error is one global offset, the veil or tone left on the photo);
+- ``no TLC``: ``model.tlc=false`` (NAFNet's channel attention over the whole tile instead of local windows);
+- ``flip average``: the mean of the restorations of the image and of its mirror image (self-ensemble);
+- ``coarse pass``: the image downscaled to the training images' size (``--coarse``, short side in pixels), restored,
+  and the correction upsampled onto the full-size input (is the network's veil estimate scale-bound?);
+
+and the mean brightness of input minus target and of output minus target, in grey levels (0-255). The PSNRs are
+:mod:`fairweather.metrics.tiled`'s (pyiqa's definition). A diagnostic for the real-weather work
+(docs/real-weather.md), not part of the ablation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from fairweather.data.batches import load_rgb
+from fairweather.metrics.tiled import psnr
+from fairweather.training.restorer import load_restorer
+
+MAX_PIXELS = 10**9
+
+
+def pairs_of(folder: Path) -> list[tuple[Path, Path]]:
+    targets = {path.stem: path for path in (folder / "target").iterdir()}
+    return [
+        (path, targets[path.stem]) for path in sorted((folder / "input").iterdir()) if path.stem in targets
+    ]
+
+
+def resize_short_side(image: np.ndarray, side: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    scale = side / min(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+
+
+def upsample(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``(h, w, 3)`` float32 -> ``shape[:2]``, bilinear."""
+    tensor = torch.from_numpy(values).permute(2, 0, 1)[None]
+    return (
+        F.interpolate(tensor, size=shape[:2], mode="bilinear", align_corners=False)[0]
+        .permute(1, 2, 0)
+        .numpy()
+    )
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    return np.clip(values, 0, 255).round().astype(np.uint8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoint")
+    parser.add_argument("folders", nargs="+", type=Path, help="folders of real pairs (input/, target/)")
+    parser.add_argument("--coarse", type=int, default=96, help="short side of the coarse pass (default 96)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    restorer = load_restorer(args.checkpoint, device="cpu")
+    no_tlc = load_restorer(args.checkpoint, overrides=["model.tlc=false"], device="cpu")
+    columns = ("as trained", "target's mean colour", "no TLC", "flip average", "coarse pass")
+    print("| set | pairs | input - target | output - target | " + " | ".join(columns) + " |")
+    print("|---" * (4 + len(columns)) + "|")
+    start = time.perf_counter()
+    for folder in args.folders:
+        gains: dict[str, list[float]] = {name: [] for name in columns}
+        bias_in, bias_out = [], []
+        for input_path, target_path in pairs_of(folder):
+            x, y = load_rgb(str(input_path), MAX_PIXELS), load_rgb(str(target_path), MAX_PIXELS)
+            if x.shape != y.shape:
+                continue
+            base = psnr(x, y)
+            xf, yf = x.astype(np.float32), y.astype(np.float32)
+            out = restorer.restore(x)
+            of = out.astype(np.float32)
+            mirrored = restorer.restore(np.ascontiguousarray(x[:, ::-1]))[:, ::-1].astype(np.float32)
+            small = resize_short_side(x, args.coarse)
+            coarse = xf + upsample(
+                restorer.restore(small).astype(np.float32) - small.astype(np.float32), x.shape
+            )
+            variants = {
+                "as trained": out,
+                "target's mean colour": to_uint8(of - (of - yf).mean(axis=(0, 1))),
+                "no TLC": no_tlc.restore(x),
+                "flip average": to_uint8((of + mirrored) / 2),
+                "coarse pass": to_uint8(coarse),
+            }
+            for name, image in variants.items():
+                gains[name].append(psnr(image, y) - base)
+            bias_in.append(float((xf - yf).mean()))
+            bias_out.append(float((of - yf).mean()))
+        cells = " | ".join(f"{np.mean(gains[name]):+.2f}" for name in columns)
+        print(
+            f"| {folder.name} | {len(bias_in)} | {np.mean(bias_in):+.1f} | {np.mean(bias_out):+.1f} | {cells} |"
+        )
+    print(f"({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
