@@ -12,6 +12,10 @@ mean PSNR gain over the input (dB) of:
   of the error is one global offset, the veil or tone left on the photo);
 - ``no TLC``: ``model.tlc=false`` (NAFNet's channel attention over the whole tile instead of local windows);
 - ``flip average``: the mean of the restorations of the image and of its mirror image (self-ensemble);
+- ``DCP``: He et al.'s dark channel prior dehazing alone (15-px patches, airlight from the brightest 0.1 % of the
+  dark channel, omega 0.95, t >= 0.1, no refinement): a physical estimate of the veil that needs no training;
+- ``+ DCP's mean colour``: the restoration shifted per channel so its mean equals the DCP image's (tone from the
+  physical prior, detail from the network; no target involved);
 - ``coarse pass``: the image downscaled to the training images' size (``--coarse``, short side in pixels), restored,
   and the correction upsampled onto the full-size input (is the network's veil estimate scale-bound?);
 
@@ -30,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy.ndimage import minimum_filter
 
 from fairweather.data.batches import load_rgb
 from fairweather.metrics.tiled import psnr
@@ -62,6 +67,19 @@ def upsample(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     )
 
 
+def dark_channel_dehaze(
+    rgb: np.ndarray, patch: int = 15, omega: float = 0.95, t_min: float = 0.1
+) -> np.ndarray:
+    """He et al. 2009 without the soft-matting refinement: ``(H, W, 3)`` uint8 -> float32 in grey levels."""
+    image = rgb.astype(np.float32) / 255.0
+    dark = minimum_filter(image.min(axis=2), size=patch)
+    brightest = np.argsort(dark, axis=None)[-max(1, dark.size // 1000) :]
+    airlight = image.reshape(-1, 3)[brightest].mean(axis=0).clip(1e-3, 1.0)  # (3,)
+    transmission = 1.0 - omega * minimum_filter((image / airlight).min(axis=2), size=patch)
+    restored = (image - airlight) / np.maximum(transmission, t_min)[..., None] + airlight
+    return restored.clip(0, 1) * 255.0
+
+
 def to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(values, 0, 255).round().astype(np.uint8)
 
@@ -77,7 +95,15 @@ def main() -> None:
     torch.set_num_threads(2)
     restorer = load_restorer(args.checkpoint, device="cpu")
     no_tlc = load_restorer(args.checkpoint, overrides=["model.tlc=false"], device="cpu")
-    columns = ("as trained", "target's mean colour", "no TLC", "flip average", "coarse pass")
+    columns = (
+        "as trained",
+        "target's mean colour",
+        "no TLC",
+        "flip average",
+        "DCP",
+        "+ DCP's mean colour",
+        "coarse pass",
+    )
     print("| set | pairs | input - target | output - target | " + " | ".join(columns) + " |")
     print("|---" * (4 + len(columns)) + "|")
     start = time.perf_counter()
@@ -97,11 +123,14 @@ def main() -> None:
             coarse = xf + upsample(
                 restorer.restore(small).astype(np.float32) - small.astype(np.float32), x.shape
             )
+            dcp = dark_channel_dehaze(x)
             variants = {
                 "as trained": out,
                 "target's mean colour": to_uint8(of - (of - yf).mean(axis=(0, 1))),
                 "no TLC": no_tlc.restore(x),
                 "flip average": to_uint8((of + mirrored) / 2),
+                "DCP": to_uint8(dcp),
+                "+ DCP's mean colour": to_uint8(of - (of - dcp).mean(axis=(0, 1))),
                 "coarse pass": to_uint8(coarse),
             }
             for name, image in variants.items():
