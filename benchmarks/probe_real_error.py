@@ -16,6 +16,10 @@ mean PSNR gain over the input (dB) of:
   dark channel, omega 0.95, t >= 0.1, no refinement): a physical estimate of the veil that needs no training;
 - ``+ DCP's mean colour``: the restoration shifted per channel so its mean equals the DCP image's (tone from the
   physical prior, detail from the network; no target involved);
+- ``+ regressed mean colour`` (with ``--fit-pairs DIR``, a folder of synthetic pairs such as the smoke profile's
+  ``runs/smoke/data/paired``): the restoration shifted to the mean colour that a linear regression from the input's
+  global statistics (mean colour, dark-channel quantiles, contrast, saturation) predicts, fitted on those synthetic
+  pairs only (can an image-level estimate learnt from synthetic weather find a real photo's tone?);
 - ``coarse pass``: the image downscaled to the training images' size (``--coarse``, short side in pixels), restored,
   and the correction upsampled onto the full-size input (is the network's veil estimate scale-bound?);
 
@@ -80,6 +84,36 @@ def dark_channel_dehaze(
     return restored.clip(0, 1) * 255.0
 
 
+def global_features(rgb: np.ndarray) -> np.ndarray:
+    """``(10,)`` image-level statistics of an ``(H, W, 3)`` uint8 image, the last one a constant 1 (the bias)."""
+    image = rgb.astype(np.float32) / 255.0
+    dark = minimum_filter(image.min(axis=2), size=max(3, min(image.shape[:2]) // 20))
+    saturation = image.max(axis=2) - image.min(axis=2)
+    darkest = np.percentile(image.min(axis=2), 5)
+    return np.array(
+        [
+            *image.mean(axis=(0, 1)),
+            dark.mean(),
+            *np.percentile(dark, [10, 90]),
+            image.std(),
+            saturation.mean(),
+            darkest,
+            1,
+        ]
+    )
+
+
+def fit_tone(folder: Path) -> np.ndarray:
+    """``(10, 3)`` least-squares weights: global features of an input -> its target's mean colour minus its own."""
+    features, shifts = [], []
+    for input_path, target_path in pairs_of(folder):
+        x, y = load_rgb(str(input_path), MAX_PIXELS), load_rgb(str(target_path), MAX_PIXELS)
+        features.append(global_features(x))
+        shifts.append(y.astype(np.float32).mean(axis=(0, 1)) - x.astype(np.float32).mean(axis=(0, 1)))
+    weights, *_ = np.linalg.lstsq(np.array(features), np.array(shifts), rcond=None)
+    return weights
+
+
 def to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(values, 0, 255).round().astype(np.uint8)
 
@@ -90,20 +124,17 @@ def main() -> None:
     )
     parser.add_argument("checkpoint")
     parser.add_argument("folders", nargs="+", type=Path, help="folders of real pairs (input/, target/)")
+    parser.add_argument(
+        "--fit-pairs", type=Path, help="synthetic pairs (input/, target/) for the tone regression"
+    )
     parser.add_argument("--coarse", type=int, default=96, help="short side of the coarse pass (default 96)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     restorer = load_restorer(args.checkpoint, device="cpu")
     no_tlc = load_restorer(args.checkpoint, overrides=["model.tlc=false"], device="cpu")
-    columns = (
-        "as trained",
-        "target's mean colour",
-        "no TLC",
-        "flip average",
-        "DCP",
-        "+ DCP's mean colour",
-        "coarse pass",
-    )
+    columns = ["as trained", "target's mean colour", "no TLC", "flip average", "DCP", "+ DCP's mean colour"]
+    columns += ["+ regressed mean colour"] * bool(args.fit_pairs) + ["coarse pass"]
+    tone = fit_tone(args.fit_pairs) if args.fit_pairs else None
     print("| set | pairs | input - target | output - target | " + " | ".join(columns) + " |")
     print("|---" * (4 + len(columns)) + "|")
     start = time.perf_counter()
@@ -133,6 +164,9 @@ def main() -> None:
                 "+ DCP's mean colour": to_uint8(of - (of - dcp).mean(axis=(0, 1))),
                 "coarse pass": to_uint8(coarse),
             }
+            if tone is not None:
+                wanted = xf.mean(axis=(0, 1)) + global_features(x) @ tone
+                variants["+ regressed mean colour"] = to_uint8(of - of.mean(axis=(0, 1)) + wanted)
             for name, image in variants.items():
                 gains[name].append(psnr(image, y) - base)
             bias_in.append(float((xf - yf).mean()))
