@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from scipy.ndimage import minimum_filter
 
 from fairweather.data.batches import load_rgb
+from fairweather.imaging import limit_short_side
 from fairweather.metrics.tiled import psnr
 from fairweather.training.restorer import load_restorer
 
@@ -52,13 +52,6 @@ def pairs_of(folder: Path) -> list[tuple[Path, Path]]:
     return [
         (path, targets[path.stem]) for path in sorted((folder / "input").iterdir()) if path.stem in targets
     ]
-
-
-def resize_short_side(image: np.ndarray, side: int) -> np.ndarray:
-    height, width = image.shape[:2]
-    scale = side / min(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
 
 
 def upsample(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -150,7 +143,7 @@ def main() -> None:
             out = restorer.restore(x)
             of = out.astype(np.float32)
             mirrored = restorer.restore(np.ascontiguousarray(x[:, ::-1]))[:, ::-1].astype(np.float32)
-            small = resize_short_side(x, args.coarse)
+            small = limit_short_side(x, args.coarse)
             coarse = xf + upsample(
                 restorer.restore(small).astype(np.float32) - small.astype(np.float32), x.shape
             )

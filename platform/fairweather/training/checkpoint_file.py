@@ -106,13 +106,17 @@ class _Placeholder:
 _PLAIN = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset")}
 
 
+class _Refused(Exception):
+    """The pickle names a global that is neither torch's nor a plain container; the message is its name."""
+
+
 class _HeaderUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch" or module.startswith("torch."):
             return _Placeholder
         if (module, name) in _PLAIN:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"GLOBAL {module}.{name}")
+        raise _Refused(f"{module}.{name}")
 
     def persistent_load(self, pid: Any) -> _Placeholder:
         return _Placeholder()
@@ -125,20 +129,18 @@ def peek_state(path: str, *, arch: str | None = None) -> dict[str, Any]:
     path = state_path(str(path))
     data = read_file(path, expected=EXPECTED)
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            if archive.testzip() is not None:
-                raise CheckpointError(corrupted("checkpoint", path, data))
-            names = [name for name in archive.namelist() if name.endswith("/data.pkl")]
-            if len(names) != 1:
-                raise CheckpointError(corrupted("checkpoint", path, data))
-            state = _HeaderUnpickler(io.BytesIO(archive.read(names[0]))).load()
-    except pickle.UnpicklingError as err:
-        held = str(err).removeprefix("GLOBAL ")
-        if str(err).startswith("GLOBAL "):
-            raise CheckpointError(refused("checkpoint", path, f"a {held} object")) from None
-        raise CheckpointError(corrupted("checkpoint", path, data)) from None
-    except CheckpointError:
-        raise
-    except Exception:  # zipfile.BadZipFile, EOFError, ...: whatever the zip reader makes of broken bytes
+        state = _unpickle_header(data)
+    except _Refused as err:
+        raise CheckpointError(refused("checkpoint", path, f"a {err} object")) from None
+    except Exception:  # BadZipFile (a CRC too), one data.pkl expected, UnpicklingError, EOFError, ...
         raise CheckpointError(corrupted("checkpoint", path, data)) from None
     return check_state(state, path, arch)
+
+
+def _unpickle_header(data: bytes) -> Any:
+    """The object in torch's archive ``data``, tensors as placeholders; raises on any damage (see the module)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        if archive.testzip() is not None:
+            raise zipfile.BadZipFile("a member's bytes do not match its CRC")
+        (name,) = [name for name in archive.namelist() if name.endswith("/data.pkl")]  # ValueError unless one
+        return _HeaderUnpickler(io.BytesIO(archive.read(name))).load()

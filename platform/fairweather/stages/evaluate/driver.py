@@ -85,9 +85,8 @@ def _checkpoints(cfg: FairweatherConfig) -> list[CheckpointRef]:
             f"evaluate.checkpoints: method names {clashes} repeat or clash with 'input'; use name=path"
         )
     for ref in refs:
-        peek_state(
-            ref.path
-        )  # fails now, naming the file, rather than in every actor (no torch here: the actors)
+        # Fails now, naming the file, rather than in every actor; without torch, which only the actors import.
+        peek_state(ref.path)
     return refs
 
 
