@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import minimum_filter
 
+from fairweather.contracts.errors import FairweatherError
 from fairweather.data.batches import load_rgb
 from fairweather.imaging import limit_short_side
 from fairweather.metrics.tiled import psnr
@@ -122,9 +123,15 @@ def main() -> None:
     )
     parser.add_argument("--coarse", type=int, default=96, help="short side of the coarse pass (default 96)")
     args = parser.parse_args()
+    for folder in [*args.folders, *([args.fit_pairs] if args.fit_pairs else [])]:
+        if not ((folder / "input").is_dir() and (folder / "target").is_dir()):
+            parser.error(f"{folder} has no input/ and target/ folders of pairs")
     torch.set_num_threads(2)
-    restorer = load_restorer(args.checkpoint, device="cpu")
-    no_tlc = load_restorer(args.checkpoint, overrides=["model.tlc=false"], device="cpu")
+    try:
+        restorer = load_restorer(args.checkpoint, device="cpu")
+        no_tlc = load_restorer(args.checkpoint, overrides=["model.tlc=false"], device="cpu")
+    except FairweatherError as err:
+        parser.error(str(err))
     columns = ["as trained", "target's mean colour", "no TLC", "flip average", "DCP", "+ DCP's mean colour"]
     columns += ["+ regressed mean colour"] * bool(args.fit_pairs) + ["coarse pass"]
     tone = fit_tone(args.fit_pairs) if args.fit_pairs else None
