@@ -10,10 +10,18 @@ commit stops the build, before anything is written, with one line naming the rep
 It writes, for each set (folder name, weather):
 
 - ``rain100h`` (rain): Rain100H test, 100 pairs (MSPFN's ``inputcrop/`` + ``cleancrop/``, 480 x 320);
-- ``rain100l`` (rain): Rain100L test samples, 5 pairs (MFDNet's 3, AirNet's 2);
+- ``rain100l`` (rain): Rain100L test samples, 15 pairs (MFDNet's 3, AirNet's 2, MSCIANet's 10: ``rain-001`` to
+  ``rain-010``, 480 x 320);
+- ``rain12`` (rain): Rain12 (Li et al.), all 12 pairs (MSCIANet's ``Rain12/rain`` + ``norain``, 480 x 320);
 - ``ddn_sirr_test`` (rain): the DDN-SIRR synthetic test pairs (Fu et al.'s DDN data, as SIRR's test), 20 pairs;
-- ``sots_outdoor`` (haze): RESIDE SOTS-outdoor samples, 2 pairs (AirNet's ``test/dehaze``);
-- ``o_haze`` (haze): O-HAZE pairs, 3 (the ones whose two files are in the mirror: blobs of 4 MiB and more are not).
+- ``sots_outdoor`` (haze): RESIDE SOTS-outdoor test, the hazy images of the scenes numbered below 200 that
+  have a clear image, 167 pairs (4 scenes have two hazy images); each pair is named after its hazy file, e.g.
+  ``0001_0.8_0.2`` (C2PNet's ``images/SOTS/outdoor``, at a commit before the folder was deleted; about 550 x 410);
+- ``sots_indoor`` (haze): RESIDE SOTS-indoor test, 50 pairs, one hazy image of each scene (the fifth of its ten haze
+  levels, ``<scene>_5.png``) with the scene's clear image (C2PNet, the same commit; 620 x 460);
+- ``o_haze`` (haze): O-HAZE pairs, 3 (the ones whose two files are in the mirror: blobs of 4 MiB and more are not);
+- ``dense_haze`` (haze): Dense-Haze (NTIRE 2019) test, 5 pairs, 51-55 (C2PNet's ``images/NH19``; 1600 x 1200);
+- ``nh_haze`` (haze): NH-HAZE 2 (NTIRE 2021), 5 pairs, 21-25 (C2PNet's ``images/NH21``; 1600 x 1200).
 
 each as ``devdata/<set>/input/<name>`` + ``devdata/<set>/target/<name>`` (one name per pair; a target keeps its own
 suffix, so SOTS pairs a ``.jpg`` input with a ``.png`` target), the layout ``fairweather import-pairs --layout
@@ -56,7 +64,8 @@ class Source:
     """Pairs in one folder pair of one repository at one commit.
 
     An input's file name must fully match ``pattern`` (case-insensitive); its ``key`` group names the pair in
-    devdata (after ``prefix``) and fills ``target`` (a file name below ``target_dir``, matched case-insensitively).
+    devdata (after ``prefix``), and its named groups fill ``target`` (a file name below ``target_dir``, matched
+    case-insensitively): SOTS-outdoor's ``{scene}`` gives several hazy inputs, each its own pair, one clear target.
     """
 
     repo: str
@@ -104,6 +113,28 @@ SOURCES: dict[str, tuple[str, tuple[Source, ...]]] = {
                 "{key}.png",
                 prefix="airnet_",
             ),
+            Source(
+                "CoderLi365/MSCIANet",
+                "0a1a76bc73b5d0abb4d9790bd2a955b111fc58bf",
+                "Rain100L/rain",
+                "Rain100L/norain",
+                r"rain-(?P<key>\d+)\.png",
+                "norain-{key}.png",
+                prefix="mscianet_",
+            ),
+        ),
+    ),
+    "rain12": (
+        "rain",
+        (
+            Source(
+                "CoderLi365/MSCIANet",
+                "0a1a76bc73b5d0abb4d9790bd2a955b111fc58bf",
+                "Rain12/rain",
+                "Rain12/norain",
+                r"rain-(?P<key>\d+)\.png",
+                "norain-{key}.png",
+            ),
         ),
     ),
     "ddn_sirr_test": (
@@ -123,11 +154,24 @@ SOURCES: dict[str, tuple[str, tuple[Source, ...]]] = {
         "haze",
         (
             Source(
-                "XLearning-SCU/2022-CVPR-AirNet",
-                "bedea82f7f7a71f135bcc026fd02ea9f2feaa710",
-                "test/dehaze/input",
-                "test/dehaze/target",
-                r"(?P<key>\d{4})_[\d.]+_[\d.]+\.jpg",
+                "YuZheng9/C2PNet",
+                "9c6d113fc6313d672ceb6ceeaf29e00c3cd80f67",
+                "images/SOTS/outdoor/hazy",
+                "images/SOTS/outdoor/clear",
+                r"(?P<key>(?P<scene>0[01]\d\d)_[\d.]+_[\d.]+)\.jpg",
+                "{scene}.png",
+            ),
+        ),
+    ),
+    "sots_indoor": (
+        "haze",
+        (
+            Source(
+                "YuZheng9/C2PNet",
+                "9c6d113fc6313d672ceb6ceeaf29e00c3cd80f67",
+                "images/SOTS/indoor/hazy",
+                "images/SOTS/indoor/clear",
+                r"(?P<key>\d{4})_5\.png",
                 "{key}.png",
             ),
         ),
@@ -142,6 +186,32 @@ SOURCES: dict[str, tuple[str, tuple[Source, ...]]] = {
                 "SimpleDeHaze/hazefree",
                 r"(?P<key>\d+)_outdoor_hazy\.jpg",
                 "{key}_outdoor_GT.jpg",
+            ),
+        ),
+    ),
+    "dense_haze": (
+        "haze",
+        (
+            Source(
+                "YuZheng9/C2PNet",
+                "9c6d113fc6313d672ceb6ceeaf29e00c3cd80f67",
+                "images/NH19/hazy",
+                "images/NH19/clear",
+                r"(?P<key>\d+)\.png",
+                "{key}.png",
+            ),
+        ),
+    ),
+    "nh_haze": (
+        "haze",
+        (
+            Source(
+                "YuZheng9/C2PNet",
+                "9c6d113fc6313d672ceb6ceeaf29e00c3cd80f67",
+                "images/NH21/hazy",
+                "images/NH21/clear",
+                r"(?P<key>\d+)\.png",
+                "{key}.png",
             ),
         ),
     ),
@@ -219,7 +289,7 @@ def build_set(mirrors: Path, out: Path, name: str) -> tuple[list[dict[str, str]]
         pairs = 0
         for input_name in list_dir(git_dir, src.commit, src.input_dir):
             match = re.fullmatch(src.pattern, input_name, re.IGNORECASE)
-            target_name = targets.get(src.target.format(key=match["key"]).lower()) if match else None
+            target_name = targets.get(src.target.format(**match.groupdict()).lower()) if match else None
             if match is None or target_name is None:
                 continue
             paths = {"input": f"{src.input_dir}/{input_name}", "target": f"{src.target_dir}/{target_name}"}
