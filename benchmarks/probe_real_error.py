@@ -20,6 +20,10 @@ mean PSNR gain over the input (dB) of:
   ``runs/smoke/data/paired``): the restoration shifted to the mean colour that a linear regression from the input's
   global statistics (mean colour, dark-channel quantiles, contrast, saturation) predicts, fitted on those synthetic
   pairs only (can an image-level estimate learnt from synthetic weather find a real photo's tone?);
+- ``+ regressed correction`` (with ``--fit-pairs``): the restoration shifted by a per-channel offset that a linear
+  regression predicts from the global statistics of the input and of the network's output (and the mean change
+  between them), fitted on the synthetic pairs restored by the same network and on their clean targets as
+  (clean, clean) pairs, as training mixes them in: the network's remaining tone error, learnt on synthetic weather;
 - ``coarse pass``: the image downscaled to the training images' size (``--coarse``, short side in pixels), restored,
   and the correction upsampled onto the full-size input (is the network's veil estimate scale-bound?);
 
@@ -43,7 +47,7 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.data.batches import load_rgb
 from fairweather.imaging import limit_short_side
 from fairweather.metrics.tiled import psnr
-from fairweather.training.restorer import load_restorer
+from fairweather.training.restorer import Restorer, load_restorer
 
 MAX_PIXELS = 10**9
 
@@ -97,15 +101,33 @@ def global_features(rgb: np.ndarray) -> np.ndarray:
     )
 
 
-def fit_tone(folder: Path) -> np.ndarray:
-    """``(10, 3)`` least-squares weights: global features of an input -> its target's mean colour minus its own."""
-    features, shifts = [], []
+def mean_colour(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float32).mean(axis=(0, 1))
+
+
+def correction_features(rgb: np.ndarray, restored: np.ndarray) -> np.ndarray:
+    """``(22,)``: the input's and the restoration's global features and the mean change between them (/ 255)."""
+    change = (mean_colour(restored) - mean_colour(rgb)) / 255.0
+    return np.concatenate([global_features(rgb)[:-1], global_features(restored)[:-1], change, [1.0]])
+
+
+def fit_tone(folder: Path, restorer: Restorer) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares weights on the synthetic pairs in ``folder``: ``(10, 3)`` global features of an input -> its
+    target's mean colour minus its own; ``(22, 3)`` correction features -> the target's mean colour minus the
+    restoration's, with each target also as a (clean, clean) pair (ridge, so the 22 features stay stable)."""
+    features, shifts, corrections, residuals = [], [], [], []
     for input_path, target_path in pairs_of(folder):
         x, y = load_rgb(str(input_path), MAX_PIXELS), load_rgb(str(target_path), MAX_PIXELS)
         features.append(global_features(x))
-        shifts.append(y.astype(np.float32).mean(axis=(0, 1)) - x.astype(np.float32).mean(axis=(0, 1)))
+        shifts.append(mean_colour(y) - mean_colour(x))
+        for degraded in (x, y):
+            restored = restorer.restore(degraded)
+            corrections.append(correction_features(degraded, restored))
+            residuals.append(mean_colour(y) - mean_colour(restored))
     weights, *_ = np.linalg.lstsq(np.array(features), np.array(shifts), rcond=None)
-    return weights
+    a, b = np.array(corrections), np.array(residuals)
+    penalty = 1e-2 * len(a) * np.diag([1.0] * (a.shape[1] - 1) + [0.0])  # the bias is not shrunk
+    return weights, np.linalg.solve(a.T @ a + penalty, a.T @ b)
 
 
 def to_uint8(values: np.ndarray) -> np.ndarray:
@@ -122,6 +144,9 @@ def main() -> None:
         "--fit-pairs", type=Path, help="synthetic pairs (input/, target/) for the tone regression"
     )
     parser.add_argument("--coarse", type=int, default=96, help="short side of the coarse pass (default 96)")
+    parser.add_argument(
+        "--limit", type=int, help="at most this many pairs of each folder (the first by name)"
+    )
     args = parser.parse_args()
     for folder in [*args.folders, *([args.fit_pairs] if args.fit_pairs else [])]:
         if not ((folder / "input").is_dir() and (folder / "target").is_dir()):
@@ -133,15 +158,15 @@ def main() -> None:
     except FairweatherError as err:
         parser.error(str(err))
     columns = ["as trained", "target's mean colour", "no TLC", "flip average", "DCP", "+ DCP's mean colour"]
-    columns += ["+ regressed mean colour"] * bool(args.fit_pairs) + ["coarse pass"]
-    tone = fit_tone(args.fit_pairs) if args.fit_pairs else None
+    columns += ["+ regressed mean colour", "+ regressed correction"] * bool(args.fit_pairs) + ["coarse pass"]
+    tone = fit_tone(args.fit_pairs, restorer) if args.fit_pairs else None
     print("| set | pairs | input - target | output - target | " + " | ".join(columns) + " |")
     print("|---" * (4 + len(columns)) + "|")
     start = time.perf_counter()
     for folder in args.folders:
         gains: dict[str, list[float]] = {name: [] for name in columns}
         bias_in, bias_out = [], []
-        for input_path, target_path in pairs_of(folder):
+        for input_path, target_path in pairs_of(folder)[: args.limit]:
             x, y = load_rgb(str(input_path), MAX_PIXELS), load_rgb(str(target_path), MAX_PIXELS)
             if x.shape != y.shape:
                 continue
@@ -165,8 +190,9 @@ def main() -> None:
                 "coarse pass": to_uint8(coarse),
             }
             if tone is not None:
-                wanted = xf.mean(axis=(0, 1)) + global_features(x) @ tone
+                wanted = xf.mean(axis=(0, 1)) + global_features(x) @ tone[0]
                 variants["+ regressed mean colour"] = to_uint8(of - of.mean(axis=(0, 1)) + wanted)
+                variants["+ regressed correction"] = to_uint8(of + correction_features(x, out) @ tone[1])
             for name, image in variants.items():
                 gains[name].append(psnr(image, y) - base)
             bias_in.append(float((xf - yf).mean()))
