@@ -121,6 +121,16 @@ def test_parameters_are_in_range_json_able_and_reproducible(street, weather):
         assert PHOTO.__getattribute__(f"{weather}_layers")[0] <= params["layers"]
 
 
+def test_rain_density_is_drawn_log_uniformly_so_light_rain_is_as_likely_as_heavy():
+    rng = np.random.default_rng(0)
+    densities = np.array([sample_photo_params("rain", PHOTO, rng)["density"] for _ in range(2000)])
+    low, high = PHOTO.rain_density
+    assert low <= densities.min() and densities.max() <= high
+    # Each half of the range in log space holds half the draws (a uniform draw would put 85 % above the middle).
+    middle = np.sqrt(low * high)
+    assert 0.45 < (densities < middle).mean() < 0.55
+
+
 def test_haze_follows_depth_and_close_ups_still_get_haze():
     clean = np.full((1, 50, 3), 0.2, dtype=np.float32)
     depth = np.linspace(1.0, 60.0, 50, dtype=np.float32)[None, :]
@@ -254,6 +264,8 @@ def test_config_keys_load_and_are_validated():
     assert cfg.synth.clean == "bundled" and cfg.synth.photo.haze_beta == (0.05, 0.1)
     with pytest.raises(FairweatherError, match=r"synth\.photo\.rain_layers"):
         load_config("smoke", ["synth.photo.rain_layers=[3, 1]"])
+    with pytest.raises(FairweatherError, match=r"synth\.photo\.rain_density"):
+        load_config("smoke", ["synth.photo.rain_density=[0, 0.01]"])  # log-uniform: 0 has no logarithm
     with pytest.raises(FairweatherError, match=r"synth\.photo\.far_m"):
         load_config("smoke", ["synth.photo.far_m=2", "synth.photo.near_m=3"])
 

@@ -40,6 +40,11 @@ def _draw(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
     return float(rng.uniform(*bounds))
 
 
+def _draw_log(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """Log-uniform: a range spanning a factor of 20 (light to heavy rain) drawn evenly in every octave."""
+    return float(math.exp(rng.uniform(math.log(bounds[0]), math.log(bounds[1]))))
+
+
 def _draw_int(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
     return int(rng.integers(bounds[0], bounds[1] + 1))
 
@@ -57,7 +62,7 @@ def sample_photo_params(weather: str, cfg: PhotoSynthConfig, rng: np.random.Gene
         return {
             **base,
             "layers": _draw_int(rng, cfg.rain_layers),
-            "density": _draw(rng, cfg.rain_density),
+            "density": _draw_log(rng, cfg.rain_density),
             "length_px": _draw(rng, cfg.rain_length_px),
             "width_px": _draw(rng, cfg.rain_width_px),
             "angle_deg": _draw(rng, cfg.rain_angle_deg),
