@@ -148,6 +148,8 @@ def main() -> None:
         "--limit", type=int, help="at most this many pairs of each folder (the first by name)"
     )
     args = parser.parse_args()
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be at least 1 (got {args.limit})")
     for folder in [*args.folders, *([args.fit_pairs] if args.fit_pairs else [])]:
         if not ((folder / "input").is_dir() and (folder / "target").is_dir()):
             parser.error(f"{folder} has no input/ and target/ folders of pairs")
@@ -190,8 +192,8 @@ def main() -> None:
                 "coarse pass": to_uint8(coarse),
             }
             if tone is not None:
-                wanted = xf.mean(axis=(0, 1)) + global_features(x) @ tone[0]
-                variants["+ regressed mean colour"] = to_uint8(of - of.mean(axis=(0, 1)) + wanted)
+                wanted = mean_colour(x) + global_features(x) @ tone[0]
+                variants["+ regressed mean colour"] = to_uint8(of - mean_colour(out) + wanted)
                 variants["+ regressed correction"] = to_uint8(of + correction_features(x, out) @ tone[1])
             for name, image in variants.items():
                 gains[name].append(psnr(image, y) - base)

@@ -41,7 +41,7 @@ def _draw(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
 
 
 def _draw_log(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
-    """Log-uniform: a range spanning a factor of 20 (light to heavy rain) drawn evenly in every octave."""
+    """Log-uniform over ``bounds`` (both > 0): every octave of a wide range (light to heavy rain) equally likely."""
     return float(math.exp(rng.uniform(math.log(bounds[0]), math.log(bounds[1]))))
 
 
