@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import cloudpickle
+import numpy as np
 import pytest
 import torch
 
@@ -66,6 +67,25 @@ def test_train_logs_every_term_validates_and_scores_the_test_split(straight):
     assert {"model/model.pt", "model/config.yaml", "validation/step-0000003.png"} <= artifacts
 
 
+def test_the_last_checkpoint_of_a_job_carries_the_calibration_that_restoring_applies(straight):
+    from fairweather.models import restore_tiled_uint8
+    from fairweather.training.calibration import pair_features
+    from fairweather.training.restorer import load_restorer
+    from fairweather.training.state import load_state
+
+    summary, logger = straight
+    folders = sorted(p for p in Path(summary.checkpoint).parent.glob("checkpoint_*") if p.is_dir())
+    assert [load_state(f)["calibration"] is not None for f in folders] == [False, True]  # steps 3 and 6
+    artifact = load_state(logger.folder / "artifacts" / "model" / "model.pt")
+    assert artifact["calibration"] == load_state(summary.checkpoint)["calibration"]
+    restorer = load_restorer(summary.checkpoint, device="cpu")
+    image = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    raw = restore_tiled_uint8(restorer.model, image, 256, 16)
+    gain, offset = restorer.calibration.predict(pair_features(image, raw))
+    expected = np.clip(raw * (1 + gain) + offset * 255, 0, 255).round().astype(np.uint8)
+    np.testing.assert_allclose(restorer.restore(image), expected, atol=1)
+
+
 def test_resume_equals_a_straight_run(straight, local_ray, data_root, model_cache, tmp_path):
     """3 steps, stop, the same command to 6 steps == 6 straight steps (loss curve and final weights)."""
     from fairweather.stages.train.driver import run_train
@@ -83,18 +103,27 @@ def test_resume_equals_a_straight_run(straight, local_ray, data_root, model_cach
     state_a, state_b = load_state(a.checkpoint), load_state(b.checkpoint)
     for key, value in state_a["teacher"].items():
         torch.testing.assert_close(state_b["teacher"][key], value, rtol=1e-5, atol=1e-6)
+    # The same teacher on the same pairs: the same calibration.
+    for key in ("mean", "support", "weights"):
+        np.testing.assert_allclose(
+            state_b["calibration"][key], state_a["calibration"][key], rtol=1e-3, atol=1e-4
+        )
 
 
 def test_a_killed_worker_resumes_from_the_last_checkpoint_and_the_step_counter_continues(
     local_ray, data_root, model_cache, tmp_path
 ):
     from fairweather.stages.train.driver import run_train
+    from fairweather.training.state import load_state
 
     steps, marker = tmp_path / "steps.jsonl", tmp_path / "died"
     hook = functools.partial(train_fixtures.record_then_die_once, str(steps), str(marker), 5)
-    cfg = tiny_config(data_root, model_cache, **{"train.run_name": "killed"})
-    summary = run_train(cfg, DiskLogger(tmp_path / "log"), step_hook=hook)
+    overrides = {"train.run_name": "killed", "train.calibration.enabled": False}
+    summary = run_train(
+        tiny_config(data_root, model_cache, **overrides), DiskLogger(tmp_path / "log"), step_hook=hook
+    )
     assert marker.exists() and summary.steps == 6
+    assert load_state(summary.checkpoint)["calibration"] is None  # train.calibration.enabled=false
     # Died after step 5, before its checkpoint at 6: the restarted worker continues after the checkpoint at 3.
     assert [r["step"] for r in read_records(steps)] == [1, 2, 3, 4, 5, 4, 5, 6]
     # The replayed step 4 was logged by the first try: not logged again.

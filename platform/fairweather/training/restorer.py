@@ -23,6 +23,7 @@ from fairweather.contracts.config.root import check_override_key
 from fairweather.contracts.errors import FairweatherError
 from fairweather.models import restore_tiled_uint8
 
+from .calibration import Calibration
 from .setup import load_teacher
 from .state import CheckpointError, load_state
 
@@ -65,20 +66,25 @@ def check_matches(cfg: FairweatherConfig, state: dict[str, Any], path: str, sour
 
 @dataclass
 class Restorer:
-    """The EMA teacher of a checkpoint in eval mode, with the tiling settings of ``cfg.model``."""
+    """The EMA teacher of a checkpoint in eval mode, with the tiling settings of ``cfg.model``, and the colour
+    calibration the checkpoint carries (None: a checkpoint saved before the end of its job, or trained with
+    ``train.calibration.enabled=false``)."""
 
     model: nn.Module
     cfg: FairweatherConfig
     device: torch.device
     arch: str
     step: int
+    calibration: Calibration | None = None
 
     def restore(self, rgb: np.ndarray) -> np.ndarray:
         """``(H, W, 3)`` uint8 RGB -> restored ``(H, W, 3)`` uint8, tiled above ``model.tile`` pixels a side and
         written tile by tile into the uint8 result (:func:`fairweather.models.restore_tiled_uint8`): neither the
-        network's activations nor any float buffer grows with the photo beyond one band of tiles."""
+        network's activations nor any float buffer grows with the photo beyond one band of tiles. The calibration
+        then maps the whole image at once (one gain and offset per channel: no tile seams)."""
         model = self.cfg.model
-        return restore_tiled_uint8(self.model, rgb, model.tile, model.tile_overlap, self.device)
+        restored = restore_tiled_uint8(self.model, rgb, model.tile, model.tile_overlap, self.device)
+        return restored if self.calibration is None else self.calibration.apply(rgb, restored)
 
 
 def pick_device(name: str) -> torch.device:
@@ -115,4 +121,6 @@ def load_restorer(
         raise CheckpointError(
             f"checkpoint {path}: its '{cfg.model.arch}' weights do not load: {err}"
         ) from err
-    return Restorer(model, cfg, target, cfg.model.arch, int(state.get("step", 0)))
+    stored = state.get("calibration")
+    calibration = Calibration.from_state(stored) if stored else None
+    return Restorer(model, cfg, target, cfg.model.arch, int(state.get("step", 0)), calibration)

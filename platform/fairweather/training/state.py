@@ -71,9 +71,11 @@ def training_state(
     round_index: int,
     config: dict[str, Any],
     table_versions: dict[str, str],
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict. ``model`` is the bare network (not its DDP wrapper); ``step`` counts finished steps;
-    ``config`` (``to_dict(cfg)``) is stored masked."""
+    ``config`` (``to_dict(cfg)``) is stored masked; ``calibration`` is the teacher's colour calibration
+    (:meth:`fairweather.training.calibration.Calibration.to_state`), in a job's last checkpoint only."""
     return {
         "format": FORMAT_VERSION,
         "arch": arch,
@@ -87,6 +89,7 @@ def training_state(
         "rng": capture_rng(),
         "config": redact(config),
         "table_versions": table_versions,
+        "calibration": calibration,
     }
 
 
@@ -113,7 +116,7 @@ def save_state(state: dict[str, Any], folder: str | Path) -> str:
 
 
 #: What a run's ``model/model.pt`` artifact keeps of a checkpoint (no optimizer, scheduler or RNG state).
-MODEL_KEYS = ("format", "arch", "model", "teacher", "prompt_context", "step", "config")
+MODEL_KEYS = ("format", "arch", "model", "teacher", "prompt_context", "step", "config", "calibration")
 
 
 def save_model_artifact(state: dict[str, Any], folder: str | Path) -> str:

@@ -18,6 +18,7 @@ import torch
 from fairweather.contracts.config import FairweatherConfig, to_dict
 from fairweather.contracts.io import atomic_write_bytes
 from fairweather.imaging import image_grid
+from fairweather.training.calibration import calibrate_on_pairs
 from fairweather.training.ema import unwrap
 from fairweather.training.loop import Window, batch_stream, iterate, memory_format
 from fairweather.training.optim import build_optimizer, build_scheduler
@@ -139,6 +140,19 @@ def train_loop_per_worker(config: dict) -> None:
                 continue
             with tempfile.TemporaryDirectory() as folder:
                 if rank == 0:
+                    # The job's last checkpoint carries the teacher's colour calibration (a few seconds): the one
+                    # that evaluate, restore and the next round's pseudo-labels read.
+                    calibration = None
+                    if step == job.until_step and train.calibration.enabled and paired:
+                        parts.teacher.eval()
+                        calibration = calibrate_on_pairs(
+                            parts.teacher,
+                            paired,
+                            cfg.model,
+                            train.calibration,
+                            max_pixels=cfg.data.max_image_pixels,
+                            device=device,
+                        ).to_state()
                     state = training_state(
                         arch=cfg.model.arch,
                         model=unwrap(model),
@@ -150,6 +164,7 @@ def train_loop_per_worker(config: dict) -> None:
                         round_index=metrics["round"],
                         config=to_dict(cfg),
                         table_versions=job.table_versions,
+                        calibration=calibration,
                     )
                     save_state(state, folder)
                     val_metrics, grid = _validate(cfg, parts.teacher, val, real, device)

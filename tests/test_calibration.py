@@ -1,0 +1,94 @@
+"""The image-level colour calibration: it learns a veil from examples, leaves clear images alone, and travels in a
+checkpoint as plain data."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from fairweather.contracts.config import ConfigError, load_config
+from fairweather.metrics.tiled import psnr
+from fairweather.training.calibration import (
+    GAIN_RANGE,
+    OFFSET_RANGE,
+    Calibration,
+    fit_calibration,
+    pair_features,
+)
+
+
+def scene(rng: np.random.Generator, size: tuple[int, int] = (72, 96)) -> np.ndarray:
+    """A clear ``(H, W, 3)`` uint8 image: smooth colour fields plus texture, its own brightness and contrast."""
+    h, w = size
+    coarse = rng.uniform(0, 1, (4, 5, 3))
+    field = np.kron(coarse, np.ones((h // 4 + 1, w // 5 + 1, 1)))[:h, :w]
+    texture = rng.normal(0, 0.08, (h, w, 1))
+    image = rng.uniform(0.05, 0.3) + rng.uniform(0.3, 0.7) * field + texture
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+def veiled(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The scattering model with one transmission for the whole image: ``I = J t + A (1 - t)``."""
+    t, airlight = rng.uniform(0.35, 0.8), rng.uniform(0.8, 1.0)
+    return (image.astype(np.float64) * t + 255 * airlight * (1 - t)).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> Calibration:
+    """Fitted as training fits it: each pair's input and its clean target, restored by an identity "network"."""
+    rng = np.random.default_rng(0)
+    examples = []
+    for _ in range(60):
+        clear = scene(rng)
+        hazy = veiled(clear, rng)
+        examples += [(hazy, hazy.copy(), clear), (clear, clear.copy(), clear)]
+    return fit_calibration(examples, gamma=0.05, ridge=3.0)
+
+
+def test_a_veil_learnt_from_examples_comes_off_new_images_and_clear_ones_keep_their_colours(fitted):
+    rng = np.random.default_rng(1)
+    gains, clear_psnrs = [], []
+    for _ in range(10):
+        clear = scene(rng)
+        hazy = veiled(clear, rng)
+        gains.append(psnr(fitted.apply(hazy, hazy.copy()), clear) - psnr(hazy, clear))
+        clear_psnrs.append(psnr(fitted.apply(clear, clear.copy()), clear))
+    assert np.mean(gains) > 10.0, gains
+    # A clear image is left (almost) as it is: 40 dB is under 3 grey levels of change.
+    assert np.median(clear_psnrs) > 40.0 and min(clear_psnrs) > 28.0, clear_psnrs
+
+
+def test_a_photo_is_mapped_band_by_band_as_one_image_and_a_prediction_stays_in_bounds(fitted):
+    rng = np.random.default_rng(2)
+    big = veiled(scene(rng, (700, 530)), rng)
+    gain, offset = fitted.predict(pair_features(big, big))
+    expected = np.clip(
+        big.astype(np.float32) * (1 + gain).astype(np.float32) + (offset * 255).astype(np.float32), 0, 255
+    )
+    mapped = fitted.apply(big, big.copy())
+    np.testing.assert_array_equal(mapped, expected.round().astype(np.uint8))
+    # Far outside every example: the map is clipped, never inverted or blown out.
+    gain, offset = fitted.predict(fitted.mean + 1e3 * fitted.scale)
+    assert np.all((GAIN_RANGE[0] <= gain) & (gain <= GAIN_RANGE[1]))
+    assert np.all((OFFSET_RANGE[0] <= offset) & (offset <= OFFSET_RANGE[1]))
+
+
+def test_it_travels_in_a_weights_only_checkpoint_and_predicts_the_same(fitted):
+    buffer = io.BytesIO()
+    torch.save({"calibration": fitted.to_state()}, buffer)
+    loaded = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)["calibration"]
+    again = Calibration.from_state(loaded)
+    features = pair_features(scene(np.random.default_rng(3)), scene(np.random.default_rng(4)))
+    for a, b in zip(fitted.predict(features), again.predict(features), strict=True):
+        np.testing.assert_allclose(a, b)
+
+
+def test_too_few_examples_and_bad_settings_are_refused():
+    image = scene(np.random.default_rng(5))
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        fit_calibration([(image, image, image)], gamma=0.05, ridge=3.0)
+    with pytest.raises(ConfigError, match=r"train\.calibration\.gamma"):
+        load_config("smoke", ["train.calibration.gamma=0"])
