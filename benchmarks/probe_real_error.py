@@ -7,7 +7,9 @@ For each folder of real pairs (``input/`` and ``target/``, files matched by name
 input with the checkpoint's EMA teacher (its stored config, tiled, in this process) and prints, per folder, the
 mean PSNR gain over the input (dB) of:
 
-- ``as trained``: the restoration as ``fairweather evaluate`` scores it;
+- ``as trained``: the network's restoration, without the checkpoint's colour calibration;
+- ``+ calibration``: the restoration as ``fairweather evaluate`` scores it, with the colour calibration the
+  checkpoint carries (:mod:`fairweather.training.calibration`; a checkpoint without one: the same as ``as trained``);
 - ``target's mean colour``: the restoration shifted per channel so its mean equals the target's (an oracle: how much
   of the error is one global offset, the veil or tone left on the photo);
 - ``no TLC``: ``model.tlc=false`` (NAFNet's channel attention over the whole tile instead of local windows);
@@ -35,6 +37,7 @@ and the mean brightness of input minus target and of output minus target, in gre
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -47,6 +50,7 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.data.batches import load_rgb
 from fairweather.imaging import limit_short_side
 from fairweather.metrics.tiled import psnr
+from fairweather.training.calibration import image_statistics
 from fairweather.training.restorer import Restorer, load_restorer
 
 MAX_PIXELS = 10**9
@@ -83,22 +87,9 @@ def dark_channel_dehaze(
 
 
 def global_features(rgb: np.ndarray) -> np.ndarray:
-    """``(10,)`` image-level statistics of an ``(H, W, 3)`` uint8 image, the last one a constant 1 (the bias)."""
-    image = rgb.astype(np.float32) / 255.0
-    dark = minimum_filter(image.min(axis=2), size=max(3, min(image.shape[:2]) // 20))
-    saturation = image.max(axis=2) - image.min(axis=2)
-    darkest = np.percentile(image.min(axis=2), 5)
-    return np.array(
-        [
-            *image.mean(axis=(0, 1)),
-            dark.mean(),
-            *np.percentile(dark, [10, 90]),
-            image.std(),
-            saturation.mean(),
-            darkest,
-            1,
-        ]
-    )
+    """``(10,)`` image-level statistics of an ``(H, W, 3)`` uint8 image (the calibration's, at full size), the last
+    one a constant 1 (the bias)."""
+    return np.append(image_statistics(rgb), 1.0)
 
 
 def mean_colour(rgb: np.ndarray) -> np.ndarray:
@@ -155,11 +146,15 @@ def main() -> None:
             parser.error(f"{folder} has no input/ and target/ folders of pairs")
     torch.set_num_threads(2)
     try:
-        restorer = load_restorer(args.checkpoint, device="cpu")
+        calibrated = load_restorer(args.checkpoint, device="cpu")
         no_tlc = load_restorer(args.checkpoint, overrides=["model.tlc=false"], device="cpu")
     except FairweatherError as err:
         parser.error(str(err))
-    columns = ["as trained", "target's mean colour", "no TLC", "flip average", "DCP", "+ DCP's mean colour"]
+    # Every column but "+ calibration" is about the network alone.
+    restorer = dataclasses.replace(calibrated, calibration=None)
+    no_tlc.calibration = None
+    columns = ["as trained", "+ calibration", "target's mean colour", "no TLC", "flip average", "DCP"]
+    columns += ["+ DCP's mean colour"]
     columns += ["+ regressed mean colour", "+ regressed correction"] * bool(args.fit_pairs) + ["coarse pass"]
     tone = fit_tone(args.fit_pairs, restorer) if args.fit_pairs else None
     print("| set | pairs | input - target | output - target | " + " | ".join(columns) + " |")
@@ -184,6 +179,7 @@ def main() -> None:
             dcp = dark_channel_dehaze(x)
             variants = {
                 "as trained": out,
+                "+ calibration": calibrated.restore(x),
                 "target's mean colour": to_uint8(of - (of - yf).mean(axis=(0, 1))),
                 "no TLC": no_tlc.restore(x),
                 "flip average": to_uint8((of + mirrored) / 2),

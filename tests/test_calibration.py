@@ -92,3 +92,33 @@ def test_too_few_examples_and_bad_settings_are_refused():
         fit_calibration([(image, image, image)], gamma=0.05, ridge=3.0)
     with pytest.raises(ConfigError, match=r"train\.calibration\.gamma"):
         load_config("smoke", ["train.calibration.gamma=0"])
+
+
+def test_training_fits_on_the_first_pairs_by_id_and_photo_sized_pairs_cost_what_crops_do(tmp_path):
+    from PIL import Image
+
+    from fairweather.contracts.config.model import ModelConfig
+    from fairweather.contracts.config.train import CalibrationConfig
+    from fairweather.imaging import limit_short_side
+    from fairweather.training.calibration import FIT_SIDE, calibrate_on_pairs
+
+    rng = np.random.default_rng(6)
+    rows, small_rows = [], []
+    for index in range(3):
+        clear = scene(rng, (450, 600))
+        hazy = veiled(clear, rng)
+        row, small = {"pair_id": f"p{2 - index}"}, {"pair_id": f"p{2 - index}"}
+        for key, image in (("input_uri", hazy), ("target_uri", clear)):
+            Image.fromarray(image).save(path := tmp_path / f"{index}-{key}.png")
+            Image.fromarray(limit_short_side(image, FIT_SIDE)).save(
+                small_path := tmp_path / f"{index}-{key}-s.png"
+            )
+            row[key], small[key] = str(path), str(small_path)
+        rows.append(row)
+        small_rows.append(small)
+    settings = CalibrationConfig(max_pairs=2)
+    kw = {"max_pixels": 10**8, "device": torch.device("cpu")}
+    fitted = calibrate_on_pairs(torch.nn.Identity(), rows, ModelConfig(), settings, **kw)
+    assert fitted.support.shape == (4, 24)  # p0 and p1, each with its clean target
+    again = calibrate_on_pairs(torch.nn.Identity(), small_rows, ModelConfig(), settings, **kw)
+    np.testing.assert_allclose(fitted.weights, again.weights, atol=1e-6)

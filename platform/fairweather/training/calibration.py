@@ -36,6 +36,8 @@ THUMB_SIDE = 128
 #: bounds so that a photo far from every training image cannot be inverted or blown out.
 GAIN_RANGE = (-0.5, 2.0)
 OFFSET_RANGE = (-1.0, 1.0)
+#: Short side above which a training pair is downscaled before the fit (its cost stays that of a crop).
+FIT_SIDE = 256
 #: Rows of a photo mapped at a time: the float copy never holds more than this band.
 BAND_ROWS = 256
 
@@ -173,12 +175,16 @@ def calibrate_on_pairs(
     device: torch.device,
 ) -> Calibration:
     """Fit the calibration of ``model`` (in eval mode) on the first ``settings.max_pairs`` training pairs by
-    ``pair_id`` (each pair's input and its clean target, both restored by ``model``)."""
+    ``pair_id`` (each pair's input and its clean target, both restored by ``model``). Pairs larger than
+    :data:`FIT_SIDE` a side are downscaled first, so that imported photo-sized pairs cost what crops do."""
     chosen = sorted(rows, key=lambda row: row["pair_id"])[: settings.max_pairs]
 
     def examples() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         for row in chosen:
             degraded, target = load_rgb(row["input_uri"], max_pixels), load_rgb(row["target_uri"], max_pixels)
+            degraded, target = limit_short_side(degraded, FIT_SIDE), limit_short_side(target, FIT_SIDE)
+            if degraded.shape != target.shape:  # a pair whose downscaled sizes round apart
+                continue
             for image in (degraded, target):
                 restored = restore_tiled_uint8(model, image, model_cfg.tile, model_cfg.tile_overlap, device)
                 yield image, restored, target
