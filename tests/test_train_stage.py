@@ -81,8 +81,9 @@ def test_the_last_checkpoint_of_a_job_carries_the_calibration_that_restoring_app
     restorer = load_restorer(summary.checkpoint, device="cpu")
     image = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     raw = restore_tiled_uint8(restorer.model, image, 256, 16)
-    gain, offset = restorer.calibration.predict(pair_features(image, raw))
-    expected = np.clip(raw * (1 + gain) + offset * 255, 0, 255).round().astype(np.uint8)
+    contrast, shift = restorer.calibration.predict(pair_features(image, raw))
+    mean = raw.reshape(-1, 3).astype(np.float64).mean(axis=0)
+    expected = np.clip((raw - mean) * (1 + contrast) + mean + shift * 255, 0, 255).round().astype(np.uint8)
     np.testing.assert_allclose(restorer.restore(image), expected, atol=1)
 
 

@@ -2,7 +2,7 @@
 
 Why: measured on 377 real benchmark pairs, the smoke profile's network takes off a third to a half of a photo's
 veil (SOTS: inputs 32 grey levels brighter than their targets, outputs still 20), and moving each output channel
-by the one gain and offset that fit its target best (an oracle) would gain +8 to +11 dB on real haze and +8 dB on
+by the one contrast and brightness change that fit its target best (an oracle) would gain +8 to +11 dB on real haze and +8 dB on
 Rain100H (docs/real-weather.md). Most of that error is one affine map per channel and image, which global
 statistics of the input and of the network's output predict: a kernel ridge regression fitted at the end of
 training on the training pairs (each also as a (clean, clean) pair, so that a clear image keeps its colours)
@@ -32,10 +32,13 @@ from fairweather.models import restore_tiled_uint8
 
 #: Short side of the thumbnails the features are computed on (the smoke profile trains on 96-px images).
 THUMB_SIDE = 128
-#: The map is ``restored * (1 + gain) + offset`` per channel (values in [0, 1]); a prediction is clipped to these
-#: bounds so that a photo far from every training image cannot be inverted or blown out.
-GAIN_RANGE = (-0.5, 2.0)
-OFFSET_RANGE = (-1.0, 1.0)
+#: The map is ``(restored - mean) * (1 + contrast) + mean + shift`` per channel (values in [0, 1], ``mean`` the
+#: restoration's channel mean): contrast about the mean and the change of the mean are predicted apart, so an
+#: error in the one does not move the other (a gain and an offset are strongly anti-correlated; predicted
+#: apart, their errors darkened light rain). A prediction is clipped to these bounds so that a photo far from
+#: every training image cannot be inverted or blown out.
+CONTRAST_RANGE = (-0.5, 2.0)
+SHIFT_RANGE = (-1.0, 1.0)
 #: Short side above which a training pair is downscaled before the fit (its cost stays that of a crop).
 FIT_SIDE = 256
 #: Rows of a photo mapped at a time: the float copy never holds more than this band.
@@ -79,22 +82,27 @@ def pair_features(degraded: np.ndarray, restored: np.ndarray) -> np.ndarray:
     )
 
 
+def channel_mean(rgb: np.ndarray) -> np.ndarray:
+    """``(3,)`` mean of each channel of an ``(H, W, 3)`` uint8 image in grey levels, summed band by band."""
+    total = np.zeros(3)
+    for top in range(0, rgb.shape[0], BAND_ROWS):
+        total += rgb[top : top + BAND_ROWS].sum(axis=(0, 1), dtype=np.float64)
+    return total / (rgb.shape[0] * rgb.shape[1])
+
+
 def thumbnail(rgb: np.ndarray) -> np.ndarray:
     return limit_short_side(rgb, THUMB_SIDE)
 
 
-def best_affine(restored: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``(6,)``: per channel the least-squares ``gain`` and ``offset`` of ``target ~ restored * (1 + gain) +
-    offset`` (uint8 images of one size, values taken in [0, 1]): the map the calibration learns to predict."""
+def best_map(restored: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``(6,)``: per channel the least-squares ``contrast`` and ``shift`` of ``target ~ (restored - mean) *
+    (1 + contrast) + mean + shift`` (uint8 images of one size, values taken in [0, 1]): the map the calibration
+    learns to predict. The least-squares line passes through both means, so ``shift`` is the mean difference."""
     x = restored.reshape(-1, 3).astype(np.float64) / 255.0
     y = target.reshape(-1, 3).astype(np.float64) / 255.0
-    gains, offsets = [], []
-    for channel in range(3):
-        design = np.stack([x[:, channel], np.ones(len(x))], axis=1)
-        (slope, offset), *_ = np.linalg.lstsq(design, y[:, channel], rcond=None)
-        gains.append(slope - 1.0)
-        offsets.append(offset)
-    return np.array(gains + offsets)
+    xc, yc = x - x.mean(axis=0), y - y.mean(axis=0)
+    contrast = (xc * yc).sum(axis=0) / np.maximum((xc * xc).sum(axis=0), 1e-12) - 1.0
+    return np.concatenate([contrast, y.mean(axis=0) - x.mean(axis=0)])
 
 
 @dataclass(frozen=True)
@@ -110,18 +118,20 @@ class Calibration:
     gamma: float
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(gain, offset)``, each ``(3,)``, for one :func:`pair_features` vector, clipped to the bounds."""
+        """``(contrast, shift)``, each ``(3,)``, for one :func:`pair_features` vector, clipped to the bounds."""
         z = (features - self.mean) / self.scale
         kernel = np.exp(-self.gamma * ((self.support - z) ** 2).sum(axis=1))
         values = kernel @ self.weights
-        return np.clip(values[:3], *GAIN_RANGE), np.clip(values[3:], *OFFSET_RANGE)
+        return np.clip(values[:3], *CONTRAST_RANGE), np.clip(values[3:], *SHIFT_RANGE)
 
     def apply(self, degraded: np.ndarray, restored: np.ndarray) -> np.ndarray:
         """The calibrated restoration, uint8 ``(H, W, 3)``; ``restored`` is mapped in place, band by band."""
-        gain, offset = self.predict(pair_features(degraded, restored))
-        scale, shift = (1.0 + gain).astype(np.float32), (offset * 255.0).astype(np.float32)
+        contrast, shift = self.predict(pair_features(degraded, restored))
+        mean = channel_mean(restored)
+        scale = (1.0 + contrast).astype(np.float32)
+        offset = (mean * (1.0 - scale) + shift * 255.0).astype(np.float32)
         for top in range(0, restored.shape[0], BAND_ROWS):
-            band = restored[top : top + BAND_ROWS].astype(np.float32) * scale + shift
+            band = restored[top : top + BAND_ROWS].astype(np.float32) * scale + offset
             restored[top : top + BAND_ROWS] = np.clip(band, 0.0, 255.0).round().astype(np.uint8)
         return restored
 
@@ -154,7 +164,7 @@ def fit_calibration(
     features, maps = [], []
     for degraded, restored, target in examples:
         features.append(pair_features(degraded, restored))
-        maps.append(best_affine(restored, target))
+        maps.append(best_map(restored, target))
     if len(features) < 2:
         raise ValueError(f"a calibration needs at least 2 examples, got {len(features)}")
     x, y = np.array(features), np.array(maps)

@@ -42,16 +42,16 @@ class ScalingConfig:
 @dataclass(frozen=True)
 class CalibrationConfig:
     """The image-level colour calibration fitted at the end of every training job and stored in its final
-    checkpoint (:mod:`fairweather.training.calibration`): what the network leaves of a photo's veil and tone.
-    On 377 real pairs it took real haze from +0.3..+1.8 dB to +2.5..+4.5 (docs/real-weather.md)."""
+    checkpoint (:mod:`fairweather.training.calibration`): what the network leaves of a photo's veil and tone
+    (measured on 377 real pairs in docs/real-weather.md)."""
 
     enabled: bool = True
     #: Training pairs it is fitted on (the first by pair id; each counts twice, with its clean target).
     max_pairs: int = 256
     #: Width of the RBF kernel on standardised features (larger: more local).
     gamma: float = 0.05
-    #: Ridge regulariser on the kernel's diagonal (larger: smoother, closer to the mean map).
-    ridge: float = 3.0
+    #: Ridge regulariser on the kernel's diagonal (larger: smaller corrections, closer to none).
+    ridge: float = 10.0
 
     def __post_init__(self) -> None:
         check_ranges(self, max_pairs=Range(2, None), gamma=POSITIVE, ridge=POSITIVE)
