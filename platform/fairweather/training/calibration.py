@@ -1,13 +1,14 @@
 """Image-level colour calibration of a trained restorer: the veil and tone a small network leaves on a photo.
 
-Why: measured on 377 real benchmark pairs, the smoke profile's network takes off a third to a half of a photo's
-veil (SOTS: inputs 32 grey levels brighter than their targets, outputs still 20), and moving each output channel
-by the one contrast and brightness change that fit its target best (an oracle) would gain +8 to +11 dB on real haze and +8 dB on
-Rain100H (docs/real-weather.md). Most of that error is one affine map per channel and image, which global
-statistics of the input and of the network's output predict: a kernel ridge regression fitted at the end of
-training on the training pairs (each also as a (clean, clean) pair, so that a clear image keeps its colours)
-learns the map from those statistics. It is part of the trained restorer: stored in the checkpoint, applied by
-:class:`fairweather.training.restorer.Restorer` after the network, to the whole image at once (no tile seams).
+Why: measured on real benchmark pairs, the smoke profile's network takes off a third to a half of a photo's veil
+(SOTS: inputs 32 grey levels brighter than their targets, outputs still 20), and changing each output channel's
+contrast and mean by the amounts that fit its target best (an oracle) would gain +8 to +11 dB on real haze and
++8 dB on Rain100H (benchmarks/probe_real_error.py; docs/real-weather.md). Most of that error is one map per channel
+and image, which global statistics of the input and of the network's output predict: a kernel ridge regression
+fitted at the end of training on the training pairs (each also as a (clean, clean) pair, so that a clear image
+keeps its colours) learns the map from those statistics. It is part of the trained restorer: stored in the
+checkpoint, applied by :class:`fairweather.training.restorer.Restorer` after the network, to the whole image at
+once (no tile seams).
 
 Features come from thumbnails (short side at most :data:`THUMB_SIDE`): the statistics then mean the same on a
 96-px training image and a 24-Mpx photo, and cost no memory that grows with the photo.
