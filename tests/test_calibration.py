@@ -13,8 +13,10 @@ from fairweather.contracts.config import ConfigError, load_config
 from fairweather.metrics.tiled import psnr
 from fairweather.training.calibration import (
     CONTRAST_RANGE,
+    RETREAT_RANGE,
     SHIFT_RANGE,
     Calibration,
+    best_map,
     fit_calibration,
     pair_features,
 )
@@ -61,16 +63,54 @@ def test_a_veil_learnt_from_examples_comes_off_new_images_and_clear_ones_keep_th
     assert np.median(clear_psnrs) > 35.0 and min(clear_psnrs) > 28.0, clear_psnrs
 
 
+def blurred(image: np.ndarray) -> np.ndarray:
+    """A "network" that does harm: it smooths away the detail of any image (5x5 box blur)."""
+    from scipy.ndimage import uniform_filter
+
+    return uniform_filter(image.astype(np.float64), size=(5, 5, 1)).round().astype(np.uint8)
+
+
+def test_the_best_map_finds_how_much_of_the_networks_change_to_take_back():
+    rng = np.random.default_rng(7)
+    clear = scene(rng)
+    restored = blurred(clear)
+    assert best_map(clear, restored, clear)[0] == 1.0  # the target is the input: take the whole change back
+    assert best_map(clear, restored, restored)[0] == 0.0  # the target is the restoration: keep it
+    mixed = (0.3 * restored.astype(np.float64) + 0.7 * clear).round().astype(np.uint8)
+    found = best_map(clear, restored, mixed)
+    assert abs(found[0] - 0.7) <= 0.02 and np.all(np.abs(found[1:]) < 0.02), found
+
+
+def test_the_change_of_a_network_that_ruins_clear_images_is_taken_back():
+    rng = np.random.default_rng(8)
+    examples = []
+    for _ in range(40):
+        clear = scene(rng)
+        hazy = veiled(clear, rng)
+        examples += [(hazy, hazy.copy(), clear), (clear, blurred(clear), clear)]
+    fitted = fit_calibration(examples, gamma=0.05, ridge=10.0)
+    before, after = [], []
+    for _ in range(8):
+        clear = scene(rng)
+        restored = blurred(clear)
+        before.append(psnr(restored, clear))
+        after.append(psnr(fitted.apply(clear, restored.copy()), clear))
+    assert np.mean(after) > np.mean(before) + 6.0, (before, after)
+
+
 def test_a_photo_is_mapped_band_by_band_as_one_image_and_a_prediction_stays_in_bounds(fitted):
     rng = np.random.default_rng(2)
     big = veiled(scene(rng, (700, 530)), rng)
-    contrast, shift = fitted.predict(pair_features(big, big))
-    mean = big.reshape(-1, 3).astype(np.float64).mean(axis=0)
-    expected = np.clip((big - mean) * (1 + contrast) + mean + shift * 255, 0, 255)
-    mapped = fitted.apply(big, big.copy())
+    restored = blurred(big)
+    retreat, contrast, shift = fitted.predict(pair_features(big, restored))
+    blend = restored + retreat * (big.astype(np.float64) - restored)
+    mean = blend.reshape(-1, 3).mean(axis=0)
+    expected = np.clip((blend - mean) * (1 + contrast) + mean + shift * 255, 0, 255)
+    mapped = fitted.apply(big, restored.copy())
     np.testing.assert_allclose(mapped, expected.round(), atol=1)
     # Far outside every example: the map is clipped, never inverted or blown out.
-    contrast, shift = fitted.predict(fitted.mean + 1e3 * fitted.scale)
+    retreat, contrast, shift = fitted.predict(fitted.mean + 1e3 * fitted.scale)
+    assert RETREAT_RANGE[0] <= retreat <= RETREAT_RANGE[1]
     assert np.all((CONTRAST_RANGE[0] <= contrast) & (contrast <= CONTRAST_RANGE[1]))
     assert np.all((SHIFT_RANGE[0] <= shift) & (shift <= SHIFT_RANGE[1]))
 
@@ -83,6 +123,9 @@ def test_it_travels_in_a_weights_only_checkpoint_and_predicts_the_same(fitted):
     features = pair_features(scene(np.random.default_rng(3)), scene(np.random.default_rng(4)))
     for a, b in zip(fitted.predict(features), again.predict(features), strict=True):
         np.testing.assert_allclose(a, b)
+    # A calibration saved before the map had a retreat (six outputs) loads and takes nothing back.
+    older = Calibration.from_state({**loaded, "weights": fitted.weights[:, 1:].tolist()})
+    assert older.predict(features)[0] == 0.0
 
 
 def test_too_few_examples_and_bad_settings_are_refused():
