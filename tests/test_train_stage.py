@@ -81,9 +81,10 @@ def test_the_last_checkpoint_of_a_job_carries_the_calibration_that_restoring_app
     restorer = load_restorer(summary.checkpoint, device="cpu")
     image = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     raw = restore_tiled_uint8(restorer.model, image, 256, 16)
-    contrast, shift = restorer.calibration.predict(pair_features(image, raw))
-    mean = raw.reshape(-1, 3).astype(np.float64).mean(axis=0)
-    expected = np.clip((raw - mean) * (1 + contrast) + mean + shift * 255, 0, 255).round().astype(np.uint8)
+    retreat, contrast, shift = restorer.calibration.predict(pair_features(image, raw))
+    blend = raw + retreat * (image.astype(np.float64) - raw)
+    mean = blend.reshape(-1, 3).mean(axis=0)
+    expected = np.clip((blend - mean) * (1 + contrast) + mean + shift * 255, 0, 255).round().astype(np.uint8)
     np.testing.assert_allclose(restorer.restore(image), expected, atol=1)
 
 
