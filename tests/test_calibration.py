@@ -18,6 +18,7 @@ from fairweather.training.calibration import (
     Calibration,
     best_map,
     fit_calibration,
+    lighter_degradation,
     pair_features,
 )
 
@@ -134,6 +135,19 @@ def test_too_few_examples_and_bad_settings_are_refused():
         fit_calibration([(image, image, image)], gamma=0.05, ridge=3.0)
     with pytest.raises(ConfigError, match=r"train\.calibration\.gamma"):
         load_config("smoke", ["train.calibration.gamma=0"])
+    with pytest.raises(ConfigError, match=r"train\.calibration\.lighter"):
+        load_config("smoke", ["train.calibration.lighter=[0.5,1.0]"])
+
+
+def test_a_lighter_degradation_of_a_hazy_pair_is_the_same_haze_thinner():
+    """Blending a pair's input toward its target is the scattering model with transmission 1 - s (1 - t)."""
+    clear = scene(np.random.default_rng(7))
+    t, airlight = 0.4, 0.9
+    hazy = (clear * t + 255 * airlight * (1 - t)).round().astype(np.uint8)
+    thinner = 1 - 0.5 * (1 - t)
+    expected = clear * thinner + 255 * airlight * (1 - thinner)
+    np.testing.assert_allclose(lighter_degradation(hazy, clear, 0.5), expected, atol=1.0)
+    assert lighter_degradation(hazy, clear, 0.5).dtype == np.uint8
 
 
 def test_training_fits_on_the_first_pairs_by_id_and_photo_sized_pairs_cost_what_crops_do(tmp_path):
@@ -162,5 +176,9 @@ def test_training_fits_on_the_first_pairs_by_id_and_photo_sized_pairs_cost_what_
     kw = {"max_pixels": 10**8, "device": torch.device("cpu")}
     fitted = calibrate_on_pairs(torch.nn.Identity(), rows, ModelConfig(), settings, **kw)
     assert fitted.support.shape == (4, 24)  # p0 and p1, each with its clean target
+    lighter = calibrate_on_pairs(
+        torch.nn.Identity(), rows, ModelConfig(), CalibrationConfig(max_pairs=2, lighter=(0.3, 0.6)), **kw
+    )
+    assert lighter.support.shape == (8, 24)  # and each at two lighter strengths
     again = calibrate_on_pairs(torch.nn.Identity(), small_rows, ModelConfig(), settings, **kw)
     np.testing.assert_allclose(fitted.weights, again.weights, atol=1e-6)

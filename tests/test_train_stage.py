@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import runpy
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from fairweather.contracts.metric_logger import DiskLogger
 from fairweather.stages.synth.driver import run_synth
 
 from . import train_fixtures
+from .conftest import REPO
 from .train_fixtures import read_records, tiny_config
 
 # Step hooks travel to the Ray workers by value: the tests package is not importable there.
@@ -86,6 +88,38 @@ def test_the_last_checkpoint_of_a_job_carries_the_calibration_that_restoring_app
     mean = blend.reshape(-1, 3).mean(axis=0)
     expected = np.clip((blend - mean) * (1 + contrast) + mean + shift * 255, 0, 255).round().astype(np.uint8)
     np.testing.assert_allclose(restorer.restore(image), expected, atol=1)
+
+
+def test_the_calibration_benchmark_refits_on_the_runs_pairs_and_reproduces_the_stored_one(
+    straight, data_root, tmp_path, monkeypatch, capsys
+):
+    """``benchmarks/bench_calibration.py`` on the straight run: refitted with the run's own settings on its own
+    training pairs, the calibration scores what the stored one does; a changed setting is a column of its own."""
+    from PIL import Image
+
+    summary, _ = straight
+    rng = np.random.default_rng(3)
+    for kind in ("input", "target"):
+        (tmp_path / "rain_pairs" / kind).mkdir(parents=True)
+        for index in range(2):
+            image = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(image).save(tmp_path / "rain_pairs" / kind / f"{index}.png")
+    argv = [
+        summary.checkpoint,
+        str(tmp_path / "rain_pairs"),
+        "--tables",
+        str(data_root / "tables"),
+        "--threads",
+        "1",
+    ]
+    argv += ["--variant", "refit:", "--variant", "lighter:train.calibration.lighter=[0.5]"]
+    monkeypatch.setattr("sys.argv", ["bench_calibration.py", *argv])
+    runpy.run_path(str(REPO / "benchmarks" / "bench_calibration.py"), run_name="__main__")
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| set | network alone | as stored | refit | lighter |"
+    cells = dict(zip(rows[0].split(" | "), rows[1].split(" | "), strict=True))
+    assert cells["as stored"] == cells["refit"]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| rain_pairs", "| all rain"]
 
 
 def test_resume_equals_a_straight_run(straight, local_ray, data_root, model_cache, tmp_path):

@@ -102,6 +102,14 @@ def channel_mean(rgb: np.ndarray) -> np.ndarray:
     return total / (rgb.shape[0] * rgb.shape[1])
 
 
+def lighter_degradation(degraded: np.ndarray, target: np.ndarray, strength: float) -> np.ndarray:
+    """``target + strength * (degraded - target)`` as uint8 ``(H, W, 3)``: the same weather, lighter. For haze it
+    is the scattering model with a thinner veil (transmission ``1 - strength * (1 - t)``), for additive rain
+    streaks ``strength`` times as bright."""
+    blend = target.astype(np.float32) + np.float32(strength) * (degraded.astype(np.float32) - target)
+    return np.clip(blend, 0.0, 255.0).round().astype(np.uint8)
+
+
 def thumbnail(rgb: np.ndarray) -> np.ndarray:
     return limit_short_side(rgb, THUMB_SIDE)
 
@@ -227,7 +235,8 @@ def calibrate_on_pairs(
             degraded, target = limit_short_side(degraded, FIT_SIDE), limit_short_side(target, FIT_SIDE)
             if degraded.shape != target.shape:  # a pair whose downscaled sizes round apart
                 continue
-            for image in (degraded, target):
+            lighter = [lighter_degradation(degraded, target, s) for s in settings.lighter]
+            for image in (degraded, *lighter, target):
                 restored = restore_tiled_uint8(model, image, model_cfg.tile, model_cfg.tile_overlap, device)
                 yield image, restored, target
 

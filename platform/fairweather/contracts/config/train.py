@@ -15,6 +15,7 @@ from .loader import (
     NON_NEGATIVE,
     POSITIVE,
     UNIT_INTERVAL,
+    ConfigError,
     FieldRangeError,
     Range,
     check_ranges,
@@ -52,9 +53,17 @@ class CalibrationConfig:
     gamma: float = 0.05
     #: Ridge regulariser on the kernel's diagonal (larger: smaller corrections, closer to none).
     ridge: float = 10.0
+    #: Each pair also gives lighter degradations of itself, ``target + s * (input - target)`` for each strength
+    #: ``s`` in (0, 1): a thinner veil by the scattering model, fainter streaks for additive rain. They teach the
+    #: fit how much of the network's change to take back between a clear image and the pair's own weather.
+    lighter: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         check_ranges(self, max_pairs=Range(2, None), gamma=POSITIVE, ridge=POSITIVE)
+        if any(not 0.0 < s < 1.0 for s in self.lighter):
+            raise ConfigError(
+                f"train.calibration.lighter: every strength must lie in (0, 1), got {self.lighter}"
+            )
 
 
 @dataclass(frozen=True)
