@@ -32,16 +32,9 @@ from fairweather.metrics.tiled import psnr
 from fairweather.models import restore_tiled_uint8
 from fairweather.training.calibration import Calibration, calibrate_on_pairs
 from fairweather.training.restorer import load_restorer
+from probe_real_error import MAX_PIXELS, pairs_of  # the same pairs, read the same way
 
-MAX_PIXELS = 10**9
 RAIN_WORDS, HAZE_WORDS = ("rain", "ddn"), ("haze", "sots")
-
-
-def pairs_of(folder: Path) -> list[tuple[Path, Path]]:
-    targets = {path.stem: path for path in (folder / "target").iterdir()}
-    return [
-        (path, targets[path.stem]) for path in sorted((folder / "input").iterdir()) if path.stem in targets
-    ]
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:

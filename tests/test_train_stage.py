@@ -114,6 +114,9 @@ def test_the_calibration_benchmark_refits_on_the_runs_pairs_and_reproduces_the_s
     ]
     argv += ["--variant", "refit:", "--variant", "lighter:train.calibration.lighter=[0.5]"]
     monkeypatch.setattr("sys.argv", ["bench_calibration.py", *argv])
+    monkeypatch.syspath_prepend(
+        str(REPO / "benchmarks")
+    )  # as `python benchmarks/...` has it: its sibling modules
     runpy.run_path(str(REPO / "benchmarks" / "bench_calibration.py"), run_name="__main__")
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert rows[0] == "| set | network alone | as stored | refit | lighter |"
