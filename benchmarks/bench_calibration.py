@@ -1,17 +1,17 @@
 """The colour calibration's settings compared on one network: refit it on the same training pairs, score real pairs.
 
     .venv/bin/python benchmarks/bench_calibration.py CHECKPOINT --tables RUN/tables \\
-        --variant none: --variant lighter=train.calibration.lighter=[0.5] \\
+        --variant refit: --variant 'lighter:train.calibration.lighter=[0.5]' \\
         devdata/rain100h devdata/rain100l devdata/rain12 devdata/sots_outdoor devdata/o_haze
 
 The checkpoint's EMA teacher restores every input of each folder of real pairs (``input/`` and ``target/``, files
 matched by name, suffix ignored) once, in this process. Each ``--variant NAME:KEY=VALUE;...`` refits the calibration
-(:func:`fairweather.training.calibration.calibrate_on_pairs`) on the ``train`` split of the ``paired`` table under
-``--tables`` (the run's own training pairs) with the checkpoint's calibration settings changed by the overrides, and
-maps every restoration with it. It prints the mean PSNR gain over the input (dB) per folder, all rain and all haze
-folders (by name) pooled, for: the network alone, the calibration the checkpoint carries, and each variant. The
-PSNRs are :mod:`fairweather.metrics.tiled`'s (pyiqa's definition). Differences between variants are differences of
-the calibration alone: the network and its restorations are the same.
+(:func:`fairweather.training.calibration.calibrate_on_pairs`) on the ``--split`` (default ``train``: the run's own
+training pairs) of the ``paired`` table under ``--tables``, with the checkpoint's calibration settings changed by the
+overrides, and maps every restoration with it. It prints the mean PSNR gain over the input (dB) per folder, and all
+rain and all haze folders (by name) pooled, for: the network alone, the calibration the checkpoint carries, and each
+variant. The PSNRs are :mod:`fairweather.metrics.tiled`'s (pyiqa's definition). Differences between variants are
+differences of the calibration alone: the network and its restorations are the same.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def main() -> None:
 
         gains: dict[str, dict[str, list[float]]] = {}
         for folder in args.folders:
-            for input_path, target_path in pairs_of(folder):
+            pairs = pairs_of(folder)
+            for input_path, target_path in pairs:
                 degraded, target = (
                     load_rgb(str(input_path), MAX_PIXELS),
                     load_rgb(str(target_path), MAX_PIXELS),
@@ -87,7 +88,7 @@ def main() -> None:
                 for name, calibration in calibrations.items():
                     out = raw if calibration is None else calibration.apply(degraded, raw.copy())
                     gains.setdefault(name, {}).setdefault(folder.name, []).append(psnr(out, target) - base)
-            print(f"{folder.name}: {len(pairs_of(folder))} pairs", flush=True)
+            print(f"{folder.name}: {len(pairs)} pairs", flush=True)
 
     groups = {folder.name: [folder.name] for folder in args.folders}
     names = [folder.name for folder in args.folders]

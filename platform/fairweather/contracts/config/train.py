@@ -15,7 +15,6 @@ from .loader import (
     NON_NEGATIVE,
     POSITIVE,
     UNIT_INTERVAL,
-    ConfigError,
     FieldRangeError,
     Range,
     check_ranges,
@@ -61,9 +60,7 @@ class CalibrationConfig:
     def __post_init__(self) -> None:
         check_ranges(self, max_pairs=Range(2, None), gamma=POSITIVE, ridge=POSITIVE)
         if any(not 0.0 < s < 1.0 for s in self.lighter):
-            raise ConfigError(
-                f"train.calibration.lighter: every strength must lie in (0, 1), got {self.lighter}"
-            )
+            raise FieldRangeError("lighter", f"every strength must lie in (0, 1), got {self.lighter!r}")
 
 
 @dataclass(frozen=True)
