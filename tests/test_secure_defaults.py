@@ -49,6 +49,10 @@ def test_ordinary_keys_keep_their_values(key):
             "deadbeef",
         ),
         ("https://h/p?sig=abc&sv=2020", "sig=***&sv=2020", "sig=abc"),
+        ("https://h/p?key=k1&x=1", "key=***&x=1", "k1"),
+        ("https://h/p?a=1&X-Api-Key=k2", "X-Api-Key=***", "k2"),
+        ("https://h/p?access_key=k3", "access_key=***", "k3"),
+        ("https://h/p?apiKey=k4", "apiKey=***", "k4"),
         ("see http://u:p@a and https://v:q@b", "http://***@a and https://***@b", ":q@"),
     ],
 )
@@ -56,6 +60,11 @@ def test_uri_credentials_are_masked(text, kept, hidden):
     masked = redact_text(text)
     assert kept in masked
     assert hidden not in masked
+
+
+def test_a_saved_view_key_in_an_mlflow_url_is_not_a_secret():
+    url = "http://127.0.0.1:5000/#/experiments/1/runs?compareRunsMode=CHART&viewStateShareKey=sweep-smoke-5ba3d57b05d8"
+    assert redact_text(url) == url
 
 
 def test_redact_walks_nested_config_data_and_leaves_unset_secrets_visible():

@@ -38,9 +38,10 @@ _SECRET_PAIRS = frozenset(
 
 #: ``scheme://userinfo@`` -> ``scheme://***@`` (user names can be secrets too, e.g. a token used as the user).
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/@\s?#]+)@")
-#: Query parameters that carry credentials in presigned/tokened URLs (S3, GCS, Azure SAS, generic).
+#: Query parameters that carry credentials in presigned/tokened URLs (S3, GCS, Azure SAS, generic). ``key`` only as
+#: a whole word (``key``, ``api_key``, ``X-Api-Key``): MLflow's ``viewStateShareKey`` names a saved view, not a secret.
 _QUERY_SECRET = re.compile(
-    r"(?P<name>[?&](?:[a-z0-9_\-]*(?:token|password|secret|signature|credential|apikey|api_key|key)|sig))="
+    r"(?P<name>[?&](?:[a-z0-9_\-]*(?:token|password|secret|signature|credential|apikey)|(?:[a-z0-9]+[_\-])*key|sig))="
     r"(?P<value>[^&#\s]+)",
     re.IGNORECASE,
 )
