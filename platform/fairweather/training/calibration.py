@@ -197,9 +197,7 @@ class Calibration:
         weights = arrays["weights"]
         if weights.shape[1] == 6:  # fitted before the map had a retreat: it predicts none
             weights = np.pad(weights, ((0, 0), (1, 0)))
-        if (
-            weights.shape[1] == 7
-        ):  # fitted with a contrast per channel: their mean (a kernel model is linear in them)
+        if weights.shape[1] == 7:  # a contrast per channel: their mean (a kernel model is linear in them)
             weights = np.column_stack([weights[:, 0], weights[:, 1:4].mean(axis=1), weights[:, 4:]])
         return cls(**{**arrays, "weights": weights}, gamma=float(state["gamma"]))
 
