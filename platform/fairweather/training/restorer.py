@@ -81,7 +81,7 @@ class Restorer:
         """``(H, W, 3)`` uint8 RGB -> restored ``(H, W, 3)`` uint8, tiled above ``model.tile`` pixels a side and
         written tile by tile into the uint8 result (:func:`fairweather.models.restore_tiled_uint8`): neither the
         network's activations nor any float buffer grows with the photo beyond one band of tiles. The calibration
-        then maps the whole image at once (one blend with the input, one contrast, and a mean change per channel: no
+        then maps the whole image at once (one blend with the input, and a contrast and mean change per channel: no
         tile seams)."""
         model = self.cfg.model
         restored = restore_tiled_uint8(self.model, rgb, model.tile, model.tile_overlap, self.device)
