@@ -164,7 +164,8 @@ class Calibration:
         values = kernel @ self.weights
         retreat = float(np.clip(values[0], *RETREAT_RANGE))
         contrast = np.clip(values[1:4], *CONTRAST_RANGE)
-        contrast = contrast.mean() + np.clip(contrast - contrast.mean(), -CONTRAST_SPREAD, CONTRAST_SPREAD)
+        centre = contrast.mean()
+        contrast = centre + np.clip(contrast - centre, -CONTRAST_SPREAD, CONTRAST_SPREAD)
         return retreat, contrast, np.clip(values[4:], *SHIFT_RANGE)
 
     def apply(self, degraded: np.ndarray, restored: np.ndarray) -> np.ndarray:
