@@ -1,7 +1,7 @@
 """``fairweather demo``: the whole platform on a fresh machine — no cluster, no tracking server, no downloads.
 
 generate data -> build the tiny models -> ``fairweather pipeline`` (label -> initial pseudo-labels -> stage-1
-prompts -> training rounds -> evaluation report) -> a 3-trial ``fairweather sweep`` of the loss weights, all on one
+prompts -> training rounds -> evaluation report) -> a 2-trial ``fairweather sweep`` of the loss weights, all on one
 private local Ray; then the numbers a person looks at: the input vs. restored PSNR/SSIM on the synthetic test split,
 where the report is, and how to open MLflow's compare view of the sweep. ``--pool DIR`` labels and trains on a
 folder of real photos instead of the generated pool (the labeled pairs are still generated).
