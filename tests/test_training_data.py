@@ -204,3 +204,45 @@ def test_loader_conversion_is_torchs_to_the_bit_and_leaves_no_openmp_team_in_the
             assert threads() > start
     finally:
         torch.set_num_threads(before)
+
+
+def test_weather_repeats_put_each_weathers_pairs_that_many_times_in_an_epoch(tmp_path):
+    """train.weather_repeats: with rain 2 / haze 1 / snow 3, one epoch of the batch stream holds every rain pair
+    twice, every haze pair once and every snow pair three times (the smoke profile halves haze against rain)."""
+    from collections import Counter
+
+    from PIL import Image
+
+    from fairweather.contracts.config import load_config
+    from fairweather.training.loop import batch_stream
+
+    rows = []
+    for i, weather in enumerate(["rain", "haze", "snow"] * 2):
+        Image.fromarray(np.full((16, 16, 3), i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(
+            {
+                "pair_id": str(i),
+                "weather": weather,
+                "input_uri": str(tmp_path / f"{i}.png"),
+                "target_uri": str(tmp_path / f"{i}.png"),
+            }
+        )
+    cfg = load_config(
+        "smoke",
+        [
+            "train.batch_size=12",
+            "train.crop_size=8",
+            "train.clean_pair_fraction=0",
+            "train.loader_threads=1",
+            "train.weather_repeats.rain=2",
+            "train.weather_repeats.snow=3",
+        ],
+    )
+    loader = batch_stream(cfg, rows, [], rank=0, world=1, start=0)
+    try:
+        batch, _ = next(loader)
+    finally:
+        loader.close()
+    assert Counter(batch["paired_ids"]) == {"0": 2, "3": 2, "1": 1, "4": 1, "2": 3, "5": 3}
+    assert load_config("smoke", []).train.weather_repeats.of("haze") == 1
+    assert load_config("smoke", []).train.weather_repeats.of("fog") == 1  # an imported pair's own label

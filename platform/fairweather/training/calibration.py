@@ -11,7 +11,8 @@ checkpoint, applied by :class:`fairweather.training.restorer.Restorer` after the
 once (no tile seams).
 
 The map also takes back part of the network's change where that does harm (``retreat``): on light rain the small
-network loses 0.6-2 dB (it smooths detail the target keeps), and a clear image is best left as it is. Learnt
+network loses 0.6-2 dB (it darkens the whole image as if removing a veil the photo does not have; the fine detail
+of its change is worth under 0.2 dB either way on every real set), and a clear image is best left as it is. Learnt
 with the rest (the clean pairs teach "take it all back"), it cost Rain12 and Rain100L 0.4-1.5 dB less than the
 map without it on the same networks, Rain100H under 0.1 dB, and moved real haze by -0.1 to +0.7 dB
 (docs/real-weather.md).
@@ -41,8 +42,8 @@ from fairweather.models import restore_tiled_uint8
 THUMB_SIDE = 128
 #: The map is ``blend = restored + retreat * (degraded - restored)``, then per channel ``(blend - mean) * (1 +
 #: contrast) + mean + shift`` (values in [0, 1], ``mean`` the blend's channel mean). ``retreat`` takes back part
-#: of the network's change where the network does harm (on light rain it smooths away detail the target keeps; on
-#: a clear image the best answer is the image itself), one number per image. Contrast about the mean and the
+#: of the network's change where the network does harm (on light rain it darkens the image as if removing a veil;
+#: on a clear image the best answer is the image itself), one number per image. Contrast about the mean and the
 #: change of the mean are predicted apart, so an error in the one does not move the other (a gain and an offset
 #: are strongly anti-correlated; predicted apart, their errors darkened light rain). A prediction is clipped to
 #: these bounds so that a photo far from every training image cannot be inverted or blown out.

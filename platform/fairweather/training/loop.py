@@ -27,11 +27,13 @@ from .step import StepResult, TrainBatch, reduce_step_terms, train_step
 def batch_stream(
     cfg: FairweatherConfig, paired: Sequence[dict], real: Sequence[dict], rank: int, world: int, start: int
 ) -> BatchPrefetcher:
-    """Rank ``rank``'s prefetched batches from step ``start`` on: ``train.batch_size`` pairs and, when there are
-    labeled real images, ``train.real_batch_size`` of them, each rank on its own disjoint share per epoch."""
+    """Rank ``rank``'s prefetched batches from step ``start`` on: ``train.batch_size`` pairs (each weather's
+    ``train.weather_repeats`` times per epoch) and, when there are labeled real images, ``train.real_batch_size``
+    of them, each rank on its own disjoint share per epoch."""
     train, seed, max_pixels = cfg.train, cfg.runtime.seed, cfg.data.max_image_pixels
+    paired = [row for row in paired for _ in range(train.weather_repeats.of(row["weather"]))]
     sampler = ShardSampler(len(paired), rank, world, train.batch_size, seed)
-    builders = [PairedBatches(list(paired), sampler, train.crop_size, max_pixels, train.clean_pair_fraction)]
+    builders = [PairedBatches(paired, sampler, train.crop_size, max_pixels, train.clean_pair_fraction)]
     if real and train.real_batch_size:
         sampler = ShardSampler(len(real), rank, world, train.real_batch_size, seed)
         builders.append(RealBatches(list(real), sampler, train.crop_size, max_pixels))
