@@ -325,7 +325,7 @@ COMMANDS: dict[str, Command] = {
     "demo": Command(
         "The whole platform on this machine, no cluster, tracking server or downloads needed: generate data, build "
         "the tiny models, run the pipeline (label -> initial pseudo-labels -> prompts -> training rounds -> "
-        "evaluation report) and a 3-trial sweep on a private local Ray; prints input vs. restored PSNR/SSIM on the "
+        "evaluation report) and a 2-trial sweep on a private local Ray; prints input vs. restored PSNR/SSIM on the "
         "synthetic test split, the report's folder and the MLflow compare command. --pool DIR uses a folder of "
         "real photos as the unlabeled pool.",
         _demo,

@@ -6,7 +6,7 @@ section is everything that loop reads besides the model and the loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from .loader import (
@@ -82,7 +82,7 @@ class WeatherRepeats:
 
     def of(self, weather: str) -> int:
         """The repeats of ``weather`` (an imported pair of another weather label counts once)."""
-        return getattr(self, weather, 1) if weather in ("rain", "haze", "snow") else 1
+        return asdict(self).get(weather, 1)
 
 
 @dataclass(frozen=True)
