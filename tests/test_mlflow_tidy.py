@@ -95,6 +95,25 @@ def test_a_resumed_run_does_not_log_its_replayed_steps_again(cfg):
     assert [m.step for m in logger.client.get_metric_history(logger.run_id, "val/psnr")] == [3, 6]
 
 
+def test_a_checkpoint_registered_but_not_logged_before_a_kill_is_logged_when_the_run_resumes(cfg):
+    """Ray Train registers a checkpoint before its callbacks log the report: a driver killed in between left that
+    step unlogged, and the resumed run starts after it (a gap in the slow killed-driver test's loss curve). The
+    resumed run's callback logs the registered checkpoint's metrics where missing, once."""
+    from fairweather.stages.train.callback import ReportToLogger
+
+    with stage_run(cfg, "train", "run", key="run") as logger:
+        first = ReportToLogger(logger)
+        for step in (5, 10):
+            first.after_report(None, [{"step": step, "loss": float(step)}], None)
+    registered = {"step": 15, "loss": 15.0, "val/psnr": 20.0}  # the kill came before its report was logged
+    for _ in range(2):  # a second resume from the same checkpoint logs nothing again
+        with stage_run(cfg, "train", "run", key="run") as logger:
+            ReportToLogger(logger, registered)
+    history = sorted((m.step, m.value) for m in logger.client.get_metric_history(logger.run_id, "loss"))
+    assert history == [(5, 5.0), (10, 10.0), (15, 15.0)]
+    assert [m.step for m in logger.client.get_metric_history(logger.run_id, "val/psnr")] == [15]
+
+
 def _trial(parent, steps: str):
     """A trial's run with one round that trained ``steps`` (``first-last``) and logged the objective there."""
     trial = parent.child("trial-1", key="t1")
@@ -126,6 +145,26 @@ def test_an_early_stopped_trial_ends_its_rounds_finished_with_the_objective_and_
     assert sorted((m.step, m.value) for m in points) == [(3, 13.0), (6, 16.0)]
     tidy(trial, "stopped_early", step=6)  # the trial's own task may tidy again: nothing doubles
     assert len(client.get_metric_history(round_.run_id, "val/psnr/overall")) == 2
+
+
+def test_two_writers_sharing_the_sampled_values_at_once_is_no_error(cfg, monkeypatch):
+    """A sweep's driver and the stopped trial's own task tidy the same rounds at once: both read a round without the
+    sampled values, one logs them first, and the other's insert of the same keys must not fail the trial (it did:
+    sqlite's UNIQUE constraint on params, one of four trials in the slow sweep test). Different values still fail."""
+    import mlflow.exceptions
+
+    from fairweather.stages.infra import tracking
+
+    with stage_run(cfg, "sweep", "sweep", key="s") as parent:
+        trial, round_ = _trial(parent, "1-6")
+        stale = tracking.descendants(trial)  # read before the other writer logs
+        monkeypatch.setattr(tracking, "descendants", lambda logger: stale)
+        round_.client.log_batch(round_.run_id, params=[tracking.Param("loss.weights.ps", "0.25")])
+        tracking.share_with_descendants(trial, {"loss.weights.ps": 0.25}, "val/psnr/overall")
+        with pytest.raises(mlflow.exceptions.MlflowException):
+            tracking.share_with_descendants(trial, {"loss.weights.ps": 0.5}, "val/psnr/overall")
+        trial.close()
+    assert parent.client.get_run(round_.run_id).data.params == {"loss.weights.ps": "0.25"}
 
 
 def test_a_round_that_closes_failed_while_its_trial_is_stopped_ends_finished_in_either_order(cfg):

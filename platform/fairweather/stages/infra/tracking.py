@@ -294,7 +294,7 @@ def share_with_descendants(logger: MetricLogger, params: Mapping[str, Any], metr
         run_id = run.info.run_id
         missing = [Param(k, str(v)) for k, v in params.items() if k not in run.data.params]
         if missing:
-            client.log_batch(run_id, params=missing)
+            _log_params_once(client, run_id, missing)
         first, _, last = run.data.tags.get(STEPS_TAG, "").partition("-")
         if not (first.isdigit() and last.isdigit()):
             continue
@@ -302,6 +302,18 @@ def share_with_descendants(logger: MetricLogger, params: Mapping[str, Any], metr
         points = [m for m in history if int(first) <= m.step <= int(last) and m.step not in have]
         if points:
             client.log_batch(run_id, metrics=points)
+
+
+def _log_params_once(client: MlflowClient, run_id: str, params: list[Param]) -> None:
+    """Log ``params`` that ``run_id`` lacked when it was read. Two writers may tidy the same run at once (a sweep's
+    driver and the trial's own task when ASHA stops it): the store refuses the second insert of a key, which is no
+    error when the other writer logged the same values."""
+    try:
+        client.log_batch(run_id, params=params)
+    except MlflowException:
+        logged = client.get_run(run_id).data.params
+        if any(logged.get(param.key) != param.value for param in params):
+            raise
 
 
 def logged_steps(logger: MetricLogger) -> dict[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +29,34 @@ class ReportToLogger(ray.train.UserCallback):
     so every step of a curve has one value.
     """
 
-    def __init__(self, logger: MetricLogger):
+    def __init__(self, logger: MetricLogger, resumed: Mapping[str, Any] | None = None):
+        """resumed: the metrics of the registered checkpoint the run resumes from. Ray Train registers a checkpoint
+        before its callbacks see the report, so a driver killed in between left that step unlogged, and the resumed
+        run starts after it: logged here, where missing."""
         self.logger = logger
         self.logged: dict[str, int] = logged_steps(logger)
+        if resumed:
+            self._log(resumed)
 
-    def after_report(
-        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: ray.train.Checkpoint | None
-    ):
-        reported = metrics[0]
+    def _log(self, reported: Mapping[str, Any]) -> bool:
+        """Log the metrics of ``reported`` not logged at its step yet; whether any were."""
         step = int(reported["step"])
         fresh = {
             k: float(v)
             for k, v in reported.items()
             if isinstance(v, int | float) and k != "step" and step > self.logged.get(k, -1)
         }
-        if not fresh:
-            return  # a replayed step: logged by the process that first trained it
-        self.logger.log_metrics(fresh, step=step)
-        self.logged.update(dict.fromkeys(fresh, step))
-        if checkpoint is None:
-            return
+        if fresh:
+            self.logger.log_metrics(fresh, step=step)
+            self.logged.update(dict.fromkeys(fresh, step))
+        return bool(fresh)
+
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: ray.train.Checkpoint | None
+    ):
+        step = int(metrics[0]["step"])
+        if not self._log(metrics[0]) or checkpoint is None:
+            return  # a replayed step (logged by the process that first trained it), or no checkpoint
         with checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
             grid = Path(folder) / GRID_FILE
             if grid.exists():

@@ -38,6 +38,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -261,6 +262,15 @@ def prune_unregistered(storage: str, name: str) -> list[str]:
     return sorted(removed)
 
 
+def registered_metrics(storage: str, name: str) -> dict[str, Any] | None:
+    """The metrics reported with run ``name``'s last registered checkpoint (the one a resumed run starts after);
+    None before its first."""
+    try:
+        return ray.train.Result.from_path(f"{storage}/{name}").metrics
+    except RuntimeError:  # no run folder, or nothing registered yet
+        return None
+
+
 #: The errors that fail the same way on every try, by class (Ray hands a worker's error over as its text).
 _DETERMINISTIC = (NonFiniteLossError, NonFiniteError, CheckpointError)
 #: How a full disk or quota reads in an error's text (our writer's DiskFullError, pyarrow's copy in Ray's upload).
@@ -451,8 +461,9 @@ def _fit(
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=train.keep_checkpoints),
                 # Retries are this loop's: Ray's failure policy would retry a NaN or a full disk too.
                 failure_config=ray.train.FailureConfig(max_failures=0),
-                # A fresh callback per try: it reads which steps the run has logged already.
-                callbacks=[ReportToLogger(logger), *callbacks],
+                # A fresh callback per try: it reads which steps the run has logged already, and logs the
+                # resumed checkpoint's report where a killed driver registered it without logging it.
+                callbacks=[ReportToLogger(logger, registered_metrics(storage, name)), *callbacks],
             ),
             datasets=datasets,
             # Every worker gets the whole (small) index and takes its own disjoint share per epoch
