@@ -48,7 +48,7 @@ from fairweather.stages.infra.tracking import (
     descendants,
     share_with_descendants,
 )
-from fairweather.stages.train.driver import storage_path
+from fairweather.stages.train.driver import registered_result, storage_path
 from fairweather.stages.train.rounds import RoundsSummary, run_rounds
 from fairweather.stages.train.worker import StepHook
 
@@ -158,7 +158,7 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
         # A restored sweep restarted a trial whose training had finished before the driver was stopped: nothing
         # trained, so nothing reached Tune, which refuses a trial that ends without its metric. Report the final
         # validation Ray Train recorded with the run's last checkpoint.
-        final = ray.train.Result.from_path(f"{storage_path(cfg)}/{summary.run_name}").metrics or {}
+        final = registered_result(storage_path(cfg), summary.run_name).metrics or {}
         ray.tune.report({job.sweep.metric: final[job.sweep.metric], "step": summary.steps})
 
 

@@ -38,7 +38,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -141,14 +140,20 @@ def run_name(cfg: FairweatherConfig, versions: dict[str, str]) -> str:
     return stamped_name(name) if cfg.train.new_run else name
 
 
+def registered_result(storage: str, name: str) -> ray.train.Result | None:
+    """What Ray Train registered of run ``name`` under ``storage`` (its checkpoints and the latest one's metrics);
+    None before its first checkpoint."""
+    try:
+        return ray.train.Result.from_path(f"{storage}/{name}")
+    except RuntimeError:  # no such run folder, or no checkpoint registered in it yet
+        return None
+
+
 def trained_until(storage: str, name: str) -> tuple[int, str | None]:
     """``(step, checkpoint)`` of run ``name``'s latest registered checkpoint under ``storage``; ``(0, None)``
     before its first checkpoint."""
-    try:
-        result = ray.train.Result.from_path(f"{storage}/{name}")
-    except RuntimeError:  # no such run folder, or no checkpoint registered in it yet
-        return 0, None
-    if result.checkpoint is None:
+    result = registered_result(storage, name)
+    if result is None or result.checkpoint is None:
         return 0, None
     return int((result.metrics or {})["step"]), full_uri(storage, result.checkpoint.path)
 
@@ -237,13 +242,11 @@ def prune_unregistered(storage: str, name: str) -> list[str]:
     only while no trainer of this run is alive (under the run's lock, before or after ``fit``).
     """
     folder = f"{storage}/{name}"
-    try:
-        registered = {
-            os.path.basename(checkpoint.path.rstrip("/"))
-            for checkpoint, _ in ray.train.Result.from_path(folder).best_checkpoints
-        }
-    except RuntimeError:  # no run folder, or nothing registered yet
-        registered = set()
+    result = registered_result(storage, name)
+    registered = {
+        os.path.basename(checkpoint.path.rstrip("/"))
+        for checkpoint, _ in (result.best_checkpoints if result else [])
+    }
     fs, path = filesystem_for(folder)
     removed = []
     for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
@@ -260,15 +263,6 @@ def prune_unregistered(storage: str, name: str) -> list[str]:
             f"(written after its last registered checkpoint, or cut short): {', '.join(sorted(removed))}"
         )
     return sorted(removed)
-
-
-def registered_metrics(storage: str, name: str) -> dict[str, Any] | None:
-    """The metrics reported with run ``name``'s last registered checkpoint (the one a resumed run starts after);
-    None before its first."""
-    try:
-        return ray.train.Result.from_path(f"{storage}/{name}").metrics
-    except RuntimeError:  # no run folder, or nothing registered yet
-        return None
 
 
 #: The errors that fail the same way on every try, by class (Ray hands a worker's error over as its text).
@@ -445,6 +439,7 @@ def _fit(
     failures = 0
     while True:
         prune_unregistered(storage, name)
+        registered = registered_result(storage, name)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"job": job},
@@ -463,7 +458,7 @@ def _fit(
                 failure_config=ray.train.FailureConfig(max_failures=0),
                 # A fresh callback per try: it reads which steps the run has logged already, and logs the
                 # resumed checkpoint's report where a killed driver registered it without logging it.
-                callbacks=[ReportToLogger(logger, registered_metrics(storage, name)), *callbacks],
+                callbacks=[ReportToLogger(logger, registered and registered.metrics), *callbacks],
             ),
             datasets=datasets,
             # Every worker gets the whole (small) index and takes its own disjoint share per epoch
