@@ -10,7 +10,9 @@ matched by name, suffix ignored) once, in this process. Each ``--variant NAME:KE
 training pairs) of the ``paired`` table under ``--tables``, with the checkpoint's calibration settings changed by the
 overrides, and maps every restoration with it. It prints the mean PSNR gain over the input (dB) per folder, and all
 rain and all haze folders (by name) pooled, for: the network alone, the calibration the checkpoint carries, and each
-variant. The PSNRs are :mod:`fairweather.metrics.tiled`'s (pyiqa's definition). Differences between variants are
+variant. A weather-conditioned network is told each folder's weather by its name (rain, ddn: rain; haze, sots:
+haze; snow), or nothing with ``--unknown-weather``. The PSNRs are :mod:`fairweather.metrics.tiled`'s (pyiqa's
+definition). Differences between variants are
 differences of the calibration alone: the network and its restorations are the same.
 """
 
@@ -30,11 +32,20 @@ from fairweather.data.batches import load_rgb
 from fairweather.data.views import paired_view
 from fairweather.metrics.tiled import psnr
 from fairweather.models import restore_tiled_uint8
+from fairweather.models.conditioning import condition_tensor
 from fairweather.training.calibration import Calibration, calibrate_on_pairs
 from fairweather.training.restorer import load_restorer
 from probe_real_error import MAX_PIXELS, pairs_of  # the same pairs, read the same way
 
 RAIN_WORDS, HAZE_WORDS = ("rain", "ddn"), ("haze", "sots")
+
+
+def weather_of(name: str) -> str | None:
+    """The weather of a development set by its folder name (rain100l, sots_outdoor, snow100k...), else None."""
+    for weather, words in (("rain", RAIN_WORDS), ("haze", HAZE_WORDS), ("snow", ("snow",))):
+        if any(word in name for word in words):
+            return weather
+    return None
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -55,6 +66,11 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help="NAME:KEY=VALUE;... (repeatable)")
     parser.add_argument("--split", default="train", help="the paired split the variants are fitted on")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--unknown-weather",
+        action="store_true",
+        help="tell a weather-conditioned network nothing (unknown) instead of each set's weather",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -78,12 +94,17 @@ def main() -> None:
         gains: dict[str, dict[str, list[float]]] = {}
         for folder in args.folders:
             pairs = pairs_of(folder)
+            # What a weather-conditioned network is told: the set's weather, as import-pairs --weather records it.
+            weather = None if args.unknown_weather else weather_of(folder.name)
+            condition = condition_tensor([weather])
             for input_path, target_path in pairs:
                 degraded, target = (
                     load_rgb(str(input_path), MAX_PIXELS),
                     load_rgb(str(target_path), MAX_PIXELS),
                 )
-                raw = restore_tiled_uint8(restorer.model, degraded, cfg.model.tile, cfg.model.tile_overlap)
+                raw = restore_tiled_uint8(
+                    restorer.model, degraded, cfg.model.tile, cfg.model.tile_overlap, weather=condition
+                )
                 base = psnr(degraded, target)
                 for name, calibration in calibrations.items():
                     out = raw if calibration is None else calibration.apply(degraded, raw.copy())

@@ -185,7 +185,7 @@ def test_training_fits_on_the_first_pairs_by_id_and_photo_sized_pairs_cost_what_
     for index in range(3):
         clear = scene(rng, (450, 600))
         hazy = veiled(clear, rng)
-        row, small = {"pair_id": f"p{2 - index}"}, {"pair_id": f"p{2 - index}"}
+        row, small = ({"pair_id": f"p{2 - index}", "weather": "haze"} for _ in range(2))
         for key, image in (("input_uri", hazy), ("target_uri", clear)):
             Image.fromarray(image).save(path := tmp_path / f"{index}-{key}.png")
             Image.fromarray(limit_short_side(image, FIT_SIDE)).save(

@@ -26,7 +26,7 @@ from tests.test_evaluate import png, scene
 
 
 class Brighter:
-    def restore(self, rgb: np.ndarray) -> np.ndarray:
+    def restore(self, rgb: np.ndarray, weather: str | None = None) -> np.ndarray:
         return (rgb.astype(int) + 10).clip(0, 255).astype(np.uint8)
 
 

@@ -29,15 +29,21 @@ from fairweather.training.validate import to_uint8
 ORIENTATION, MAKE = 0x0112, 0x010F
 
 
-def checkpoint_state(arch: str = "nafnet", *, identity: bool = False, **extra: object) -> dict:
-    """A state dict as training writes it (``model.pt`` keys) for the smoke profile's ``arch`` network."""
+def checkpoint_state(
+    arch: str = "nafnet", *, identity: bool = False, conditioned: bool = False, **extra: object
+) -> dict:
+    """A state dict as training writes it (``model.pt`` keys) for the smoke profile's ``arch`` network;
+    ``conditioned``: its weather modulation set at random, so each weather restores differently."""
     cfg = load_config("smoke", [f"model.arch={arch}"])
     torch.manual_seed(0)
     model = build_model(cfg.model)
-    if identity:
-        with torch.no_grad():
+    with torch.no_grad():
+        if identity:
             model.ending.weight.zero_()
             model.ending.bias.zero_()
+        if conditioned:
+            for parameter in model.film.parameters():
+                parameter.normal_(0, 0.5)
     weights = model.state_dict()
     state = {"format": FORMAT_VERSION, "arch": arch, "model": weights, "teacher": weights}
     return {**state, "prompt_context": None, "step": 7, "config": to_dict(cfg), **extra}
@@ -48,10 +54,11 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("checkpoints")
     save_state(checkpoint_state(identity=True), root / "identity")
     save_state(checkpoint_state(), root / "random")
+    save_state(checkpoint_state(conditioned=True), root / "conditioned")
     torch.save(checkpoint_state("msbdn"), root / "msbdn.pt")
     (root / "artifact").mkdir()
     torch.save(checkpoint_state(), root / "artifact" / "model.pt")  # a training run's model/ artifact
-    names = ("identity", "random", "msbdn.pt", "artifact")
+    names = ("identity", "random", "conditioned", "msbdn.pt", "artifact")
     return {name.removesuffix(".pt"): str(root / name) for name in names}
 
 
@@ -155,6 +162,24 @@ def test_a_large_image_is_restored_in_tiles(tmp_path, checkpoints):
     argv = ["restore", "--checkpoint", checkpoints["random"], "--input", str(tmp_path / "big.png")]
     assert main([*argv, "--output", str(tmp_path / "out"), "model.tile=32", "model.tile_overlap=8"]) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "big.png")), restored)
+
+
+def test_the_network_is_told_the_weather_given_or_named_by_the_folder(tmp_path, checkpoints):
+    """--weather for every file; without it, a file's folder (rain/, hazy/) names its weather, else unknown."""
+    restorer = load_restorer(checkpoints["conditioned"])
+    rgb = pattern(40, 56)
+    for folder in ("rain", "hazy", "other"):
+        write(tmp_path / "in" / folder / "a.png", encoded(rgb, "PNG"))
+    argv = ["restore", "--checkpoint", checkpoints["conditioned"], "--input", str(tmp_path / "in")]
+    assert main([*argv, "--output", str(tmp_path / "hinted")]) == 0
+    assert main([*argv, "--output", str(tmp_path / "snow"), "--weather", "snow"]) == 0
+    expected = {weather: restorer.restore(rgb, weather) for weather in ("rain", "haze", "snow", None)}
+    assert len({e.tobytes() for e in expected.values()}) == 4  # each weather restores differently
+    for folder, weather in (("rain", "rain"), ("hazy", "haze"), ("other", None)):
+        assert np.array_equal(
+            np.asarray(Image.open(tmp_path / "hinted" / folder / "a.png")), expected[weather]
+        )
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "snow" / folder / "a.png")), expected["snow"])
 
 
 def test_a_model_pt_restores_with_its_own_config(tmp_path, checkpoints, capsys):

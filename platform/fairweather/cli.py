@@ -31,6 +31,7 @@ from pathlib import Path
 from fairweather.contracts.config import FairweatherConfig, load_config, load_sweep, to_dict, to_yaml
 from fairweather.contracts.errors import FairweatherError, JobFailedError
 from fairweather.contracts.redact import redact, redact_text
+from fairweather.contracts.vocab import CONDITIONED_WEATHER
 
 #: Layouts of ``fairweather import-pairs`` (kept in step with ``fairweather.data.paired_folders.LAYOUTS`` by a test;
 #: listed here so ``--help`` does not import the science packages).
@@ -82,6 +83,13 @@ def _add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder for the results (never the input's folder)")
     parser.add_argument(
         "--device", default="auto", help="torch device (default auto: CUDA if present, else CPU)"
+    )
+    parser.add_argument(
+        "--weather",
+        choices=CONDITIONED_WEATHER,
+        default=None,
+        help="the photos' weather, told to a weather-conditioned network (model.nafnet.weather_film); default: "
+        "the weather a file's folder names (rain/, hazy/, snowy/, ...), else unknown",
     )
     parser.add_argument(
         "--config",
@@ -277,6 +285,7 @@ def _restore(args: argparse.Namespace, cfg: FairweatherConfig | None) -> object:
         config_source=f"--config {args.config}",
         overrides=args.overrides,
         device=args.device,
+        weather=args.weather,
     )
 
 

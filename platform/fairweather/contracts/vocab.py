@@ -12,6 +12,10 @@ RATING_WORDS: tuple[str, ...] = ("excellent", "good", "fair", "poor", "bad")
 #: The weather classes a label can carry; ``unknown`` when the description names none.
 WEATHER_CLASSES: tuple[str, ...] = ("clear", "rain", "haze", "snow", "unknown")
 
+#: The weathers a weather-conditioned network tells apart (:mod:`fairweather.models.conditioning`); any other
+#: weather is restored as ``unknown``.
+CONDITIONED_WEATHER: tuple[str, ...] = ("rain", "haze", "snow")
+
 #: Folder name (lower case) -> the weather hint it gives an image when the manifest has none.
 HINT_FOLDERS: dict[str, str] = {
     **{name: name for name in ("rain", "haze", "snow", "clear")},

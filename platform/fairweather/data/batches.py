@@ -54,6 +54,12 @@ def crop_flip(images: Sequence[np.ndarray], size: int, rng: np.random.Generator)
     return out
 
 
+def dropped_weather(weather: str, dropout: float, rng: np.random.Generator) -> str:
+    """``weather``, or ``unknown`` with probability ``dropout`` (drawn from ``rng`` only when ``dropout`` > 0, so
+    that 0 leaves a sample's other draws as they were)."""
+    return "unknown" if dropout and rng.random() < dropout else weather
+
+
 def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     """``N`` x ``(H, W, 3)`` uint8 -> ``(N, 3, H, W)`` float32 in [0, 1] (a channels-last view of an
     ``(N, H, W, 3)`` array).
@@ -74,56 +80,82 @@ class PairedBatches:
 
     clean_fraction: probability that a pair's input is replaced by its clean target (``train.clean_pair_fraction``),
     so the network also learns to leave clear content alone.
+    weather_dropout: probability that a pair's weather is given as ``unknown`` (``train.weather_dropout``).
     """
 
     def __init__(
-        self, rows: list[dict], sampler: ShardSampler, crop: int, max_pixels: int, clean_fraction: float = 0.0
+        self,
+        rows: list[dict],
+        sampler: ShardSampler,
+        crop: int,
+        max_pixels: int,
+        clean_fraction: float = 0.0,
+        weather_dropout: float = 0.0,
     ):
         self.rows, self.sampler, self.crop, self.max_pixels = rows, sampler, crop, max_pixels
-        self.clean_fraction = clean_fraction
+        self.clean_fraction, self.weather_dropout = clean_fraction, weather_dropout
 
-    def sample(self, pick: Pick) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, pick: Pick) -> tuple[np.ndarray, np.ndarray, str]:
+        """One pair's ``(degraded, target, weather)`` crops."""
         row = self.rows[pick.index]
         rng = np.random.default_rng([self.sampler.seed, pick.epoch, pick.index, PAIRED_DOMAIN])
         images = [load_rgb(row["input_uri"], self.max_pixels), load_rgb(row["target_uri"], self.max_pixels)]
         degraded, target = crop_flip(images, self.crop, rng)
-        # Drawn after the crop, so a fraction of 0 leaves every crop (and the pinned losses) as before.
+        # Drawn after the crop, so fractions of 0 leave every crop (and the pinned losses) as before.
         if self.clean_fraction and rng.random() < self.clean_fraction:
             degraded = target
-        return degraded, target
+        return degraded, target, dropped_weather(row["weather"], self.weather_dropout, rng)
 
     def __call__(self, step: int) -> dict:
-        """``{"paired_input", "paired_target"}``: ``(B, 3, crop, crop)`` tensors of ``step``, and ``"paired_ids"``,
-        the B pair ids (what a rank trained on, for logs and tests)."""
+        """``{"paired_input", "paired_target"}``: ``(B, 3, crop, crop)`` tensors of ``step``; ``"paired_weather"``,
+        the B weathers the network is told; ``"paired_ids"``, the B pair ids (what a rank trained on, for logs and
+        tests)."""
         picks = self.sampler.batch(step)
-        inputs, targets = zip(*(self.sample(pick) for pick in picks), strict=True)
+        inputs, targets, weathers = zip(*(self.sample(pick) for pick in picks), strict=True)
         ids = [self.rows[pick.index]["pair_id"] for pick in picks]
-        return {"paired_input": to_tensor(inputs), "paired_target": to_tensor(targets), "paired_ids": ids}
+        return {
+            "paired_input": to_tensor(inputs),
+            "paired_target": to_tensor(targets),
+            "paired_weather": list(weathers),
+            "paired_ids": ids,
+        }
 
 
 class RealBatches:
-    """Crops of the labeled real pool: ``rows`` are :data:`fairweather.data.views.REAL_COLUMNS` dicts."""
+    """Crops of the labeled real pool: ``rows`` are :data:`fairweather.data.views.REAL_COLUMNS` dicts;
+    ``weather_dropout`` as :class:`PairedBatches`'."""
 
-    def __init__(self, rows: list[dict], sampler: ShardSampler, crop: int, max_pixels: int):
+    def __init__(
+        self,
+        rows: list[dict],
+        sampler: ShardSampler,
+        crop: int,
+        max_pixels: int,
+        weather_dropout: float = 0.0,
+    ):
         self.rows, self.sampler, self.crop, self.max_pixels = rows, sampler, crop, max_pixels
+        self.weather_dropout = weather_dropout
 
-    def sample(self, pick: Pick) -> tuple[np.ndarray, np.ndarray | None]:
+    def sample(self, pick: Pick) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """One image's ``(input, pseudo-label or None, weather)`` crops."""
         row = self.rows[pick.index]
         rng = np.random.default_rng([self.sampler.seed, pick.epoch, pick.index, REAL_DOMAIN])
         images = [load_rgb(row["uri"], self.max_pixels)]
         if row["pseudo_uri"] is not None:
             images.append(load_rgb(row["pseudo_uri"], self.max_pixels))
         cropped = crop_flip(images, self.crop, rng)
-        return cropped[0], (cropped[1] if len(cropped) > 1 else None)
+        weather = dropped_weather(row["weather"], self.weather_dropout, rng)
+        return cropped[0], (cropped[1] if len(cropped) > 1 else None), weather
 
     def __call__(self, step: int) -> dict:
-        """``{"real_input", "real_pseudo", "real_has_pseudo", "d_pos", "d_neg"}`` of ``step``; rows without a
-        pseudo-label carry zeros in ``real_pseudo`` and False in ``real_has_pseudo``. ``"real_ids"``: the B
-        ``(image_id, pseudo_uri)`` (what a rank trained on, for logs and tests)."""
+        """``{"real_input", "real_pseudo", "real_has_pseudo", "real_weather", "d_pos", "d_neg"}`` of ``step``;
+        rows without a pseudo-label carry zeros in ``real_pseudo`` and False in ``real_has_pseudo``.
+        ``"real_ids"``: the B ``(image_id, pseudo_uri)`` (what a rank trained on, for logs and tests)."""
         picks = self.sampler.batch(step)
-        inputs, pseudos = zip(*(self.sample(pick) for pick in picks), strict=True)
+        inputs, pseudos, weathers = zip(*(self.sample(pick) for pick in picks), strict=True)
         rows = [self.rows[pick.index] for pick in picks]
         return {
+            "real_weather": list(weathers),
             "real_input": to_tensor(inputs),
             "real_pseudo": to_tensor(
                 [np.zeros_like(x) if p is None else p for x, p in zip(inputs, pseudos, strict=True)]

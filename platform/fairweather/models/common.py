@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conditioning import WeatherFiLM, batch_condition
+
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad ``x`` on the bottom/right so that H and W are multiples of ``multiple``.
@@ -74,13 +76,21 @@ class RestorationNet(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must implement predict_residual")
 
     def predict_residual_and_aux(
-        self, x: torch.Tensor, size: tuple[int, int]
+        self, x: torch.Tensor, size: tuple[int, int], **condition: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The residual plus side outputs that auxiliary losses read (e.g. CLIP-SRD's ``"sar_residual"``).
 
-        ``size`` is the unpadded ``(H, W)``. Networks without side outputs keep this default (an empty dict).
+        ``size`` is the unpadded ``(H, W)``; ``condition`` is what :meth:`forward` passes a weather-conditioned
+        network. Networks without side outputs keep this default (an empty dict).
         """
-        return self.predict_residual(x), {}
+        return self.predict_residual(x, **condition), {}
+
+    @property
+    def conditioned(self) -> bool:
+        """Whether the network takes a weather condition: it then holds a :class:`WeatherFiLM` as ``film`` and its
+        ``predict_residual`` takes ``condition``, ``(N,)`` int64 indices of
+        :data:`fairweather.models.conditioning.CONDITIONS`."""
+        return isinstance(getattr(self, "film", None), WeatherFiLM)
 
     def freeze_aux_heads(self) -> None:
         """Stop training :attr:`aux_heads`, for runs where no loss reads the side outputs.
@@ -94,17 +104,23 @@ class RestorationNet(nn.Module):
             getattr(self, name).requires_grad_(False)
 
     def forward(
-        self, x: torch.Tensor, return_aux: bool = False
+        self, x: torch.Tensor, return_aux: bool = False, weather: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Restore ``x``: ``(N, 3, H, W)`` in [0, 1], any H and W -> ``(N, 3, H, W)``; with ``return_aux`` also
         the side-output dict of :meth:`predict_residual_and_aux` (computed only then: an output nobody reads would
-        leave its head without gradient, which DDP does not allow)."""
+        leave its head without gradient, which DDP does not allow).
+
+        weather: the images' conditions, ``(N,)`` int64 or one index for all
+        (:func:`fairweather.models.conditioning.condition_tensor`); None is ``unknown``. A network without
+        weather conditioning (:attr:`conditioned`) restores the same whatever it is given.
+        """
         check_image_batch(x)
         padded, size = pad_to_multiple(x, self.size_multiple)
+        condition = {"condition": batch_condition(weather, x.shape[0], x.device)} if self.conditioned else {}
         if return_aux:
-            residual, aux = self.predict_residual_and_aux(padded, size)
+            residual, aux = self.predict_residual_and_aux(padded, size, **condition)
         else:
-            residual, aux = self.predict_residual(padded), {}
+            residual, aux = self.predict_residual(padded, **condition), {}
         if residual.shape != padded.shape:
             raise RuntimeError(
                 f"{type(self).__name__} predicted a residual of shape {tuple(residual.shape)}, "

@@ -14,6 +14,9 @@ the pool can be the Test-time Local Converter's local window (:mod:`fairweather.
 calls with ``model.tlc`` / ``model.tlc_base_size``.
 Down-sampling is a stride-2 2x2 conv doubling channels; up-sampling a 1x1 conv + pixel-shuffle halving them;
 skips are added, not concatenated. Dropout is left out (the paper uses none for restoration).
+
+With ``weather_film`` the network is weather-conditioned (:mod:`fairweather.models.conditioning`): the features
+after the intro and after every encoder, middle and decoder stage are modulated by the image's weather.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch import nn
 from fairweather.contracts.config.model import NAFNetConfig
 
 from .common import LayerNorm2d, RestorationNet
+from .conditioning import WeatherFiLM
 from .tlc import StatsPool
 
 
@@ -93,16 +97,25 @@ class NAFNet(RestorationNet):
             )
         )
         self.ending = nn.Conv2d(cfg.width, 3, 3, padding=1)
+        if cfg.weather_film:
+            # Sites in forward order: intro, encoders, middle, decoders (coarsest first).
+            self.film = WeatherFiLM([cfg.width, *chans[:-1], chans[-1], *reversed(chans[:-1])])
 
-    def predict_residual(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` with H, W multiples of ``2**len(encoder_blocks)`` -> residual ``(N, 3, H, W)``."""
-        feat = self.intro(x)
+    def predict_residual(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, 3, H, W)`` with H, W multiples of ``2**len(encoder_blocks)`` -> residual ``(N, 3, H, W)``;
+        ``condition``: ``(N,)`` int64 weather conditions, given to (and only to) a ``weather_film`` network."""
+        sites = iter(range(len(self.film.sites))) if self.conditioned else None
+
+        def modulate(feat: torch.Tensor) -> torch.Tensor:
+            return feat if sites is None else self.film(next(sites), feat, condition)
+
+        feat = modulate(self.intro(x))
         skips = []
         for encoder, down in zip(self.encoders, self.downs, strict=True):
-            feat = encoder(feat)
+            feat = modulate(encoder(feat))
             skips.append(feat)
             feat = down(feat)
-        feat = self.middle(feat)
+        feat = modulate(self.middle(feat))
         for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips), strict=True):
-            feat = decoder(up(feat) + skip)
+            feat = modulate(decoder(up(feat) + skip))
         return self.ending(feat)

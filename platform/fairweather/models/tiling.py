@@ -13,6 +13,7 @@ the result against whole-image inference.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -83,8 +84,22 @@ def _ramp(length: int, overlap: int, fade_in: bool, fade_out: bool) -> torch.Ten
     return window
 
 
+def with_weather(
+    model: Callable[..., torch.Tensor], weather: torch.Tensor | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model`` with its weather condition bound; unchanged when there is none or ``model`` is not a
+    weather-conditioned network (:attr:`fairweather.models.RestorationNet.conditioned`), so any callable restores."""
+    if weather is None or not getattr(model, "conditioned", False):
+        return model
+    return functools.partial(model, weather=weather)
+
+
 def restore_tiled(
-    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int
+    model: Callable[..., torch.Tensor],
+    x: torch.Tensor,
+    tile: int,
+    overlap: int,
+    weather: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Restore ``x`` tile by tile.
 
@@ -93,6 +108,8 @@ def restore_tiled(
         x: ``(N, 3, H, W)`` images in [0, 1].
         tile: tile side in pixels; an image with ``H <= tile`` and ``W <= tile`` is restored in one forward.
         overlap: pixels shared by neighbouring tiles, ``0 <= overlap < tile``.
+        weather: the images' weather conditions, given to every forward of a weather-conditioned network as
+            ``model(tile, weather=...)`` (:meth:`fairweather.models.RestorationNet.forward`).
     Returns:
         ``(N, 3, H, W)`` restored images, dtype and device of ``x``.
 
@@ -104,6 +121,7 @@ def restore_tiled(
         raise ValueError(f"restore_tiled: tile must be a positive int, got {tile!r}")
     if not isinstance(overlap, int) or not 0 <= overlap < tile:
         raise ValueError(f"restore_tiled: overlap must be an int in [0, tile={tile}), got {overlap!r}")
+    model = with_weather(model, weather)
     h, w = x.shape[-2:]
     if h <= tile and w <= tile:
         return model(x)
@@ -125,11 +143,12 @@ def restore_tiled(
 
 @torch.no_grad()
 def restore_tiled_uint8(
-    model: Callable[[torch.Tensor], torch.Tensor],
+    model: Callable[..., torch.Tensor],
     rgb: np.ndarray,
     tile: int,
     overlap: int,
     device: torch.device | str = "cpu",
+    weather: torch.Tensor | None = None,
 ) -> np.ndarray:
     """:func:`restore_tiled` of one ``(H, W, 3)`` uint8 image, written straight into a preallocated uint8 output.
 
@@ -141,7 +160,7 @@ def restore_tiled_uint8(
     time and blended into a float32 accumulator of ``tile`` rows x ``W`` (on ``device``); the rows no later tile
     reaches are written out as uint8. Memory: the input and output (uint8), ``16 x tile x W`` bytes and one tile's
     activations, instead of about 20 float32 copies of the image (a 24-Mpx photo: ~0.2 GB instead of ~2 GB).
-    Runs without gradients; put the model in eval mode.
+    Runs without gradients; put the model in eval mode. ``weather``: as :func:`restore_tiled`'s.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(
@@ -152,6 +171,7 @@ def restore_tiled_uint8(
     if not isinstance(overlap, int) or not 0 <= overlap < tile:
         raise ValueError(f"restore_tiled_uint8: overlap must be an int in [0, tile={tile}), got {overlap!r}")
     device = torch.device(device)
+    model = with_weather(model, weather)
     h, w = rgb.shape[:2]
     out = np.empty_like(rgb)
 

@@ -37,6 +37,7 @@ from fairweather.contracts.config.train import CalibrationConfig
 from fairweather.data.batches import load_rgb
 from fairweather.imaging import limit_short_side
 from fairweather.models import restore_tiled_uint8
+from fairweather.models.conditioning import condition_tensor
 
 #: Short side of the thumbnails the features are computed on (the smoke profile trains on 96-px images).
 THUMB_SIDE = 128
@@ -235,7 +236,7 @@ def calibrate_on_pairs(
     device: torch.device,
 ) -> Calibration:
     """Fit the calibration of ``model`` (in eval mode) on the first ``settings.max_pairs`` training pairs by
-    ``pair_id`` (each pair's input and its clean target, both restored by ``model``). Pairs larger than
+    ``pair_id`` (each pair's input and its clean target, both restored by ``model`` told the pair's weather). Pairs larger than
     :data:`FIT_SIDE` a side are downscaled first, so that imported photo-sized pairs cost what crops do."""
     chosen = sorted(rows, key=lambda row: row["pair_id"])[: settings.max_pairs]
 
@@ -246,8 +247,11 @@ def calibrate_on_pairs(
             if degraded.shape != target.shape:  # a pair whose downscaled sizes round apart
                 continue
             lighter = [lighter_degradation(degraded, target, s) for s in settings.lighter]
+            condition = condition_tensor([row["weather"]])
             for image in (degraded, *lighter, target):
-                restored = restore_tiled_uint8(model, image, model_cfg.tile, model_cfg.tile_overlap, device)
+                restored = restore_tiled_uint8(
+                    model, image, model_cfg.tile, model_cfg.tile_overlap, device, condition
+                )
                 yield image, restored, target
 
     return fit_calibration(examples(), gamma=settings.gamma, ridge=settings.ridge)

@@ -33,10 +33,13 @@ def batch_stream(
     train, seed, max_pixels = cfg.train, cfg.runtime.seed, cfg.data.max_image_pixels
     paired = [row for row in paired for _ in range(train.weather_repeats.of(row["weather"]))]
     sampler = ShardSampler(len(paired), rank, world, train.batch_size, seed)
-    builders = [PairedBatches(paired, sampler, train.crop_size, max_pixels, train.clean_pair_fraction)]
+    dropout = train.weather_dropout
+    builders = [
+        PairedBatches(paired, sampler, train.crop_size, max_pixels, train.clean_pair_fraction, dropout)
+    ]
     if real and train.real_batch_size:
         sampler = ShardSampler(len(real), rank, world, train.real_batch_size, seed)
-        builders.append(RealBatches(list(real), sampler, train.crop_size, max_pixels))
+        builders.append(RealBatches(list(real), sampler, train.crop_size, max_pixels, dropout))
     return BatchPrefetcher(builders, start, train.loader_threads, train.prefetch_batches)
 
 

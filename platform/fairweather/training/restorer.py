@@ -22,6 +22,7 @@ from fairweather.contracts.config.loader import apply_overrides, parse_override
 from fairweather.contracts.config.root import check_override_key
 from fairweather.contracts.errors import FairweatherError
 from fairweather.models import restore_tiled_uint8
+from fairweather.models.conditioning import condition_tensor
 
 from .calibration import Calibration
 from .setup import load_teacher
@@ -77,14 +78,18 @@ class Restorer:
     step: int
     calibration: Calibration | None = None
 
-    def restore(self, rgb: np.ndarray) -> np.ndarray:
-        """``(H, W, 3)`` uint8 RGB -> restored ``(H, W, 3)`` uint8, tiled above ``model.tile`` pixels a side and
+    def restore(self, rgb: np.ndarray, weather: str | None = None) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB -> restored ``(H, W, 3)`` uint8; ``weather`` (rain, haze, snow; anything else
+        or None: unknown) is what a weather-conditioned network is told. Tiled above ``model.tile`` pixels a side and
         written tile by tile into the uint8 result (:func:`fairweather.models.restore_tiled_uint8`): neither the
         network's activations nor any float buffer grows with the photo beyond one band of tiles. The calibration
         then maps the whole image at once (one blend with the input, and a contrast and mean change per channel: no
         tile seams)."""
         model = self.cfg.model
-        restored = restore_tiled_uint8(self.model, rgb, model.tile, model.tile_overlap, self.device)
+        condition = condition_tensor([weather])
+        restored = restore_tiled_uint8(
+            self.model, rgb, model.tile, model.tile_overlap, self.device, condition
+        )
         return restored if self.calibration is None else self.calibration.apply(rgb, restored)
 
 

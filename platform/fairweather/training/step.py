@@ -29,6 +29,7 @@ from torch import nn
 from fairweather.contracts.errors import FairweatherError
 from fairweather.losses import CompositeLoss, LossContext
 from fairweather.models import RestorationNet
+from fairweather.models.conditioning import condition_tensor
 
 from .ema import unwrap
 
@@ -44,6 +45,9 @@ class TrainBatch:
     real_has_pseudo: torch.Tensor | None = None  # (Nr,) bool
     d_pos: list[str] | None = None  # Nr clear-weather descriptions
     d_neg: list[str] | None = None  # Nr original descriptions
+    #: The weathers a weather-conditioned network is told (Np and Nr words; None: unknown).
+    paired_weather: list[str] | None = None
+    real_weather: list[str] | None = None
 
     def to(
         self, device: torch.device | str, memory_format: torch.memory_format = torch.contiguous_format
@@ -62,6 +66,13 @@ class TrainBatch:
     @property
     def num_real(self) -> int:
         return 0 if self.real_input is None else int(self.real_input.shape[0])
+
+    def condition(self) -> torch.Tensor:
+        """``(Np + Nr,)`` int64 weather conditions of the joint forward, paired rows first (unknown where the
+        batch names no weather)."""
+        paired = self.paired_weather or [None] * self.paired_input.shape[0]
+        real = self.real_weather or [None] * self.num_real
+        return condition_tensor([*paired, *real]).to(self.paired_input.device)
 
 
 @dataclass
@@ -171,7 +182,7 @@ def train_step(
         else nullcontext()
     )
     with autocast:
-        output = model(inputs, return_aux=loss.needs_aux)
+        output = model(inputs, return_aux=loss.needs_aux, weather=batch.condition())
         restored, aux = output if loss.needs_aux else (output, {})
         total, values, applied = loss(*_contexts(batch, restored, aux))
         total = total + _anchor(restored, aux)

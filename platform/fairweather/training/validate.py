@@ -20,15 +20,20 @@ from fairweather.contracts.vocab import WEATHER_CLASSES
 from fairweather.data.batches import load_rgb, to_tensor
 from fairweather.metrics import Scorer, build_scorers
 from fairweather.models import restore_tiled
+from fairweather.models.conditioning import condition_tensor
 
 
 @torch.no_grad()
 def restore_image(
-    model: nn.Module, image: np.ndarray, model_cfg: ModelConfig, device: torch.device
+    model: nn.Module, image: np.ndarray, model_cfg: ModelConfig, device: torch.device, weather: str | None
 ) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` restored in [0, 1] on CPU (``model`` must be in eval mode)."""
+    """``(H, W, 3)`` uint8 of weather ``weather`` -> ``(1, 3, H, W)`` restored in [0, 1] on CPU (``model`` must
+    be in eval mode)."""
     x = to_tensor([image]).to(device)
-    return restore_tiled(model, x, model_cfg.tile, model_cfg.tile_overlap).clamp(0, 1).float().cpu()
+    condition = condition_tensor([weather])
+    return (
+        restore_tiled(model, x, model_cfg.tile, model_cfg.tile_overlap, condition).clamp(0, 1).float().cpu()
+    )
 
 
 #: What each validation scores: full-reference metrics on the pairs, no-reference ones on real images.
@@ -104,7 +109,7 @@ def score_pairs(
     scores, examples = Scores(), []
     for row in rows:
         degraded, target = load_rgb(row["input_uri"], max_pixels), load_rgb(row["target_uri"], max_pixels)
-        restored = restore_image(model, degraded, model_cfg, device)
+        restored = restore_image(model, degraded, model_cfg, device, row["weather"])
         for kind, image in (("", restored), ("input_", to_tensor([degraded]))):
             for metric in PAIR_METRICS:
                 value = scorers[metric](image, to_tensor([target]))[0]
@@ -131,7 +136,7 @@ def score_real(
     scores, examples = Scores(), []
     for row in rows:
         degraded = load_rgb(row["uri"], max_pixels)
-        restored = restore_image(model, degraded, model_cfg, device)
+        restored = restore_image(model, degraded, model_cfg, device, row["weather"])
         scores.add("piqe", row["weather"], scorers["piqe"](restored)[0])
         scores.add("input_piqe", row["weather"], scorers["piqe"](to_tensor([degraded]))[0])
         if len(examples) < 4:

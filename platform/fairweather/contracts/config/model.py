@@ -88,6 +88,9 @@ class NAFNetConfig:
     middle_blocks: int = 1
     #: NAF blocks per decoder level (same count of levels as the encoder), lowest resolution first.
     decoder_blocks: tuple[int, ...] = (1, 1, 1)
+    #: Weather-conditioned (FiLM after every stage, :mod:`fairweather.models.conditioning`): the network is told
+    #: whether it restores rain, haze or snow (from each pair's, label's or test set's weather).
+    weather_film: bool = False
 
     def __post_init__(self) -> None:
         check_ranges(

@@ -100,6 +100,9 @@ class TrainConfig:
     clean_pair_fraction: float = 0.0
     #: Times each weather's pairs appear per epoch (:class:`WeatherRepeats`); the default mixes them as generated.
     weather_repeats: WeatherRepeats = field(default_factory=WeatherRepeats)
+    #: Probability that a training image is shown to a weather-conditioned network (``model.nafnet.weather_film``)
+    #: as of unknown weather, so that a photo restored without a weather gets a network trained for that case.
+    weather_dropout: float = 0.0
     #: Square training crop; images smaller than this are padded by reflection first.
     crop_size: int = 256
     #: AdamW peak learning rate, reached after ``warmup_steps`` linear steps, then a cosine decay to
@@ -169,6 +172,7 @@ class TrainConfig:
             weight_decay=NON_NEGATIVE,
             min_lr_ratio=UNIT_INTERVAL,
             clean_pair_fraction=UNIT_INTERVAL,
+            weather_dropout=UNIT_INTERVAL,
             grad_clip=NON_NEGATIVE,
             ema_decay=Range(0, 1, high_open=True),
         )

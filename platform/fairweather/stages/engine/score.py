@@ -43,7 +43,7 @@ THUMBNAIL = 160
 class Restores(Protocol):
     """A loaded restorer (:class:`fairweather.training.restorer.Restorer`)."""
 
-    def restore(self, rgb: np.ndarray) -> np.ndarray: ...
+    def restore(self, rgb: np.ndarray, weather: str | None = None) -> np.ndarray: ...
 
 
 def restore_one(row: dict, restorers: Mapping[str, Restores], *, keep_input: bool) -> None:
@@ -55,7 +55,7 @@ def restore_one(row: dict, restorers: Mapping[str, Restores], *, keep_input: boo
         return
     start = time.perf_counter()
     try:
-        restored = restorers[row["source"]].restore(pixels_of(row))
+        restored = restorers[row["source"]].restore(pixels_of(row), row["weather"])
     except Exception as err:  # one image (e.g. out of memory) must not fail its neighbours
         row.update(status="failed", error_type=f"restore:{type(err).__name__}", message=str(err))
         return

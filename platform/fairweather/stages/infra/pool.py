@@ -108,7 +108,8 @@ class PoolListing:
         return f"{self.listed} listed, {skipped} not listed" + (f" ({reasons})" if reasons else "")
 
 
-def _folder_hint(uri: str) -> str | None:
+def folder_hint(uri: str) -> str | None:
+    """The weather a file's folder names (``rain/``, ``hazy/``, ... :data:`HINT_FOLDERS`), else None."""
     parent = PurePosixPath(uri.partition("://")[2] or uri).parent.name.lower()
     return HINT_FOLDERS.get(parent)
 
@@ -142,7 +143,7 @@ def _read_manifest(uri: str, listing: PoolListing, roots: tuple[str, ...]) -> li
         item = str(item)
         if "://" not in item and not item.startswith("/"):
             item = full_uri(uri, f"{folder}/{item}")
-        hint = str(hint).strip().lower() if hint is not None and str(hint).strip() else _folder_hint(item)
+        hint = str(hint).strip().lower() if hint is not None and str(hint).strip() else folder_hint(item)
         rows.append({"uri": item, "weather_hint": hint})
     outside = [row["uri"] for row in rows if not within_roots(str(row["uri"]), roots)]
     if outside:
@@ -171,7 +172,7 @@ def list_pool(
         raise PoolError(f"{what} {pool!r} cannot be listed: {err}") from err
     unique: dict[str, dict[str, str | None]] = {}
     for row in rows:
-        row["weather_hint"] = row["weather_hint"] or _folder_hint(str(row["uri"]))
+        row["weather_hint"] = row["weather_hint"] or folder_hint(str(row["uri"]))
         if str(row["uri"]) in unique:
             listing.skipped.setdefault("duplicate", []).append(str(row["uri"]))
         unique[str(row["uri"])] = row

@@ -30,6 +30,7 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import atomic_write_bytes, check_writable, read_bytes
 from fairweather.imaging import ImageDecodeError, decode_image
 from fairweather.stages.infra.console import say
+from fairweather.stages.infra.pool import folder_hint
 from fairweather.stages.restore.files import encode_like, plan_restore
 from fairweather.training.restorer import Restorer, load_restorer
 
@@ -63,8 +64,11 @@ def _failure(uri: str, stage: str, reason: str, message: str) -> dict[str, str]:
     return {"uri": uri, "stage": stage, "reason": reason, "message": message}
 
 
-def restore_file(restorer: Restorer, source: str, target: str) -> dict[str, str] | None:
-    """Restore ``source`` into ``target``; None when done, else the failure (never raises for a bad file).
+def restore_file(
+    restorer: Restorer, source: str, target: str, weather: str | None = None
+) -> dict[str, str] | None:
+    """Restore ``source`` (of weather ``weather``, None: unknown) into ``target``; None when done, else the failure
+    (never raises for a bad file).
 
     The file is read once (its bytes give the pixels, then the format and metadata of the result) and its pixels
     are held once: decoded, restored tile by tile into a uint8 image, encoded.
@@ -78,7 +82,7 @@ def restore_file(restorer: Restorer, source: str, target: str) -> dict[str, str]
     except Exception as err:  # PIL plugins can raise anything on hostile bytes; one file must not end the run
         reason = err.reason if isinstance(err, ImageDecodeError) else f"crash:{type(err).__name__}"
         return _failure(source, "decode", reason, str(err))
-    restored = restorer.restore(rgb)
+    restored = restorer.restore(rgb, weather)
     del rgb
     try:
         atomic_write_bytes(target, encode_like(restored, data))
@@ -96,8 +100,12 @@ def run_restore(
     config_source: str = "--config",
     overrides: Sequence[str] = (),
     device: str = "auto",
+    weather: str | None = None,
 ) -> RestoreSummary:
     """Restore every image of ``source`` (a folder, recursively, or one file) into folder ``output``.
+
+    weather: what a weather-conditioned network is told for every file; None: the weather its folder names
+    (``rain/``, ``hazy/``, ... as the pool listing reads it), else unknown.
 
     cfg: an explicit config (named ``config_source`` in errors) whose network must be the checkpoint's; None
     uses the checkpoint's stored config with ``overrides``. The checkpoint, the input listing and the output
@@ -112,7 +120,7 @@ def run_restore(
     ]
     start = time.perf_counter()
     for source_uri, target in tqdm(plan.jobs, desc="restore", unit="image", disable=None):
-        failure = restore_file(restorer, source_uri, target)
+        failure = restore_file(restorer, source_uri, target, weather or folder_hint(source_uri))
         if failure is not None:
             log.warning("restore: skipped %s (%s: %s)", source_uri, failure["stage"], failure["message"])
             failures.append(failure)
