@@ -11,8 +11,9 @@ checkpoint, applied by :class:`fairweather.training.restorer.Restorer` after the
 once (no tile seams).
 
 The map also takes back part of the network's change where that does harm (``retreat``): on light rain the small
-network loses 0.6-2 dB (it darkens the whole image as if removing a veil the photo does not have; the fine detail
-of its change is worth under 0.2 dB either way on every real set), and a clear image is best left as it is. Learnt
+network, unless told the weather (``model.nafnet.weather_film``), loses 0.6-2 dB (it darkens the whole image as if
+removing a veil the photo does not have; the fine detail of its change is worth under 0.2 dB either way on every
+real set), and a clear image is best left as it is. Learnt
 with the rest (the clean pairs teach "take it all back"), it cost Rain12 and Rain100L 0.4-1.5 dB less than the
 map without it on the same networks, Rain100H under 0.1 dB, and moved real haze by -0.1 to +0.7 dB
 (docs/real-weather.md).
