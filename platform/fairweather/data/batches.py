@@ -11,6 +11,7 @@ import collections
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,13 +76,9 @@ def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(scaled).permute(0, 3, 1, 2)
 
 
-class PairedBatches:
-    """Crops of the labeled pairs: ``rows`` are :data:`fairweather.data.views.PAIRED_COLUMNS` dicts.
-
-    clean_fraction: probability that a pair's input is replaced by its clean target (``train.clean_pair_fraction``),
-    so the network also learns to leave clear content alone.
-    weather_dropout: probability that a pair's weather is given as ``unknown`` (``train.weather_dropout``).
-    """
+class CropBatches:
+    """What both domains' batch builders hold: their rows, the rank's sampler, the crop side, the decode limit, and
+    the probability that an image's weather is given as ``unknown`` (``train.weather_dropout``)."""
 
     def __init__(
         self,
@@ -89,11 +86,23 @@ class PairedBatches:
         sampler: ShardSampler,
         crop: int,
         max_pixels: int,
-        clean_fraction: float = 0.0,
         weather_dropout: float = 0.0,
     ):
         self.rows, self.sampler, self.crop, self.max_pixels = rows, sampler, crop, max_pixels
-        self.clean_fraction, self.weather_dropout = clean_fraction, weather_dropout
+        self.weather_dropout = weather_dropout
+
+
+class PairedBatches(CropBatches):
+    """Crops of the labeled pairs: ``rows`` are :data:`fairweather.data.views.PAIRED_COLUMNS` dicts.
+
+    clean_fraction: probability that a pair's input is replaced by its clean target (``train.clean_pair_fraction``),
+    so the network also learns to leave clear content alone.
+    """
+
+    def __init__(self, *args: Any, clean_fraction: float = 0.0, **kwargs: Any):
+        """:class:`CropBatches`' arguments, and ``clean_fraction``."""
+        super().__init__(*args, **kwargs)
+        self.clean_fraction = clean_fraction
 
     def sample(self, pick: Pick) -> tuple[np.ndarray, np.ndarray, str]:
         """One pair's ``(degraded, target, weather)`` crops."""
@@ -121,20 +130,8 @@ class PairedBatches:
         }
 
 
-class RealBatches:
-    """Crops of the labeled real pool: ``rows`` are :data:`fairweather.data.views.REAL_COLUMNS` dicts;
-    ``weather_dropout`` as :class:`PairedBatches`'."""
-
-    def __init__(
-        self,
-        rows: list[dict],
-        sampler: ShardSampler,
-        crop: int,
-        max_pixels: int,
-        weather_dropout: float = 0.0,
-    ):
-        self.rows, self.sampler, self.crop, self.max_pixels = rows, sampler, crop, max_pixels
-        self.weather_dropout = weather_dropout
+class RealBatches(CropBatches):
+    """Crops of the labeled real pool: ``rows`` are :data:`fairweather.data.views.REAL_COLUMNS` dicts."""
 
     def sample(self, pick: Pick) -> tuple[np.ndarray, np.ndarray | None, str]:
         """One image's ``(input, pseudo-label or None, weather)`` crops."""

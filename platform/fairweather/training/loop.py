@@ -33,13 +33,11 @@ def batch_stream(
     train, seed, max_pixels = cfg.train, cfg.runtime.seed, cfg.data.max_image_pixels
     paired = [row for row in paired for _ in range(train.weather_repeats.of(row["weather"]))]
     sampler = ShardSampler(len(paired), rank, world, train.batch_size, seed)
-    dropout = train.weather_dropout
-    builders = [
-        PairedBatches(paired, sampler, train.crop_size, max_pixels, train.clean_pair_fraction, dropout)
-    ]
+    crops = {"crop": train.crop_size, "max_pixels": max_pixels, "weather_dropout": train.weather_dropout}
+    builders = [PairedBatches(paired, sampler, clean_fraction=train.clean_pair_fraction, **crops)]
     if real and train.real_batch_size:
         sampler = ShardSampler(len(real), rank, world, train.real_batch_size, seed)
-        builders.append(RealBatches(list(real), sampler, train.crop_size, max_pixels, dropout))
+        builders.append(RealBatches(list(real), sampler, **crops))
     return BatchPrefetcher(builders, start, train.loader_threads, train.prefetch_batches)
 
 
