@@ -13,10 +13,9 @@ once (no tile seams).
 The map also takes back part of the network's change where that does harm (``retreat``): on light rain the small
 network, unless told the weather (``model.nafnet.weather_film``), loses 0.6-2 dB (it darkens the whole image as if
 removing a veil the photo does not have; the fine detail of its change is worth under 0.2 dB either way on every
-real set), and a clear image is best left as it is. Learnt
-with the rest (the clean pairs teach "take it all back"), it cost Rain12 and Rain100L 0.4-1.5 dB less than the
-map without it on the same networks, Rain100H under 0.1 dB, and moved real haze by -0.1 to +0.7 dB
-(docs/real-weather.md).
+real set), and a clear image is best left as it is. Learnt with the rest (the clean pairs teach "take it all
+back"), it cost Rain12 and Rain100L 0.4-1.5 dB less than the map without it on the same networks, Rain100H under
+0.1 dB, and moved real haze by -0.1 to +0.7 dB (docs/real-weather.md).
 
 Features come from thumbnails (short side at most :data:`THUMB_SIDE`): the statistics then mean the same on a
 96-px training image and a 24-Mpx photo, and cost no memory that grows with the photo.
@@ -237,8 +236,9 @@ def calibrate_on_pairs(
     device: torch.device,
 ) -> Calibration:
     """Fit the calibration of ``model`` (in eval mode) on the first ``settings.max_pairs`` training pairs by
-    ``pair_id`` (each pair's input and its clean target, both restored by ``model`` told the pair's weather). Pairs larger than
-    :data:`FIT_SIDE` a side are downscaled first, so that imported photo-sized pairs cost what crops do."""
+    ``pair_id`` (each pair's input and its clean target, both restored by ``model`` told the pair's weather).
+    Pairs larger than :data:`FIT_SIDE` a side are downscaled first, so that imported photo-sized pairs cost what
+    crops do."""
     chosen = sorted(rows, key=lambda row: row["pair_id"])[: settings.max_pairs]
 
     def examples() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -69,10 +69,10 @@ class TrainBatch:
 
     def condition(self) -> torch.Tensor:
         """``(Np + Nr,)`` int64 weather conditions of the joint forward, paired rows first (unknown where the
-        batch names no weather)."""
+        batch names no weather), on the CPU: the network's forward moves them to the images' device."""
         paired = self.paired_weather or [None] * self.paired_input.shape[0]
         real = self.real_weather or [None] * self.num_real
-        return condition_tensor([*paired, *real]).to(self.paired_input.device)
+        return condition_tensor([*paired, *real])
 
 
 @dataclass
