@@ -1,0 +1,71 @@
+"""The two measuring tools of benchmarks/ that no other test runs: where a command's CPU goes, and the pairs-only
+probe of a setting on real pairs (tiny, so that neither rots)."""
+
+from __future__ import annotations
+
+import runpy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fairweather.stages.synth.driver import run_synth
+
+from .conftest import REPO
+from .train_fixtures import tiny_config
+
+
+@pytest.mark.parametrize(
+    ("name", "cmdline", "kind"),
+    [
+        ("ray::RayTrainWor", ["ray::RayTrainWorker.run_train_fn"], "ray::RayTrainWorker"),
+        ("ray::IDLE", ["ray::IDLE"], "ray::IDLE"),
+        ("raylet", ["/venv/lib/ray/core/src/ray/raylet/raylet", "--node_id=1"], "ray daemon: raylet"),
+        ("gcs_server", ["/venv/lib/ray/core/src/ray/gcs/gcs_server", "--port=1"], "ray daemon: gcs_server"),
+        ("python", ["/venv/bin/python", "-u", "-c", "import sys;exec(...)"], "pytest worker (xdist)"),
+        ("python", ["/venv/bin/python", "-m", "fairweather.cli", "train"], "python -m fairweather.cli"),
+        ("python", ["/venv/bin/python", "/x/holder.py", "run"], "python holder.py"),
+    ],
+)
+def test_a_process_counts_as_its_ray_class_daemon_or_command(name, cmdline, kind, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as `python benchmarks/...` has it
+    from cpu_by_process import kind_of
+
+    assert kind_of(name, cmdline) == kind
+
+
+def test_cpu_by_process_reports_the_command_it_ran_and_its_exit_code():
+    busy = (
+        "import time; t = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nraise SystemExit(3)"
+    )
+    command = [sys.executable, str(REPO / "benchmarks" / "cpu_by_process.py"), "--interval", "0.05", "--"]
+    done = subprocess.run([*command, sys.executable, "-c", busy], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("wall ") and "% idle" in lines[0]
+    (row,) = [line for line in lines if line.startswith("| python -c |")]
+    assert float(row.split(" | ")[2]) >= 0.2  # its CPU seconds, sampled
+
+
+def test_the_pairs_only_probe_trains_and_scores_every_set(tmp_path, model_cache, monkeypatch, capsys):
+    run_synth(tiny_config(tmp_path, model_cache))
+    rng = np.random.default_rng(0)
+    for name in ("rain_set", "sots_set"):
+        for kind in ("input", "target"):
+            (tmp_path / name / kind).mkdir(parents=True)
+            for index in range(2):
+                image = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+                Image.fromarray(image).save(tmp_path / name / kind / f"{index}.png")
+    argv = ["--tables", str(tmp_path / "tables"), "--steps", "2", "--threads", "1"]
+    argv += [str(tmp_path / "rain_set"), str(tmp_path / "sots_set"), "--", "train.crop_size=32"]
+    argv += ["train.batch_size=2", "train.calibration.max_pairs=4"]
+    monkeypatch.setattr("sys.argv", ["probe_pairs_only.py", *argv])
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # its sibling module probe_real_error
+    runpy.run_path(str(REPO / "benchmarks" / "probe_pairs_only.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "overrides: train.crop_size=32 train.batch_size=2 train.calibration.max_pairs=4" in out
+    assert "2 steps in" in out
+    for line in ("  rain_set ", "  sots_set ", "  all rain: alone ", "  all haze: alone "):
+        assert line in out, out
