@@ -6,6 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --isolated --disable-pip-version-check
+# The package is installed editable, so pip byte-compiled none of it. Where PYTHONDONTWRITEBYTECODE is set (it is on
+# this kind of machine) every process that imports it, each Ray worker included, compiles it again: 0.15 CPU-s for a
+# Ray Train worker, 0.85 for the stage modules together. Compiled once here (only what changed), they read the cache.
+BYTECODE := $(BIN)/python -m compileall -q platform/fairweather jobs
 
 .PHONY: venv demo test test-all lint format clean
 
@@ -18,14 +22,17 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
+	$(BYTECODE)
 	$(BIN)/fairweather demo --config smoke
 
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BYTECODE)
 	$(BIN)/pytest
 
 test-all: $(STAMP)
+	$(BYTECODE)
 	$(BIN)/pytest -m "not gpu"
 
 lint: $(STAMP)
