@@ -96,13 +96,18 @@ def busy_and_idle(before, after) -> tuple[float, float]:
     return total - idle, idle
 
 
-def table(seen: dict[int, Seen], busy: float, idle: float, wall: float) -> list[str]:
-    """The report: one row per kind, largest first, then the totals."""
-    cpu, count = defaultdict(float), defaultdict(int)
+def by_kind(seen: dict[int, Seen]) -> dict[str, tuple[int, float]]:
+    """``{kind: (processes, CPU seconds)}``, largest CPU first."""
+    count, cpu = defaultdict(int), defaultdict(float)
     for proc in seen.values():
-        cpu[proc.kind] += proc.cpu
         count[proc.kind] += 1
-    sampled = sum(cpu.values())
+        cpu[proc.kind] += proc.cpu
+    return {kind: (count[kind], cpu[kind]) for kind in sorted(cpu, key=cpu.get, reverse=True)}
+
+
+def table(kinds: dict[str, tuple[int, float]], busy: float, idle: float, wall: float) -> list[str]:
+    """The report: one row per kind, in ``kinds``' order, then what no sampled process accounts for."""
+    sampled = sum(cpu for _, cpu in kinds.values())
     lines = [
         f"wall {wall:.0f} s; machine busy {busy:.0f} CPU-s, idle {idle:.0f} CPU-s "
         f"({100 * idle / max(busy + idle, 1e-9):.1f} % idle)",
@@ -110,10 +115,8 @@ def table(seen: dict[int, Seen], busy: float, idle: float, wall: float) -> list[
         "| kind | processes | CPU s | share of busy |",
         "|---|---|---|---|",
     ]
-    for kind in sorted(cpu, key=cpu.get, reverse=True):
-        lines.append(
-            f"| {kind} | {count[kind]} | {cpu[kind]:.1f} | {100 * cpu[kind] / max(busy, 1e-9):.1f} % |"
-        )
+    for kind, (count, cpu) in kinds.items():
+        lines.append(f"| {kind} | {count} | {cpu:.1f} | {100 * cpu / max(busy, 1e-9):.1f} % |")
     lines.append(
         f"| (not sampled: older processes, kernel, exits between samples) | | {busy - sampled:.1f} | "
         f"{100 * (busy - sampled) / max(busy, 1e-9):.1f} % |"
@@ -140,12 +143,9 @@ def main() -> int:
         time.sleep(args.interval)
     sample(older, seen)
     wall, (busy, idle) = time.time() - start, busy_and_idle(before, psutil.cpu_times())
-    print("\n".join(table(seen, busy, idle, wall)))
+    kinds = by_kind(seen)
+    print("\n".join(table(kinds, busy, idle, wall)))
     if args.json:
-        kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-        for proc in seen.values():
-            kinds[proc.kind][0] += 1
-            kinds[proc.kind][1] += proc.cpu
         with open(args.json, "w") as out:
             json.dump({"wall_s": wall, "busy_cpu_s": busy, "idle_cpu_s": idle, "kinds": kinds}, out, indent=1)
     return child.returncode
