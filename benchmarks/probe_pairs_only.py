@@ -79,6 +79,10 @@ def main() -> None:
     print(f"smoke profile, overrides: {' '.join(overrides) or 'none'}")
     cfg = load_config("smoke", [f"train.iterations_per_round={args.steps}", "train.rounds=1", *overrides])
     rows = paired_view(TableStore(args.tables), "train").to_pylist()
+    if not rows:
+        sys.exit(
+            f"probe_pairs_only: no train pairs in {args.tables} (`fairweather synth` or `import-pairs` first)"
+        )
     start = time.perf_counter()
     teacher = train_teacher(cfg, rows, args.steps)
     trained = time.perf_counter() - start
