@@ -1,5 +1,5 @@
-"""The two measuring tools of benchmarks/ that no other test runs: where a command's CPU goes, and the pairs-only
-probe of a setting on real pairs (tiny, so that neither rots)."""
+"""The measuring tools of benchmarks/ that no other test runs: where a command's CPU goes, the pairs-only probe of a
+setting on real pairs, and the rain-streak probe (tiny, so that none rots)."""
 
 from __future__ import annotations
 
@@ -69,3 +69,41 @@ def test_the_pairs_only_probe_trains_and_scores_every_set(tmp_path, model_cache,
     assert "2 steps in" in out
     for line in ("  rain_set ", "  sots_set ", "  all rain: alone ", "  all haze: alone "):
         assert line in out, out
+
+
+def test_the_streak_probe_splits_the_error_and_measures_the_rain_taken_off(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from probe_rain_streaks import streak_stats
+
+    target = np.full((10, 10, 3), 100, dtype=np.uint8)
+    degraded = target.copy()
+    degraded[:, :2] += 40  # a fifth of the pixels are streaks, 40 levels brighter
+    degraded[:, 2:] += 2  # the rest a little brighter: below the threshold
+    halfway = degraded.copy()
+    halfway[:, :2] -= 20  # half the streaks taken off, the rest untouched
+    stats = streak_stats(degraded, target, halfway, threshold=8)
+    assert stats["cover"] == pytest.approx(0.2) and stats["bright"] == pytest.approx(40)
+    assert stats["in_streak"] == pytest.approx(0.2 * 1600) and stats["in_rest"] == pytest.approx(0.8 * 4)
+    assert stats["out_streak"] == pytest.approx(0.2 * 400) and stats["out_rest"] == pytest.approx(0.8 * 4)
+    assert stats["taken"] == pytest.approx(0.5)
+
+
+def test_the_streak_probe_prints_a_row_per_set_and_the_training_rain(
+    tmp_path, model_cache, monkeypatch, capsys
+):
+    run_synth(tiny_config(tmp_path, model_cache))
+    rng = np.random.default_rng(0)
+    for kind, offset in (("target", 0), ("input", 30)):
+        (tmp_path / "rain_set" / kind).mkdir(parents=True)
+        image = rng.integers(0, 200, (24, 32, 3), dtype=np.uint8) + np.uint8(offset)
+        Image.fromarray(image).save(tmp_path / "rain_set" / kind / "0.png")
+        rng = np.random.default_rng(0)  # the same scene, brighter
+    argv = ["probe_rain_streaks.py", "--tables", str(tmp_path / "tables"), str(tmp_path / "rain_set")]
+    monkeypatch.setattr("sys.argv", argv)
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    capsys.readouterr()  # the synth stage's line
+    runpy.run_path(str(REPO / "benchmarks" / "probe_rain_streaks.py"), run_name="__main__")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| set | pairs | streak pixels |") and "PSNR gain" not in lines[0]
+    assert lines[2] == "| rain_set | 1 | 100 % | 30 (30-30) |"
+    assert lines[3].startswith("| training rain | ")
