@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from fairweather.cli import main
 from fairweather.contracts.config import load_config, to_dict
 from fairweather.data.batches import to_tensor
 from fairweather.models import build_model, restore_tiled
+from fairweather.training.checkpoint_file import state_path
 from fairweather.training.restorer import load_restorer
 from fairweather.training.state import FORMAT_VERSION, save_state
 from fairweather.training.validate import to_uint8
@@ -244,10 +246,37 @@ def test_another_network_or_format_is_refused_naming_both(tmp_path, checkpoints,
     torch.save(newer, tmp_path / "newer.pt")
     err = refused(str(tmp_path / "newer.pt"))
     assert "future_key" in err and "does not load with this version of fairweather" in err
-    assert "cannot read checkpoint" in refused(str(tmp_path / "missing"))
+    err = refused(str(tmp_path / "missing"))
+    assert f"checkpoint {tmp_path / 'missing'} does not exist (a training run's folder" in err
+    assert "Errno" not in err  # one line of ours, not pyarrow's
     assert not (tmp_path / "out").exists()  # refused before anything was written
     # The matching explicit config is accepted.
     assert main(["restore", "--checkpoint", checkpoints["random"], *io_args, "--config", "smoke"]) == 0
+
+
+def test_a_training_runs_folder_means_its_newest_checkpoint(tmp_path, checkpoints, capsys):
+    run = tmp_path / "train" / "train-0123456789ab"
+    for name, kind in (
+        ("checkpoint_2026-12-06_10-00-00.000001", "random"),
+        ("checkpoint_2026-12-06_10-05-00.1", "identity"),
+    ):
+        shutil.copytree(checkpoints[kind], run / name)
+    (run / "checkpoint_manager_snapshot.json").write_text("{}")  # Ray Train's file beside them
+    (run / "checkpoint_2026-12-06_10-09-00.2").mkdir()  # one that never got its state: not a checkpoint
+    assert state_path(str(run)) == f"{run}/checkpoint_2026-12-06_10-05-00.1/state.pt"
+    image = pattern(16, 16)
+    write(tmp_path / "in" / "a.png", encoded(image, "PNG"))
+    argv = [
+        "restore",
+        "--checkpoint",
+        str(run),
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "a.png")), image)  # the identity network's
 
 
 def test_every_file_failing_is_an_error(tmp_path, checkpoints, capsys):

@@ -77,7 +77,10 @@ def _add_config_arguments(
 
 def _add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--checkpoint", required=True, help="a training checkpoint folder (state.pt) or a run's model.pt"
+        "--checkpoint",
+        required=True,
+        help="a training run's folder (runs/<profile>/train/<run>: its newest checkpoint), one checkpoint_* "
+        "folder in it (state.pt), or a run's model.pt",
     )
     parser.add_argument("--input", required=True, help="a folder of images (recursive) or one image file")
     parser.add_argument("--output", required=True, help="folder for the results (never the input's folder)")
@@ -102,7 +105,8 @@ def _add_restore_arguments(parser: argparse.ArgumentParser) -> None:
 _PSEUDOLABEL_SHOW = (
     "`pseudolabel show IMAGE_ID [--lineage NAME]` prints one pool image's pseudo-label history instead (every "
     "round and source: candidate file, scores, guard values, combined score, decision, times; and where the "
-    "current pseudo-label is); IMAGE_ID: its sha256 or a unique prefix; default lineage: the most recent one."
+    "current pseudo-label is); IMAGE_ID: its sha256 or a unique prefix, or the pool file's name or path; default "
+    "lineage: the most recent one."
 )
 
 
@@ -123,7 +127,8 @@ def _add_pseudolabel_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = f"{_PSEUDOLABEL_SHOW} {parser.epilog or ''}".rstrip()
     parser.add_argument(
         "--checkpoint",
-        help="a training checkpoint folder (state.pt) or model.pt (default: the init candidates)",
+        help="a training run's folder (its newest checkpoint), one checkpoint_* folder in it (state.pt), or a "
+        "model.pt (default: the init candidates)",
     )
     parser.add_argument(
         "--round", type=int, default=None, help="round of the checkpoint's candidates (default: 1; init is 0)"

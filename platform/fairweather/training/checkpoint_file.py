@@ -28,8 +28,13 @@ STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
 #: Bumped when the layout of the state dict changes.
 FORMAT_VERSION = 1
+#: Ray Train's name of each checkpoint folder in a training run's folder: ``checkpoint_<date>_<time>``.
+CHECKPOINT_PREFIX = "checkpoint_"
 #: What a checkpoint path should name, for the error of a missing one.
-EXPECTED = f" (a folder holding {STATE_FILE} or {MODEL_FILE}, or such a file)"
+EXPECTED = (
+    f" (a training run's folder, runs/<profile>/train/<run>, for its newest {CHECKPOINT_PREFIX}* folder; one of "
+    f"those folders; or a {STATE_FILE} or {MODEL_FILE} file)"
+)
 
 
 class CheckpointError(FairweatherError):
@@ -38,13 +43,25 @@ class CheckpointError(FairweatherError):
 
 def state_path(path: str) -> str:
     """The state file of a checkpoint: ``<folder>/state.pt`` of a training checkpoint, ``<folder>/model.pt`` of a
-    run's ``model`` artifact folder, or ``path`` itself when it names a file."""
+    run's ``model`` artifact folder, the newest checkpoint's ``state.pt`` of a training run's folder (Ray Train
+    names them ``checkpoint_<date>_<time>``, so the last by name is the last written: the job's final one, with
+    its calibration), or ``path`` itself when it names a file."""
     fs, local = filesystem_for(path)
     if fs.get_file_info(local).type != pafs.FileType.Directory:
         return path
     for name in (STATE_FILE, MODEL_FILE):
         if fs.get_file_info(f"{local}/{name}").type == pafs.FileType.File:
             return f"{path.rstrip('/')}/{name}"
+    folders = fs.get_file_info(pafs.FileSelector(local))
+    saved = sorted(
+        info.base_name
+        for info in folders
+        if info.type == pafs.FileType.Directory
+        and info.base_name.startswith(CHECKPOINT_PREFIX)
+        and fs.get_file_info(f"{info.path}/{STATE_FILE}").type == pafs.FileType.File
+    )
+    if saved:
+        return f"{path.rstrip('/')}/{saved[-1]}/{STATE_FILE}"
     return f"{path.rstrip('/')}/{STATE_FILE}"  # missing: the error below names what was expected
 
 
@@ -53,6 +70,8 @@ def read_file(path: str, what: str = "checkpoint", expected: str = "") -> bytes:
     line (``expected`` says what should have been there)."""
     try:
         data = read_bytes(path)
+    except FileNotFoundError as err:  # pyarrow's own text adds nothing to "does not exist"
+        raise CheckpointError(f"{what} {path} does not exist{expected}") from err
     except OSError as err:
         raise CheckpointError(f"cannot read {what} {path}{expected}: {err}") from err
     if not data:

@@ -544,6 +544,11 @@ def history_text(store: TableStore, ref: str, lineage: str | None = None) -> str
             "guards: col = guard_colour, tex = guard_texture, grid = guard_grid, str = guard_structure"
         )
     lines += _table(header, body)
+    stored = sorted(
+        {str(PurePosixPath(r["candidate_uri"]).parent) for r in history if r["source"] != INPUT_SOURCE}
+    )
+    if stored:
+        lines.append(f"candidate files in: {', '.join(resolve_uri(store.root, folder) for folder in stored)}")
     current = next((row for row in history if row["selected"]), None)
     if current is None:
         lines.append("current pseudo-label: none in this lineage yet")

@@ -55,19 +55,32 @@ def _as_dicts(rows: list[dict]) -> list[dict]:
     return rows
 
 
+def pool_ids_of_file(store: TableStore, ref: str) -> list[str]:
+    """The ``image_id`` of every ``pool`` row whose file ``ref`` names: its uri, or the uri's last parts
+    (``photo.jpg``, ``rain/photo.jpg``)."""
+    pool = store.read("pool", ["image_id", "uri"]).to_pylist()
+    tail = "/" + ref.lstrip("./")
+    return sorted({row["image_id"] for row in pool if row["uri"] == ref or row["uri"].endswith(tail)})
+
+
 def resolve_image_id(store: TableStore, ref: str) -> str:
-    """The full ``image_id`` in ``pseudo_labels`` that ``ref`` names: itself, or a unique prefix of one.
-    A user error (one line) for an empty table, an unknown id or an ambiguous prefix."""
-    ref = ref.strip().lower()
+    """The full ``image_id`` in ``pseudo_labels`` that ``ref`` names: itself, a unique prefix of one, or the pool
+    file it was listed from (its path or name). A user error (one line) for an empty table, an unknown id or file,
+    or an ambiguous one."""
+    ref = ref.strip()
     ids = store.read(TABLE, ["image_id"]).column("image_id")
     if len(ids) == 0:
         raise FairweatherError(f"no pseudo-labels under {store.root}: run `fairweather pseudolabel` first")
-    matches = sorted(set(ids.filter(pc.starts_with(ids, ref)).to_pylist())) if ref else []
-    if ref in matches:
-        return ref
+    prefix = ref.lower()
+    matches = sorted(set(ids.filter(pc.starts_with(ids, prefix)).to_pylist())) if prefix else []
+    if prefix in matches:
+        return prefix
+    if not matches and ref:
+        matches = [image_id for image_id in pool_ids_of_file(store, ref) if image_id in set(ids.to_pylist())]
     if not matches:
         raise FairweatherError(
-            f"no image id {ref!r} (nor one starting with it) in the pseudo_labels under {store.root}"
+            f"no image id {ref!r} (nor one starting with it, nor a pool file of that name) in the pseudo_labels "
+            f"under {store.root}"
         )
     if len(matches) > 1:
         shown = ", ".join(m[:16] for m in matches[:4]) + (", ..." if len(matches) > 4 else "")
