@@ -282,6 +282,9 @@ def test_split_argument_overrides_folder_names_and_the_hash(tmp_path, capsys):
     cfg = load_config("smoke", [f"data.tables={tmp_path / 'tables'}"])
     summary = run_import_pairs(cfg, str(root), "generic", "set", weather="haze", split="val")
     assert summary.splits == {"train": 0, "val": 2, "test": 0}
+    assert "split by a hash" not in capsys.readouterr().out
+    run_import_pairs(cfg, str(root), "generic", "other", weather="haze")  # b is in no train/test folder
+    assert "1 pair(s) split by a hash of their target" in capsys.readouterr().out
 
 
 def _linked_pairs(tmp_path: Path) -> Path:

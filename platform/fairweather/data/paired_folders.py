@@ -166,6 +166,8 @@ class FolderImport:
     #: Targets that no input used, and images below neither an input nor a target folder (e.g. ``mask/``).
     unused_targets: int = 0
     other_files: int = 0
+    #: Pairs split by the hash of their target (no split given, no split word in a folder above them).
+    hash_split: int = 0
     #: The listing's skipped entries (hidden, dangling or outside links, ...) by reason.
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
@@ -324,6 +326,7 @@ def scan_paired_folder(
             f"folder that holds both the input and the target folders"
         )
     pairs, unmatched, unreadable, mismatch, duplicates, used, ids = [], [], [], [], [], set(), set()
+    hashed = 0
     for places, parts, uri in inputs:
         stems = _target_stems(PurePosixPath(parts[-1]).stem, rules)
         target = next(
@@ -362,6 +365,7 @@ def scan_paired_folder(
         u = hash_fraction(f"{dataset}/{'/'.join(_relative_parts(target, root))}")
         given = split or _split_of_folders((PurePosixPath(root).name, *places[0][0]))
         pair_split = split_for(u, val_fraction, test_fraction) if given is None else given
+        hashed += given is None
         if (
             given == "train" and split is None
         ):  # the set's own test split; its training part lends pairs to val
@@ -376,4 +380,5 @@ def scan_paired_folder(
         unused_targets=len(set(targets.values()) - used),
         other_files=other,
         skipped=skipped,
+        hash_split=hashed,
     )

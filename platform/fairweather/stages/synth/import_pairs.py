@@ -140,6 +140,12 @@ def run_import_pairs(
         f"train/val/test {'/'.join(str(n) for n in summary.splits.values())}; {rows} table row(s) written to "
         f"{cfg.data.tables} in {summary.seconds:.1f}s"
     )
+    if found.hash_split and summary.splits["train"]:
+        say(
+            f"import-pairs: {found.hash_split} pair(s) split by a hash of their target (no train/test folder "
+            "above them): a benchmark's test set belongs whole in test (--split test), or evaluate scores only "
+            "its share"
+        )
     for line in problems:
         say(line)
     return summary
