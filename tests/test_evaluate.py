@@ -123,6 +123,16 @@ def test_report_table_layout_quoted_rows_and_na_cells():
     assert second.set_index("method").loc["Paper A (quoted)", "Overall VLM-Vis ↑"] == "0.387"
 
 
+def test_a_paper_table_with_no_metric_configured_is_one_note_not_a_table_of_n_a(tmp_path: Path):
+    frame = per_image([(m, "set", "rain", "piqe", v) for m, v in (("input", 40.0), ("ours", 30.0))])
+    info = report_info(metrics=("piqe",), reference_metrics=(), unavailable={})
+    write_report(tmp_path, frame, weather_means(frame), info, higher_better=HIGHER)
+    text = (tmp_path / "report.md").read_text()
+    assert "### Table" not in text and "n/a (not configured)" not in text
+    assert "- Paper A's Table 1 and Table 2 left out: no metric they show is configured" in text
+    assert "### Other no-reference metrics" in text
+
+
 def test_report_files_with_ablation(tmp_path: Path):
     rows = [
         (m, "set", w, "musiq", v)
@@ -277,12 +287,18 @@ def evaluation_setup(tmp_path_factory, model_cache):
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_evaluate_job_end_to_end(evaluation_setup):
+def test_evaluate_job_end_to_end(evaluation_setup, capsys):
     from fairweather.stages.evaluate.driver import run_evaluate
 
     root, cfg = evaluation_setup
     logger = DiskLogger(root / "logger")
     summary = run_evaluate(cfg, logger)
+    out = capsys.readouterr().out  # the overall means of every set, then of all of them, on the console
+    header = next(line for line in out.splitlines() if "paired:test (6 images), overall:" in line)
+    assert header.split()[-6:] == ["PIQE", "↓", "PSNR", "↑", "SSIM", "↑"]
+    perfect = next(line for line in out.splitlines() if line.startswith("    perfect "))
+    assert float(perfect.split()[2]) > 60  # its PSNR against the clean targets
+    assert out.index("paired:test (6 images)") < out.index("real (") < out.index("all (")
     assert summary.images == 9 and summary.failed == 3  # broken.png, once per method that reads it
     assert summary.unavailable == {"musiq": "weights missing"}
     assert summary.scored == 6 * 4 - 1 + 2 * 3 and set(summary.metric_seconds) == {"piqe", "psnr", "ssim"}

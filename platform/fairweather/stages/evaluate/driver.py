@@ -41,7 +41,13 @@ from fairweather.metrics import METRICS, missing_weights
 from fairweather.stages.engine.pipeline import Scoring, Sizing, restore_and_score
 from fairweather.stages.engine.rows import CheckpointRef, OutputFolder
 from fairweather.stages.evaluate.io import INPUT_METHOD, TestSet, list_test_set, metric_rows, work_rows
-from fairweather.stages.evaluate.report import TARGET, ReportInfo, weather_means, write_report
+from fairweather.stages.evaluate.report import (
+    TARGET,
+    ReportInfo,
+    console_lines,
+    weather_means,
+    write_report,
+)
 from fairweather.stages.infra.console import progress, say
 from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.runtime import check_output_locations, ray_session
@@ -196,10 +202,13 @@ def _key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)
 
 
-def run_evaluate(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> EvaluateSummary:
+def run_evaluate(
+    cfg: FairweatherConfig, logger: MetricLogger | None = None, *, show_means: bool = True
+) -> EvaluateSummary:
     """Score ``evaluate.checkpoints``, the inputs and ``evaluate.baseline_folders`` on ``evaluate.test_sets``.
 
-    logger: the tracking run to log into (default: a new MLflow run, closed here).
+    logger: the tracking run to log into (default: a new MLflow run, closed here). show_means: print each test
+    set's overall means on the console (the pipeline prints its own summary instead).
     """
     ev, store = cfg.evaluate, TableStore(cfg.data.tables)
     checkpoints = _checkpoints(cfg)
@@ -260,7 +269,7 @@ def run_evaluate(cfg: FairweatherConfig, logger: MetricLogger | None = None) -> 
         if checkpoints:
             runs["fairweather.training_run"] = ",".join(sorted({c.training_run for c in checkpoints}))
         run.set_tags({"fairweather.run_name": run_name, **runs})
-        summary = _evaluate(cfg, run, rows, checkpoints, info, Path(report_dir))
+        summary = _evaluate(cfg, run, rows, checkpoints, info, Path(report_dir), show_means)
     say(
         f"evaluate: {summary.images} images x {len(methods)} method(s): {summary.scored} scored, {summary.failed} "
         f"failed in {summary.seconds:.1f}s; report in {report_dir}"
@@ -275,6 +284,7 @@ def _evaluate(
     checkpoints: list[CheckpointRef],
     info: ReportInfo,
     report_dir: Path,
+    show_means: bool,
 ) -> EvaluateSummary:
     """Run the pipeline, then write the tables and the report and log them; every work row is accounted for."""
     ev, store = cfg.evaluate, TableStore(cfg.data.tables)
@@ -318,6 +328,10 @@ def _evaluate(
         info = dataclasses.replace(
             info, notes=(*info.notes, f"{len(failures)} (image, method) rows failed: {reasons}")
         )
+    if show_means:
+        say("evaluate: the mean over each test set's images (per weather in the report):")
+        for line in console_lines(means, info, higher):
+            say(f"  {line}")
     files = write_report(report_dir, frame, means, info, higher_better=higher, thumbnails=thumbnails)
     for path in files:
         run.log_artifact(path, "report" if path.parent == report_dir else f"report/{path.parent.name}")

@@ -8,7 +8,7 @@ state, so they compare with ours only in spirit. METHOD.md quotes the "Overall" 
 from __future__ import annotations
 
 #: Where the quoted rows come from, printed under every table that shows them.
-SOURCE = "Xu et al., ECCV 2024 (Paper A), Overall column as quoted in METHOD.md"
+SOURCE = "Xu et al., ECCV 2024 (Paper A), the Overall column of its Tables 1 and 2 and of its ablation"
 
 #: method -> {metric: Overall value} (NIMA / MUSIQ / CLIP-IQA / LIQE / Q-Align / VLM-Vis).
 PUBLISHED_OVERALL: dict[str, dict[str, float]] = {

@@ -157,7 +157,7 @@ def _evaluate(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict
     evaluate = dataclasses.replace(
         cfg.evaluate, checkpoints=(f"{default_lineage(cfg)}={state['checkpoint']}",)
     )
-    summary = _as_dict(run_evaluate(dataclasses.replace(cfg, evaluate=evaluate), logger))
+    summary = _as_dict(run_evaluate(dataclasses.replace(cfg, evaluate=evaluate), logger, show_means=False))
     state["report_dir"] = summary["report_dir"]
     return summary
 
