@@ -166,7 +166,7 @@ def test_a_large_image_is_restored_in_tiles(tmp_path, checkpoints):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "big.png")), restored)
 
 
-def test_the_network_is_told_the_weather_given_or_named_by_the_folder(tmp_path, checkpoints):
+def test_the_network_is_told_the_weather_given_or_named_by_the_folder(tmp_path, checkpoints, capsys):
     """--weather for every file; without it, a file's folder (rain/, hazy/) names its weather, else unknown."""
     restorer = load_restorer(checkpoints["conditioned"])
     rgb = pattern(40, 56)
@@ -174,7 +174,10 @@ def test_the_network_is_told_the_weather_given_or_named_by_the_folder(tmp_path, 
         write(tmp_path / "in" / folder / "a.png", encoded(rgb, "PNG"))
     argv = ["restore", "--checkpoint", checkpoints["conditioned"], "--input", str(tmp_path / "in")]
     assert main([*argv, "--output", str(tmp_path / "hinted")]) == 0
+    told = "restore: the network was told the weather: haze 1, rain 1, unknown 1 (--weather, else a folder"
+    assert told in capsys.readouterr().out
     assert main([*argv, "--output", str(tmp_path / "snow"), "--weather", "snow"]) == 0
+    assert "restore: the network was told the weather: snow 3\n" in capsys.readouterr().out
     expected = {weather: restorer.restore(rgb, weather) for weather in ("rain", "haze", "snow", None)}
     assert len({e.tobytes() for e in expected.values()}) == 4  # each weather restores differently
     for folder, weather in (("rain", "rain"), ("hazy", "haze"), ("other", None)):
@@ -246,6 +249,19 @@ def test_another_network_or_format_is_refused_naming_both(tmp_path, checkpoints,
     torch.save(newer, tmp_path / "newer.pt")
     err = refused(str(tmp_path / "newer.pt"))
     assert "future_key" in err and "does not load with this version of fairweather" in err
+    (tmp_path / "nothing").mkdir()
+    err = main(
+        [
+            "restore",
+            "--checkpoint",
+            checkpoints["random"],
+            "--input",
+            str(tmp_path / "nothing"),
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert err == 2 and f"--input '{tmp_path / 'nothing'}' lists no image files" in capsys.readouterr().err
     err = refused(str(tmp_path / "missing"))
     assert f"checkpoint {tmp_path / 'missing'} does not exist (a training run's folder" in err
     assert "Errno" not in err  # one line of ours, not pyarrow's

@@ -2,8 +2,8 @@
 
 generate data -> build the tiny models -> ``fairweather pipeline`` (label -> initial pseudo-labels -> stage-1
 prompts -> training rounds -> evaluation report) -> a 2-trial ``fairweather sweep`` of the loss weights, all on one
-private local Ray; then the numbers a person looks at: the input vs. restored PSNR/SSIM on the synthetic test split,
-where the report is, and how to open MLflow's compare view of the sweep. ``--pool DIR`` labels and trains on a
+private local Ray; then the numbers a person looks at: the input vs. restored PSNR/SSIM on the synthetic test split
+and where the report is (the sweep's own lines, just above them, say how to open MLflow's compare view). ``--pool DIR`` labels and trains on a
 folder of real photos instead of the generated pool (the labeled pairs are still generated).
 """
 
@@ -124,8 +124,6 @@ def _print_closing(
             + ("the trained network wins" if wins else "the trained network does NOT beat the input")
         )
     say(f"evaluation report: {pipeline.report_dir}")
-    if sweep is not None and sweep.mlflow_ui:
-        say(f"compare the sweep's trials in MLflow: {sweep.mlflow_ui}, then open {sweep.compare_url}")
     say(
         "Note: the VLM, CLIP and Depth Anything here are tiny random models, so the VLM ratings and the CLIP and "
         "depth loss terms mean nothing; PSNR/SSIM on the pairs and PIQE/NIQE everywhere are real metrics. The "

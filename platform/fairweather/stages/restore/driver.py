@@ -119,7 +119,9 @@ def run_restore(
         _failure(n, "list", "bad_name", "file name is not UTF-8 (shown escaped)") for n in plan.bad_names
     ]
     start = time.perf_counter()
+    told: Counter[str] = Counter()
     for source_uri, target in tqdm(plan.jobs, desc="restore", unit="image", disable=None):
+        told[weather or folder_hint(source_uri) or "unknown"] += 1
         failure = restore_file(restorer, source_uri, target, weather or folder_hint(source_uri))
         if failure is not None:
             log.warning("restore: skipped %s (%s: %s)", source_uri, failure["stage"], failure["message"])
@@ -146,6 +148,11 @@ def run_restore(
         + (f" ({not_listed})" if not_listed else "")
         + f"; {restored} restored into {output}, {len(failures)} failed in {seconds:.1f}s"
     )
+    model = restorer.cfg.model
+    if model.arch == "nafnet" and model.nafnet.weather_film and told:  # what a conditioned network was told
+        said = ", ".join(f"{name} {n}" for name, n in sorted(told.items()))
+        hint = "" if weather else " (--weather, else a folder named rain/, hazy/, snowy/... above the file)"
+        say(f"restore: the network was told the weather: {said}{hint}")
     if failures and not restored:
         reasons = Counter(f"{f['stage']}:{f['reason']}" for f in failures).most_common(3)
         raise NothingRestoredError(

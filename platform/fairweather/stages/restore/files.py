@@ -87,7 +87,7 @@ def plan_restore(source: str, output: str, *, follow_links_out: bool = False) ->
             f"refusing to write into the input folder: output {output!r} is "
             f"{'the input folder' if out_real == in_real else 'inside the input folder'} {source!r}"
         )
-    listing = list_pool(source, follow_links_out=follow_links_out)
+    listing = list_pool(source, follow_links_out=follow_links_out, what="--input")
     jobs = []
     for item in listing.items:
         uri = str(item["uri"])
