@@ -172,7 +172,7 @@ def test_the_check_without_torch_reads_what_the_full_load_reads_and_the_same_ref
     torch.save({"format": 99}, tmp_path / "old.pt")
     with pytest.raises(CheckpointError, match="has format 99, this code reads 1"):
         peek_state(tmp_path / "old.pt")
-    with pytest.raises(CheckpointError, match=r"nowhere \(a folder holding state\.pt or model\.pt"):
+    with pytest.raises(CheckpointError, match=r"nowhere does not exist \(a training run's folder"):
         peek_state(tmp_path / "nowhere")
 
 
