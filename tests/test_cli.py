@@ -45,6 +45,25 @@ def test_every_subcommand_exists_with_help(capsys):
         assert "--config" in out and (name == "config" or COMMANDS[name].help.split()[0] in out)
 
 
+def test_verbose_goes_before_or_after_the_command_and_version_prints_the_package_version(capsys):
+    parser = build_parser()
+    assert (
+        parser.parse_args(["-v", "demo"]).verbose and parser.parse_args(["demo", "-v", "--no-sweep"]).verbose
+    )
+    assert not parser.parse_args(["demo"]).verbose
+    with pytest.raises(SystemExit) as done:
+        parser.parse_args(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("fairweather ")
+
+
+def test_pseudolabel_show_help_is_help_and_show_alone_asks_for_the_image(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["pseudolabel", "show", "--help"])
+    assert done.value.code == 0 and "IMAGE_ID: its sha256" in capsys.readouterr().out
+    assert main(["pseudolabel", "show", f"runtime.runs_dir={tmp_path}"]) == 2
+    assert "pseudolabel show needs an IMAGE_ID" in capsys.readouterr().err
+
+
 def test_one_dispatch_table_of_plain_functions():
     """Every subcommand, config show and import-pairs included, is one entry of COMMANDS whose ``run`` is a function
     (its stage imported inside it): no module:function strings, no second dispatch path."""

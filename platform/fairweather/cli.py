@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import fairweather
 from fairweather.contracts.config import FairweatherConfig, load_config, load_sweep, to_dict, to_yaml
 from fairweather.contracts.errors import FairweatherError, JobFailedError
 from fairweather.contracts.redact import redact, redact_text
@@ -63,13 +64,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_config_arguments(
-    parser: argparse.ArgumentParser, overrides_action: type[argparse.Action] | None = None
+    parser: argparse.ArgumentParser,
+    overrides_action: type[argparse.Action] | None = None,
+    *,
+    default: str | None = "smoke",
+    default_text: str = "smoke",
 ) -> None:
     parser.add_argument(
         "--config",
-        default="smoke",
+        default=default,
         help="shipped profile name (smoke, paper; a folder of that name in the current directory does not "
-        "shadow it) or a YAML file (default: smoke)",
+        f"shadow it) or a YAML file (default: {default_text})",
     )
     extra = {} if overrides_action is None else {"action": overrides_action}
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides", **extra)
@@ -117,9 +122,10 @@ class _PseudolabelPositionals(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
         values = list(values or [])
         if values[:1] == ["show"]:
-            if len(values) < 2 or "=" in values[1]:
-                parser.error("pseudolabel show needs an IMAGE_ID (its sha256 or a unique prefix)")
-            namespace.action, namespace.image_id, values = "show", values[1], values[2:]
+            # Without one the command says so; not here, where it would come before a --help after `show`.
+            given = len(values) > 1 and "=" not in values[1]
+            namespace.action, namespace.image_id = "show", values[1] if given else None
+            values = values[1 + given :]
         namespace.overrides = values
 
 
@@ -143,9 +149,9 @@ def _add_pseudolabel_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_config_arguments(parser)
+    # None: the sweep file's own base profile
+    _add_config_arguments(parser, default=None, default_text="the sweep file's `base`")
     parser.add_argument("--sweep", required=True, help="the sweep file (e.g. sweeps/smoke.yaml)")
-    parser.set_defaults(config=None)  # None: the sweep file's own base profile
 
 
 def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -232,6 +238,10 @@ def _demo(args: argparse.Namespace, cfg: FairweatherConfig) -> object:
 
 def _pseudolabel(args: argparse.Namespace, cfg: FairweatherConfig) -> object:
     if args.action == "show":
+        if args.image_id is None:
+            raise FairweatherError(
+                "pseudolabel show needs an IMAGE_ID (its sha256 or a unique prefix, or the pool file's name or path)"
+            )
         if args.checkpoint is not None or args.round is not None:
             raise FairweatherError(
                 "pseudolabel show reads the pseudo_labels table: --checkpoint/--round do not apply"
@@ -417,20 +427,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Semi-supervised adverse-weather image restoration on Ray (Xu et al. 2024; Tan et al. 2023).",
         epilog=f"{CONFIG_KEYS_HELP} {EXIT_CODES}",
     )
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="stream the run log (<runs_dir>/logs/<command>-<timestamp>.log: Ray, library and debug output) to "
-        "the console too",
+    verbose = (
+        "stream the run log (<runs_dir>/logs/<command>-<timestamp>.log: Ray, library and debug output) to the "
+        "console too"
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose)
+    parser.add_argument("--version", action="version", version=f"fairweather {fairweather.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
-        command.arguments(
-            sub.add_parser(
-                name, help=command.help, description=command.help, epilog=f"{CONFIG_KEYS_HELP} {EXIT_CODES}"
-            )
+        command_parser = sub.add_parser(
+            name, help=command.help, description=command.help, epilog=f"{CONFIG_KEYS_HELP} {EXIT_CODES}"
         )
+        # Also after the command (where a person adds it), without resetting one given before it.
+        command_parser.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose
+        )
+        command.arguments(command_parser)
     return parser
 
 
