@@ -161,6 +161,7 @@ def test_init_then_round_replaces_only_improvements_keeps_history_and_reruns_cha
     assert (init.candidates, init.replaced, init.unchanged, init.errors) == (11, 4, 0, 3)
     assert selected(cfg, ids) == {"0": "bright", "1": "bright", "2": "input", "3": "input"}
     assert init.unmatched == {"bright": 1} and init.per_weather["overall"]["count"] == 4
+    assert init.label_sources == {"bright": 2, "input": 2}
     errors = TableStore(cfg.data.tables).read("errors").to_pylist()
     kinds = sorted((Path(e["uri"]).name, e["stage"], e["error_type"].split(":")[0]) for e in errors)
     assert kinds == [("3.png", f"pseudolabel:{LINEAGE}:bright", "write"),
@@ -186,6 +187,7 @@ def test_init_then_round_replaces_only_improvements_keeps_history_and_reruns_cha
     # input is scored once per lineage, in the first round that can)
     assert (one.candidates, one.replaced, one.unchanged, one.errors) == (0, 2, 2, 2)
     assert selected(cfg, ids) == {"0": "bright", "1": "bright", "2": "ema@round-1", "3": "ema@round-1"}
+    assert one.label_sources == {"bright": 2, "ema@round-1": 2}
     rows = history(cfg)
     assert len(rows) == 15 and all(row["decided"] for row in rows.values())
     old = rows[(ids["2"], 0, "input")]

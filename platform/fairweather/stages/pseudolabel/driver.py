@@ -89,6 +89,8 @@ class PseudolabelSummary:
     note: str = ""
     #: Folder sources -> pool images they have no output for.
     unmatched: dict[str, int] = field(default_factory=dict)
+    #: Source -> images whose pseudo-label it is after the update, most first.
+    label_sources: dict[str, int] = field(default_factory=dict)
 
 
 def candidates_dir(cfg: FairweatherConfig) -> str:
@@ -283,7 +285,7 @@ def _update(
     replaced, unchanged = decide(store, lineage, rule, datetime.now(timezone.utc))
     _write_errors(store, failures, succeeded)
     store.compact("pseudo_labels")
-    mean, per_weather = selected_stats(store, lineage)
+    mean, per_weather, label_sources = selected_stats(store, lineage)
     return PseudolabelSummary(
         lineage=lineage,
         round=round_index,
@@ -296,6 +298,7 @@ def _update(
         seconds=round(time.perf_counter() - start, 3),
         seconds_by_part={k: round(v, 3) for k, v in sorted(seconds_by_part.items())},
         unmatched=unmatched,
+        label_sources=label_sources,
     )
 
 
@@ -349,6 +352,11 @@ def _print(summary: PseudolabelSummary) -> None:
     say(
         f"pseudolabel {summary.lineage} round {summary.round}: {summary.candidates} candidates, {summary.replaced} "
         f"pseudo-labels replaced, {summary.unchanged} kept, {summary.errors} errors in {summary.seconds:.1f}s"
+        + (
+            "; labels now from " + ", ".join(f"{s} {n}" for s, n in summary.label_sources.items())
+            if summary.label_sources
+            else ""
+        )
     )
     if summary.per_weather:  # the console: the overall line; the run log: every weather
         for weather, s in summary.per_weather.items():

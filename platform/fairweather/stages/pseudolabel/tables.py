@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime
 
 import numpy as np
@@ -204,9 +204,13 @@ def decide(store: TableStore, lineage: str, rule: Rule, now: datetime) -> tuple[
     return replaced, len(pending) - replaced
 
 
-def selected_stats(store: TableStore, lineage: str) -> tuple[float, dict[str, dict[str, float]]]:
-    """Mean combined score of the lineage's pseudo-labels, and per weather their count, mean and quantiles."""
+def selected_stats(
+    store: TableStore, lineage: str
+) -> tuple[float, dict[str, dict[str, float]], dict[str, int]]:
+    """Mean combined score of the lineage's pseudo-labels, per weather their count, mean and quantiles, and how
+    many came from each source (``input``, ``warmup``, ``ema@round-1``, ...)."""
     rows = [row for row in lineage_rows(store, lineage) if row["selected"]]
+    sources = dict(Counter(row["source"] for row in rows).most_common())
     by_weather: dict[str, list[float]] = defaultdict(list)
     for row in rows:
         by_weather[row["weather"]].append(row["combined_score"])
@@ -219,4 +223,4 @@ def selected_stats(store: TableStore, lineage: str) -> tuple[float, dict[str, di
         }
         for weather, values in sorted(by_weather.items())
     }
-    return (stats["overall"]["mean"] if rows else math.nan), stats
+    return (stats["overall"]["mean"] if rows else math.nan), stats, sources

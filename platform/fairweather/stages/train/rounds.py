@@ -234,7 +234,9 @@ def _update(
     summary = pseudolabel(cfg, run, lineage=name, checkpoint=checkpoint, round_index=round_index)
     rows = lineage_rows(store, name)
     log_selection_plot(run, rows, round_index)
-    log_audit_grid(run, cfg.runtime, store, rows, round_index, name)
+    audit = log_audit_grid(run, cfg.runtime, store, rows, round_index, name)
+    if audit is not None:
+        say(f"  pseudo-label audit of round {round_index} (input | previous label | new candidate): {audit}")
     if run is not parent:
         headline = {"pseudo/replaced": float(summary.replaced)}
         if math.isfinite(summary.mean_combined):
