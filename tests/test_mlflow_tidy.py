@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -258,6 +259,10 @@ def test_the_printed_compare_url_opens_a_view_of_the_objective_against_every_sam
     assert chart["metricSectionId"] == state["compareRunSections"][0]["uuid"]
 
     command, url = ui_links(cfg, parent, ["a"], view=key)
+    program = command.split(" ui --backend-store-uri ")[0]  # runs as pasted, without an activated venv
+    assert (
+        program == "mlflow" or Path(program).resolve() == (Path(sys.executable).parent / "mlflow").resolve()
+    )
     assert url.endswith(
         f"/?workflowType=machine_learning#/experiments/{parent.experiment_id}/runs"
         "?compareRunsMode=CHART&viewStateShareKey=sweep-w"

@@ -25,8 +25,10 @@ import logging
 import math
 import os
 import secrets
+import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -535,6 +537,18 @@ def sweep_view(
     return key
 
 
+def mlflow_command() -> str:
+    """``mlflow`` when the shell finds it, else the path of the one installed beside this Python (a virtual
+    environment that is not activated: ``.venv/bin/mlflow``), so the printed command runs as pasted."""
+    beside = Path(sys.executable).parent / "mlflow"
+    if shutil.which("mlflow") or not beside.exists():
+        return "mlflow"
+    try:
+        return str(beside.relative_to(Path.cwd()))
+    except ValueError:
+        return str(beside)
+
+
 def ui_links(
     cfg: FairweatherConfig, parent: MetricLogger, run_ids: list[str], view: str | None = None
 ) -> tuple[str, str] | None:
@@ -550,9 +564,7 @@ def ui_links(
         base, command = uri.rstrip("/"), f"open {uri.rstrip('/')} (the tracking server)"
     else:
         base = UI_ADDRESS
-        command = (
-            f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port {UI_ADDRESS.rsplit(':', 1)[1]}"
-        )
+        command = f"{mlflow_command()} ui --backend-store-uri {uri} --host 127.0.0.1 --port {UI_ADDRESS.rsplit(':', 1)[1]}"
     if view is not None:
         # The view's key is no secret (redact_text would mask it: the parameter's name ends in "Key").
         query = urllib.parse.urlencode({"compareRunsMode": "CHART", "viewStateShareKey": view})
