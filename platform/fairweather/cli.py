@@ -324,6 +324,8 @@ class Command:
     run: Run
     #: Adds the command's arguments to its parser.
     arguments: Callable[[argparse.ArgumentParser], None] = _add_config_arguments
+    #: The stage prints a summary a person reads (a ranked table, the means): its JSON goes to the run log only.
+    summary_to_log: bool = False
 
 
 COMMANDS: dict[str, Command] = {
@@ -383,6 +385,7 @@ COMMANDS: dict[str, Command] = {
         "command resumes an interrupted sweep. --config replaces the sweep file's base profile.",
         _sweep,
         _add_sweep_arguments,
+        summary_to_log=True,
     ),
     "evaluate": Command(
         "Score the untouched inputs, evaluate.checkpoints and evaluate.baseline_folders on the same test images "
@@ -391,6 +394,7 @@ COMMANDS: dict[str, Command] = {
         "per-weather means go to the metrics table, Paper A's tables (published rows quoted beside ours) to "
         "evaluate.report_dir and the MLflow run.",
         _evaluate,
+        summary_to_log=True,
     ),
     "pipeline": Command(
         "Paper A end to end on the config: label the pool -> initial pseudo-labels -> stage-1 weather prompts -> "
@@ -446,13 +450,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_summary(summary: object) -> None:
+def _print_summary(summary: object, *, to_log: bool = False) -> None:
     if summary is None:
         return
     from fairweather.stages.infra.console import say
 
     data = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else summary
-    say(json.dumps(redact(data), indent=2, default=str))
+    text = json.dumps(redact(data), indent=2, default=str)
+    if to_log:
+        logging.getLogger("fairweather.cli").info("summary:\n%s", text)
+    else:
+        say(text)
 
 
 def _export_weights_cache(cfg: FairweatherConfig) -> None:
@@ -537,7 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Before any stage imports Ray: a private local Ray then listens on 127.0.0.1 only.
         with private_ray_on_loopback(cfg.runtime if cfg is not None else None):
-            _print_summary(COMMANDS[args.command].run(args, cfg))
+            command = COMMANDS[args.command]
+            _print_summary(command.run(args, cfg), to_log=command.summary_to_log)
         code = 0
     except KeyboardInterrupt:
         say(_interrupted(name, cfg), err=True)
