@@ -290,3 +290,14 @@ def test_import_pairs_from_the_command_line(tmp_path, capsys):
         "mine/input/a",
         "mine/input/b",
     ]
+
+
+def test_demo_refuses_a_pool_that_is_no_folder_of_images_before_any_work(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.png").write_bytes(b"")
+    runs = f"runtime.runs_dir={tmp_path / 'runs'}"
+    assert main(["demo", "--no-sweep", "--pool", str(tmp_path / "file.png"), runs]) == 2
+    assert "is not a folder of images" in capsys.readouterr().err
+    assert main(["demo", "--no-sweep", "--pool", str(tmp_path / "empty"), runs]) == 2
+    assert f"--pool '{tmp_path / 'empty'}' lists no image files" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "data").exists()  # nothing generated

@@ -21,6 +21,7 @@ from fairweather.contracts.config import FairweatherConfig
 from fairweather.contracts.config.sweep import load_sweep
 from fairweather.contracts.errors import FairweatherError
 from fairweather.stages.infra.console import say
+from fairweather.stages.infra.pool import list_pool
 from fairweather.stages.infra.prefetch import PrefetchSummary, run_prefetch
 from fairweather.stages.infra.runtime import ray_session
 from fairweather.stages.pipeline.driver import PipelineSummary, run_pipeline
@@ -50,6 +51,9 @@ def _demo_config(cfg: FairweatherConfig, pool: str | None) -> tuple[FairweatherC
     if not Path(pool).expanduser().is_dir():
         raise FairweatherError(f"--pool {pool!r} is not a folder of images")
     folder = str(Path(pool).expanduser().resolve())
+    list_pool(
+        folder, follow_links_out=cfg.data.follow_links_out, what="--pool"
+    )  # no image: say so before any work
     cfg = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, pool=folder),
