@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -195,7 +196,8 @@ def test_sweep_space_addresses_loss_weight_keys(tmp_path):
 )
 def test_out_of_range_values_are_rejected_at_load_time_naming_the_key(override):
     key = override.partition("=")[0]
-    with pytest.raises(ConfigError, match=rf"\(with overrides .*at '{key}': must be"):
+    # The value came from the command line: the override is named, not the profile it overrides.
+    with pytest.raises(ConfigError, match=rf"^in override '{re.escape(override)}' at '{key}': must be"):
         load_config("smoke", [override])
 
 

@@ -120,4 +120,12 @@ def load_config(name_or_path: str | Path = "smoke", overrides: Sequence[str] = (
         check_override_key(parse_override(text)[0], text)
     data = derive_paths(apply_overrides(read_yaml(path), overrides))
     source = f"{path} (with overrides {list(overrides)})" if overrides else str(path)
-    return build(FairweatherConfig, data, source=source)
+    try:
+        return build(FairweatherConfig, data, source=source)
+    except ConfigError as err:
+        # A bad value given on the command line is the override's fault, not the file's: name the override.
+        given = [text for text in overrides if ".".join(parse_override(text)[0]) == err.key]
+        if not given:
+            raise
+        message = str(err).split(f"at '{err.key}': ", 1)[-1]
+        raise ConfigError(message, source=f"override {given[-1]!r}", key=err.key) from err
