@@ -460,6 +460,7 @@ def write_audit(
     title = f"pseudo-labels {'init' if round_index == 0 else f'after round {round_index}'}" + (
         f"  |  {lineage}" if lineage else ""
     )
+    title += "  |  col/tex/grid/str: colour, texture, tile-grid, structure guards"
     grid = draw_grid(entries, title, lambda uri: load_thumbnail(resolve_uri(store.root, uri), box))
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
