@@ -111,6 +111,10 @@ def test_demo_runs_the_pipeline_end_to_end_and_a_rerun_skips_every_stage(demo):
     root, cfg, (crashed, resumed, again) = demo
     assert crashed.code == 1 and "simulated crash in the training rounds" in crashed.err
     assert "6 labeled" in crashed.out  # the label stage ran in the first command
+    # the init's pseudo-labels: where they came from, and their audit grid, named and written
+    assert "round 0: " in crashed.out and "; labels now from " in crashed.out
+    audit = crashed.out.split("pseudo-label audit of round 0 (input | previous label | new candidate): ")[1]
+    assert (root / audit.splitlines()[0]).is_file()
     assert resumed.code == 0
     out = resumed.out
     assert "test split, input -> EMA: PSNR" in out and "synthetic test split, overall" in out

@@ -39,6 +39,7 @@ from fairweather.stages.label.driver import run_label
 from fairweather.stages.pseudolabel.driver import run_pseudolabel
 from fairweather.stages.train.driver import default_lineage
 from fairweather.stages.train.rounds import learn_run_prompts, pinned, run_rounds
+from fairweather.stages.train.rounds_report import report_update
 from fairweather.stages.train.warmup import warmup_checkpoint, warmup_config, warmup_due, with_warmup
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,11 @@ def _warmup(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:
 def _init(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:
     if "warmup" in state:
         cfg = with_warmup(cfg, state["warmup"])
-    return _as_dict(run_pseudolabel(cfg, logger, lineage=default_lineage(cfg)))
+    summary = run_pseudolabel(cfg, logger, lineage=default_lineage(cfg))
+    report_update(
+        logger, cfg.runtime, TableStore(cfg.data.tables), default_lineage(cfg), 0
+    )  # as the rounds do
+    return _as_dict(summary)
 
 
 def _prompts(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:

@@ -47,7 +47,7 @@ from fairweather.stages.pseudolabel.tables import lineage_rows
 from fairweather.stages.train.driver import default_lineage, run_train, storage_path, trained_until
 from fairweather.stages.train.progress import train_progress
 from fairweather.stages.train.prompts import PROMPTS_FILE, learn_prompts
-from fairweather.stages.train.rounds_report import log_audit_grid, log_selection_plot, update_complete
+from fairweather.stages.train.rounds_report import report_update, update_complete
 from fairweather.stages.train.warmup import WARMUP_SOURCE, warmup_checkpoint, warmup_due, with_warmup
 from fairweather.stages.train.worker import StepHook
 
@@ -232,11 +232,7 @@ def _update(
     grid); the parent also gets its headline at ``step``, so its curves show every update against the training
     steps."""
     summary = pseudolabel(cfg, run, lineage=name, checkpoint=checkpoint, round_index=round_index)
-    rows = lineage_rows(store, name)
-    log_selection_plot(run, rows, round_index)
-    audit = log_audit_grid(run, cfg.runtime, store, rows, round_index, name)
-    if audit is not None:
-        say(f"  pseudo-label audit of round {round_index} (input | previous label | new candidate): {audit}")
+    report_update(run, cfg.runtime, store, name, round_index)
     if run is not parent:
         headline = {"pseudo/replaced": float(summary.replaced)}
         if math.isfinite(summary.mean_combined):

@@ -22,8 +22,10 @@ from fairweather.contracts.config.runtime import RuntimeConfig
 from fairweather.contracts.metric_logger import MetricLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.contracts.vocab import WEATHER_CLASSES
+from fairweather.stages.infra.console import say
 from fairweather.stages.infra.runtime import runs_path
 from fairweather.stages.pseudolabel.audit import DEFAULT_K, write_audit
+from fairweather.stages.pseudolabel.tables import lineage_rows
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +94,15 @@ def log_audit_grid(
     except Exception as err:  # a report picture never fails the rounds
         log.warning("pseudo-label audit grid of round %d not written: %s", round_index, err, exc_info=True)
         return None
+
+
+def report_update(
+    logger: MetricLogger, runtime: RuntimeConfig, store: TableStore, lineage: str, round_index: int
+) -> None:
+    """What one pseudo-label update leaves to look at: the selection's histogram and the audit grid as artifacts of
+    ``logger``'s run, and the grid's path on the console (round 0: the init's)."""
+    rows = lineage_rows(store, lineage)
+    log_selection_plot(logger, rows, round_index)
+    audit = log_audit_grid(logger, runtime, store, rows, round_index, lineage)
+    if audit is not None:
+        say(f"  pseudo-label audit of round {round_index} (input | previous label | new candidate): {audit}")
