@@ -107,7 +107,8 @@ def check_ranges(config: Any, **ranges: Range) -> None:
 
     A ``None`` value (an optional field left unset) passes; a tuple is checked element by element. Raises
     :class:`FieldRangeError`, which :func:`build` reports at the field's dotted key with the file or override,
-    e.g. ``in smoke.yaml at 'vlm.max_new_tokens': must be >= 1, got 0`` (``in override 'vlm.max_new_tokens=0'`` when an override gave it).
+    e.g. ``in smoke.yaml at 'vlm.max_new_tokens': must be >= 1, got 0``, or ``in override
+    'vlm.max_new_tokens=0' at ...`` when an override gave it.
     """
     for name, valid in ranges.items():
         value = getattr(config, name)

@@ -33,6 +33,7 @@ from PIL import Image
 from fairweather.contracts.io import list_files, read_bytes
 from fairweather.contracts.vocab import IMAGE_SUFFIXES
 from fairweather.imaging import ImageDecodeError, decode_image, limit_short_side
+from fairweather.training.checkpoint_file import CHECKPOINT_PREFIX
 
 #: Source name of the untouched input.
 INPUT_SOURCE = "input"
@@ -229,7 +230,9 @@ class CheckpointRef:
         path = path if sep else entry
         pure = PurePosixPath(path.rstrip("/"))
         folder = pure.parent if pure.suffix == ".pt" else pure
-        if folder.name.startswith("checkpoint_"):  # Ray Train: <storage>/<run name>/checkpoint_NNNNNN
+        if folder.name.startswith(
+            CHECKPOINT_PREFIX
+        ):  # Ray Train: <storage>/<run name>/checkpoint_<date>_<time>
             run = folder.parent.name
         elif (
             folder.name == "model" and folder.parent.name == "artifacts"

@@ -164,7 +164,8 @@ def console_lines(means: pd.DataFrame, info: ReportInfo, higher_better: dict[str
     lines = []
     for dataset in sorted(set(means["dataset"]), key=lambda d: (d == ALL_SETS, d)):
         rows = means[(means["dataset"] == dataset) & (means["weather"] == "overall")]
-        metrics = [m for m in (*info.metrics, *info.reference_metrics) if m in set(rows["metric"])]
+        scored = set(rows["metric"])
+        metrics = [m for m in (*info.metrics, *info.reference_metrics) if m in scored]
         lookup = {(r.method, r.metric): r.value for r in rows.itertuples()}
         images = int(rows[rows["method"] == info.methods[0]]["num_images"].max())
         table = [

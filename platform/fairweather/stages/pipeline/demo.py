@@ -3,8 +3,9 @@
 generate data -> build the tiny models -> ``fairweather pipeline`` (label -> initial pseudo-labels -> stage-1
 prompts -> training rounds -> evaluation report) -> a 2-trial ``fairweather sweep`` of the loss weights, all on one
 private local Ray; then the numbers a person looks at: the input vs. restored PSNR/SSIM on the synthetic test split
-and where the report is (the sweep's own lines, just above them, say how to open MLflow's compare view). ``--pool DIR`` labels and trains on a
-folder of real photos instead of the generated pool (the labeled pairs are still generated).
+and where the report is (the sweep's own lines, just above them, say how to open MLflow's compare view).
+``--pool DIR`` labels and trains on a folder of real photos instead of the generated pool (the labeled pairs are
+still generated).
 """
 
 from __future__ import annotations
@@ -51,9 +52,8 @@ def _demo_config(cfg: FairweatherConfig, pool: str | None) -> tuple[FairweatherC
     if not Path(pool).expanduser().is_dir():
         raise FairweatherError(f"--pool {pool!r} is not a folder of images")
     folder = str(Path(pool).expanduser().resolve())
-    list_pool(
-        folder, follow_links_out=cfg.data.follow_links_out, what="--pool"
-    )  # no image: say so before any work
+    # A folder without images: say so before any work.
+    list_pool(folder, follow_links_out=cfg.data.follow_links_out, what="--pool")
     cfg = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, pool=folder),

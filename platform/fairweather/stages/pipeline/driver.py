@@ -141,10 +141,10 @@ def _warmup(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:
 def _init(cfg: FairweatherConfig, logger: MetricLogger, state: dict) -> dict:
     if "warmup" in state:
         cfg = with_warmup(cfg, state["warmup"])
-    summary = run_pseudolabel(cfg, logger, lineage=default_lineage(cfg))
-    report_update(
-        logger, cfg.runtime, TableStore(cfg.data.tables), default_lineage(cfg), 0
-    )  # as the rounds do
+    lineage = default_lineage(cfg)
+    summary = run_pseudolabel(cfg, logger, lineage=lineage)
+    # The init's histogram and audit grid, as every round's update has them.
+    report_update(logger, cfg.runtime, TableStore(cfg.data.tables), lineage, 0)
     return _as_dict(summary)
 
 

@@ -49,6 +49,12 @@ DEFAULT_K = 6
 _MINIMUM_GUARDS = frozenset({"guard_structure"})
 _SHORT = {"vlm_vis": "r_vlm", "guard_colour": "col", "guard_texture": "tex", "guard_grid": "grid"}
 _SHORT["guard_structure"] = "str"
+#: What the guards' abbreviations stand for, under the show table and in the grid's title.
+GUARD_LEGEND = "guards: " + ", ".join(
+    f"{short} = {name.removeprefix('guard_')}"
+    for name, short in _SHORT.items()
+    if name.startswith("guard_") and short != name.removeprefix("guard_")
+)
 
 
 # --- reading decisions back -----------------------------------------------------------------------------------------
@@ -460,7 +466,7 @@ def write_audit(
     title = f"pseudo-labels {'init' if round_index == 0 else f'after round {round_index}'}" + (
         f"  |  {lineage}" if lineage else ""
     )
-    title += "  |  col/tex/grid/str: colour, texture, tile-grid, structure guards"
+    title += f"  |  {GUARD_LEGEND}"
     grid = draw_grid(entries, title, lambda uri: load_thumbnail(resolve_uri(store.root, uri), box))
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
@@ -541,9 +547,7 @@ def history_text(store: TableStore, ref: str, lineage: str | None = None) -> str
         others = ", ".join(name for name in lineages if name != lineage)
         lines.append(f"also in lineage(s): {others} (--lineage NAME)")
     if any(n.startswith("guard_") for n in names):
-        lines.append(
-            "guards: col = guard_colour, tex = guard_texture, grid = guard_grid, str = guard_structure"
-        )
+        lines.append(GUARD_LEGEND)
     lines += _table(header, body)
     stored = sorted(
         {str(PurePosixPath(r["candidate_uri"]).parent) for r in history if r["source"] != INPUT_SOURCE}

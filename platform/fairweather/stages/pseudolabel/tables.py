@@ -76,7 +76,8 @@ def resolve_image_id(store: TableStore, ref: str) -> str:
     if prefix in matches:
         return prefix
     if not matches and ref:
-        matches = [image_id for image_id in pool_ids_of_file(store, ref) if image_id in set(ids.to_pylist())]
+        known = set(ids.to_pylist())
+        matches = [image_id for image_id in pool_ids_of_file(store, ref) if image_id in known]
     if not matches:
         raise FairweatherError(
             f"no image id {ref!r} (nor one starting with it, nor a pool file of that name) in the pseudo_labels "

@@ -121,8 +121,9 @@ def run_restore(
     start = time.perf_counter()
     told: Counter[str] = Counter()
     for source_uri, target in tqdm(plan.jobs, desc="restore", unit="image", disable=None):
-        told[weather or folder_hint(source_uri) or "unknown"] += 1
-        failure = restore_file(restorer, source_uri, target, weather or folder_hint(source_uri))
+        file_weather = weather or folder_hint(source_uri)
+        told[file_weather or "unknown"] += 1
+        failure = restore_file(restorer, source_uri, target, file_weather)
         if failure is not None:
             log.warning("restore: skipped %s (%s: %s)", source_uri, failure["stage"], failure["message"])
             failures.append(failure)

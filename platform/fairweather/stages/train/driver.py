@@ -64,6 +64,7 @@ from fairweather.stages.train.callback import RESUME_TAG, ReportToLogger
 from fairweather.stages.train.final_score import evaluate_checkpoint, print_test_table
 from fairweather.stages.train.prompts import learn_prompts
 from fairweather.stages.train.worker import StepHook, WorkerJob, train_loop_per_worker
+from fairweather.training.checkpoint_file import CHECKPOINT_PREFIX
 from fairweather.training.state import STATE_FILE, CheckpointError, config_changes, load_state
 from fairweather.training.step import NonFiniteError, NonFiniteLossError
 
@@ -252,7 +253,7 @@ def prune_unregistered(storage: str, name: str) -> list[str]:
     for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
         if (
             info.type == pafs.FileType.Directory
-            and info.base_name.startswith("checkpoint_")
+            and info.base_name.startswith(CHECKPOINT_PREFIX)
             and info.base_name not in registered
         ):
             fs.delete_dir(info.path)
