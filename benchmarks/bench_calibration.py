@@ -107,7 +107,7 @@ def main() -> None:
                 )
                 base = psnr(degraded, target)
                 for name, calibration in calibrations.items():
-                    out = raw if calibration is None else calibration.apply(degraded, raw.copy())
+                    out = raw if calibration is None else calibration.apply(degraded, raw.copy(), weather)
                     gains.setdefault(name, {}).setdefault(folder.name, []).append(psnr(out, target) - base)
             print(f"{folder.name}: {len(pairs)} pairs", flush=True)
 

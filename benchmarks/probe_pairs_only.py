@@ -5,10 +5,11 @@
 
 The training worker's pieces (network, AdamW with its schedule, EMA teacher, its batch stream with the profile's
 weather repeats, clean pairs and weather dropout, L_sup) run in this process for ``--steps`` steps on the ``train``
-split of ``--tables``; then the calibration is fitted as the job's last checkpoint fits it, and each real pair set
-(its folder name tells the weather: ``haze``/``sots`` in it is haze, else rain) is restored told that weather. It
-prints the PSNR gain over the input, network alone and calibrated, per set and pooled by weather. No Ray, no pool,
-no pseudo-labels, no validation (``runtime.seed=N`` for another seed): what it ranks is settings, for the full command (bench_realworld.py) to confirm.
+split of ``--tables``; then the calibration is fitted as the job's last checkpoint fits it, and each real pair set is
+restored told the weather its folder name tells (as in bench_calibration.py; rain where it tells none). It prints
+the PSNR gain over the input, network alone and calibrated, per set and pooled by weather. No Ray, no pool, no
+pseudo-labels, no validation (``runtime.seed=N`` for another seed): what it ranks is settings, for the full command
+(bench_realworld.py) to confirm. A folder of a table's own test pairs (``input/``, ``target/``) works as a set too.
 Used for docs/real-weather.md ("Light rain stays near +1 dB").
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_calibration import weather_of
 from fairweather.contracts.config import load_config
 from fairweather.contracts.tables import TableStore
 from fairweather.data.batches import load_rgb
@@ -93,9 +95,9 @@ def main() -> None:
         print(
             f"{args.steps} steps in {trained:.0f} s; calibration {time.perf_counter() - start - trained:.0f} s"
         )
-        pooled: dict[str, list[list[float]]] = {"rain": [], "haze": []}
+        pooled: dict[str, list[list[float]]] = {"rain": [], "haze": [], "snow": []}
         for folder in map(Path, args.sets):
-            weather = "haze" if ("haze" in folder.name or "sots" in folder.name) else "rain"
+            weather = weather_of(folder.name) or "rain"
             gains = []
             for degraded_path, target_path in pairs_of(folder)[: args.pairs]:
                 degraded, target = (
@@ -111,7 +113,10 @@ def main() -> None:
                 )
                 base = psnr(degraded, target)
                 gains.append(
-                    [psnr(raw, target) - base, psnr(calibration.apply(degraded, raw.copy()), target) - base]
+                    [
+                        psnr(raw, target) - base,
+                        psnr(calibration.apply(degraded, raw.copy(), weather), target) - base,
+                    ]
                 )
             pooled[weather] += gains
             alone, calibrated = np.mean(gains, axis=0)

@@ -48,7 +48,7 @@ def fitted() -> Calibration:
     for _ in range(60):
         clear = scene(rng)
         hazy = veiled(clear, rng)
-        examples += [(hazy, hazy.copy(), clear), (clear, clear.copy(), clear)]
+        examples += [(hazy, hazy.copy(), clear, "haze"), (clear, clear.copy(), clear, "haze")]
     return fit_calibration(examples, gamma=0.05, ridge=10.0)
 
 
@@ -89,7 +89,7 @@ def test_the_change_of_a_network_that_ruins_clear_images_is_taken_back():
     for _ in range(40):
         clear = scene(rng)
         hazy = veiled(clear, rng)
-        examples += [(hazy, hazy.copy(), clear), (clear, blurred(clear), clear)]
+        examples += [(hazy, hazy.copy(), clear, "haze"), (clear, blurred(clear), clear, "haze")]
     fitted = fit_calibration(examples, gamma=0.05, ridge=10.0)
     before, after = [], []
     for _ in range(8):
@@ -125,9 +125,47 @@ def test_it_travels_in_a_weights_only_checkpoint_and_predicts_the_same(fitted):
     features = pair_features(scene(np.random.default_rng(3)), scene(np.random.default_rng(4)))
     for a, b in zip(fitted.predict(features), again.predict(features), strict=True):
         np.testing.assert_allclose(a, b)
+    assert again.weathers == fitted.weathers and again.weather_distance == fitted.weather_distance
+    np.testing.assert_allclose(again.predict(features, "haze")[1], fitted.predict(features, "haze")[1])
     # A calibration saved before the map had a retreat (six outputs) loads and takes nothing back.
     older = Calibration.from_state({**loaded, "weights": fitted.weights[:, 1:].tolist()})
     assert older.predict(features)[0] == 0.0
+    # One saved before it was told the weather: the same map whatever the weather.
+    untold = {k: v for k, v in loaded.items() if k not in ("weathers", "told_weights", "weather_distance")}
+    plain = Calibration.from_state(untold)
+    np.testing.assert_allclose(plain.predict(features, "haze")[1], fitted.predict(features)[1])
+
+
+def test_told_the_weather_the_map_comes_from_that_weathers_examples():
+    """Two weathers whose images look alike to global statistics but want opposite maps: a veil to take off
+    (haze) and the same veil to keep (a rain set whose targets are their inputs). Told the weather, each photo gets
+    its own weather's map; told nothing, the map fitted without the weather (between the two); with
+    weather_distance 0 the weather changes nothing."""
+    rng = np.random.default_rng(9)
+    examples = []
+    for _ in range(40):
+        clear = scene(rng)
+        hazy, kept = veiled(clear, rng), veiled(scene(rng), rng)
+        examples += [(hazy, hazy.copy(), clear, "haze"), (kept, kept.copy(), kept, "rain")]
+    told = fit_calibration(examples, gamma=0.05, ridge=10.0, weather_distance=4.0)
+    untold = fit_calibration(examples, gamma=0.05, ridge=10.0)
+    assert untold.told_weights is None and told.weathers.count("rain") == 40
+    haze_gain, rain_kept, unknown_gain = [], [], []
+    for _ in range(8):
+        clear = scene(rng)
+        hazy = veiled(clear, rng)
+        haze_gain.append(psnr(told.apply(hazy, hazy.copy(), "haze"), clear) - psnr(hazy, clear))
+        rain_kept.append(psnr(told.apply(hazy, hazy.copy(), "rain"), hazy))
+        unknown_gain.append(psnr(told.apply(hazy, hazy.copy(), None), clear) - psnr(hazy, clear))
+        for weather in ("haze", "rain", None):  # untold: the weather is ignored
+            np.testing.assert_array_equal(
+                untold.apply(hazy, hazy.copy(), weather), untold.apply(hazy, hazy.copy())
+            )
+    assert np.mean(haze_gain) > 8.0, haze_gain
+    assert np.mean(rain_kept) > 30.0, rain_kept  # under 8 grey levels of change
+    assert 0.5 < np.mean(unknown_gain) < np.mean(haze_gain) - 2.0, (unknown_gain, haze_gain)
+    # A weather no example has (snow here) gets the map fitted without the weather, as an unknown one does.
+    np.testing.assert_array_equal(told.apply(hazy, hazy.copy(), "snow"), told.apply(hazy, hazy.copy()))
 
 
 def test_the_channel_contrasts_stay_close_so_a_grey_image_stays_nearly_grey():
@@ -154,11 +192,13 @@ def test_the_channel_contrasts_stay_close_so_a_grey_image_stays_nearly_grey():
 def test_too_few_examples_and_bad_settings_are_refused():
     image = scene(np.random.default_rng(5))
     with pytest.raises(ValueError, match="at least 2 examples"):
-        fit_calibration([(image, image, image)], gamma=0.05, ridge=3.0)
+        fit_calibration([(image, image, image, None)], gamma=0.05, ridge=3.0)
     with pytest.raises(ConfigError, match=r"train\.calibration\.gamma"):
         load_config("smoke", ["train.calibration.gamma=0"])
     with pytest.raises(ConfigError, match=r"train\.calibration\.lighter"):
         load_config("smoke", ["train.calibration.lighter=[0.5,1.0]"])
+    with pytest.raises(ConfigError, match=r"train\.calibration\.weather_distance"):
+        load_config("smoke", ["train.calibration.weather_distance=-1"])
 
 
 def test_a_lighter_degradation_of_a_hazy_pair_is_the_same_haze_thinner():
@@ -198,6 +238,7 @@ def test_training_fits_on_the_first_pairs_by_id_and_photo_sized_pairs_cost_what_
     kw = {"max_pixels": 10**8, "device": torch.device("cpu")}
     fitted = calibrate_on_pairs(torch.nn.Identity(), rows, ModelConfig(), settings, **kw)
     assert fitted.support.shape == (4, 24)  # p0 and p1, each with its clean target
+    assert fitted.weathers == ("haze",) * 4 and fitted.told_weights is not None  # told the pairs' weather
     lighter = calibrate_on_pairs(
         torch.nn.Identity(), rows, ModelConfig(), CalibrationConfig(max_pairs=2, lighter=(0.3, 0.6)), **kw
     )

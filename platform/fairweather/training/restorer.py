@@ -90,7 +90,7 @@ class Restorer:
         restored = restore_tiled_uint8(
             self.model, rgb, model.tile, model.tile_overlap, self.device, condition
         )
-        return restored if self.calibration is None else self.calibration.apply(rgb, restored)
+        return restored if self.calibration is None else self.calibration.apply(rgb, restored, weather)
 
 
 def pick_device(name: str) -> torch.device:

@@ -56,9 +56,16 @@ class CalibrationConfig:
     #: ``s`` in (0, 1): a thinner veil by the scattering model, fainter streaks for additive rain. They teach the
     #: fit how much of the network's change to take back between a clear image and the pair's own weather.
     lighter: tuple[float, ...] = ()
+    #: The calibration is told the weather the network is told: in its kernel, an example of another weather lies
+    #: this much further (in standardised feature units) than one of the photo's own, so light rain's map is not
+    #: drawn from a thin veil's. 0: the weather is not used. Photos of unknown weather always use the map fitted
+    #: without it.
+    weather_distance: float = 4.0
 
     def __post_init__(self) -> None:
-        check_ranges(self, max_pairs=Range(2, None), gamma=POSITIVE, ridge=POSITIVE)
+        check_ranges(
+            self, max_pairs=Range(2, None), gamma=POSITIVE, ridge=POSITIVE, weather_distance=NON_NEGATIVE
+        )
         if any(not 0.0 < s < 1.0 for s in self.lighter):
             raise FieldRangeError("lighter", f"every strength must lie in (0, 1), got {self.lighter!r}")
 
