@@ -6,7 +6,7 @@
 
 The checkpoint's EMA teacher restores every input of each folder of real pairs (``input/`` and ``target/``, files
 matched by name, suffix ignored) once, in this process. Each ``--variant NAME:KEY=VALUE;...`` refits the calibration
-(:func:`fairweather.training.calibration.calibrate_on_pairs`) on the ``--split`` (default ``train``: the run's own
+(:func:`fairweather.training.calibration_fit.calibrate_on_pairs`) on the ``--split`` (default ``train``: the run's own
 training pairs) of the ``paired`` table under ``--tables``, with the checkpoint's calibration settings changed by the
 overrides, and maps every restoration with it. It prints the mean PSNR gain over the input (dB) per folder, and all
 rain and all haze folders (by name) pooled, for: the network alone, the calibration the checkpoint carries, and each
@@ -33,7 +33,8 @@ from fairweather.data.views import paired_view
 from fairweather.metrics.tiled import psnr
 from fairweather.models import restore_tiled_uint8
 from fairweather.models.conditioning import condition_tensor
-from fairweather.training.calibration import Calibration, calibrate_on_pairs
+from fairweather.training.calibration import Calibration
+from fairweather.training.calibration_fit import calibrate_on_pairs
 from fairweather.training.restorer import load_restorer
 from probe_real_error import MAX_PIXELS, pairs_of  # the same pairs, read the same way
 

@@ -32,7 +32,7 @@ from fairweather.losses.pixel import PixelLoss
 from fairweather.metrics.tiled import psnr
 from fairweather.models import build_model, restore_tiled_uint8
 from fairweather.models.conditioning import condition_tensor
-from fairweather.training.calibration import calibrate_on_pairs
+from fairweather.training.calibration_fit import calibrate_on_pairs
 from fairweather.training.ema import ema_update
 from fairweather.training.loop import batch_stream
 from fairweather.training.optim import build_optimizer, build_scheduler, ema_decay_at

@@ -19,9 +19,9 @@ from fairweather.training.calibration import (
     Calibration,
     best_map,
     fit_calibration,
-    lighter_degradation,
     pair_features,
 )
+from fairweather.training.calibration_fit import lighter_degradation
 
 
 def scene(rng: np.random.Generator, size: tuple[int, int] = (72, 96)) -> np.ndarray:
@@ -218,7 +218,7 @@ def test_training_fits_on_the_first_pairs_by_id_and_photo_sized_pairs_cost_what_
     from fairweather.contracts.config.model import ModelConfig
     from fairweather.contracts.config.train import CalibrationConfig
     from fairweather.imaging import limit_short_side
-    from fairweather.training.calibration import FIT_SIDE, calibrate_on_pairs
+    from fairweather.training.calibration_fit import FIT_SIDE, calibrate_on_pairs
 
     rng = np.random.default_rng(6)
     rows, small_rows = [], []
@@ -250,7 +250,7 @@ def test_training_fits_on_the_first_pairs_by_id_and_photo_sized_pairs_cost_what_
 def test_the_fit_takes_its_pairs_from_every_dataset_in_turn():
     """By pair id alone, 128 pairs of an import of Outdoor-Rain and OTS would all be Outdoor-Rain's (haze would get
     the map of rain); one generated set keeps its first pairs by id."""
-    from fairweather.training.calibration import fit_pairs
+    from fairweather.training.calibration_fit import fit_pairs
 
     rows = [{"pair_id": f"{name}/{i:03d}"} for name in ("ots", "outdoor-rain", "a-snow") for i in range(5)]
     chosen = [row["pair_id"] for row in fit_pairs(rows[::-1], 7)]

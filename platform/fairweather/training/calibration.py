@@ -29,22 +29,14 @@ weather gets the map fitted without the weather.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.ndimage import minimum_filter, uniform_filter
-from torch import nn
 
-from fairweather.contracts.config.model import ModelConfig
-from fairweather.contracts.config.train import CalibrationConfig
-from fairweather.data.batches import load_rgb
 from fairweather.imaging import limit_short_side
-from fairweather.models import restore_tiled_uint8
-from fairweather.models.conditioning import condition_tensor
 
 #: Short side of the thumbnails the features are computed on (the smoke profile trains on 96-px images).
 THUMB_SIDE = 128
@@ -66,8 +58,6 @@ SHIFT_RANGE = (-1.0, 1.0)
 CONTRAST_SPREAD = 0.1
 #: Retreats the fit tries for each training example (its contrast and shift follow in closed form).
 RETREAT_GRID = np.linspace(*RETREAT_RANGE, 101)
-#: Short side above which a training pair is downscaled before the fit (its cost stays that of a crop).
-FIT_SIDE = 256
 #: Rows of a photo mapped at a time: the float copy never holds more than this band.
 BAND_ROWS = 256
 
@@ -115,14 +105,6 @@ def channel_mean(rgb: np.ndarray) -> np.ndarray:
     for top in range(0, rgb.shape[0], BAND_ROWS):
         total += rgb[top : top + BAND_ROWS].sum(axis=(0, 1), dtype=np.float64)
     return total / (rgb.shape[0] * rgb.shape[1])
-
-
-def lighter_degradation(degraded: np.ndarray, target: np.ndarray, strength: float) -> np.ndarray:
-    """``target + strength * (degraded - target)`` as uint8 ``(H, W, 3)``: the same weather, lighter. For haze it
-    is the scattering model with a thinner veil (transmission ``1 - strength * (1 - t)``), for additive rain
-    streaks ``strength`` times as bright."""
-    blend = target.astype(np.float32) + np.float32(strength) * (degraded.astype(np.float32) - target)
-    return np.clip(blend, 0.0, 255.0).round().astype(np.uint8)
 
 
 def thumbnail(rgb: np.ndarray) -> np.ndarray:
@@ -283,48 +265,3 @@ def fit_calibration(
         )
         told = np.linalg.solve(told_kernel + diagonal, y)
     return Calibration(mean, scale, support, weights, gamma, tuple(weathers), told, weather_distance)
-
-
-def fit_pairs(rows: Sequence[dict], count: int) -> list[dict]:
-    """``count`` of ``rows``: the first by ``pair_id`` of each dataset in turn (by name; a pair id is
-    ``<dataset>/<name>``, from synth and from import-pairs alike), so that every imported set has its share (by
-    ``pair_id`` alone, the alphabetically first set could fill the fit)."""
-    by_dataset: dict[str, list[dict]] = {}
-    for row in sorted(rows, key=lambda row: row["pair_id"]):
-        by_dataset.setdefault(row["pair_id"].split("/", 1)[0], []).append(row)
-    turns = itertools.zip_longest(*(by_dataset[name] for name in sorted(by_dataset)))
-    return [row for turn in turns for row in turn if row is not None][:count]
-
-
-def calibrate_on_pairs(
-    model: nn.Module,
-    rows: Sequence[dict],
-    model_cfg: ModelConfig,
-    settings: CalibrationConfig,
-    *,
-    max_pixels: int,
-    device: torch.device,
-) -> Calibration:
-    """Fit the calibration of ``model`` (in eval mode) on ``settings.max_pairs`` training pairs
-    (:func:`fit_pairs`; each pair's input and its clean target, both restored by ``model`` told the pair's
-    weather). Pairs larger than :data:`FIT_SIDE` a side are downscaled first, so that imported photo-sized pairs
-    cost what crops do."""
-    chosen = fit_pairs(rows, settings.max_pairs)
-
-    def examples() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        for row in chosen:
-            degraded, target = load_rgb(row["input_uri"], max_pixels), load_rgb(row["target_uri"], max_pixels)
-            degraded, target = limit_short_side(degraded, FIT_SIDE), limit_short_side(target, FIT_SIDE)
-            if degraded.shape != target.shape:  # a pair whose downscaled sizes round apart
-                continue
-            lighter = [lighter_degradation(degraded, target, s) for s in settings.lighter]
-            condition = condition_tensor([row["weather"]])
-            for image in (degraded, *lighter, target):
-                restored = restore_tiled_uint8(
-                    model, image, model_cfg.tile, model_cfg.tile_overlap, device, condition
-                )
-                yield image, restored, target, row["weather"]
-
-    return fit_calibration(
-        examples(), gamma=settings.gamma, ridge=settings.ridge, weather_distance=settings.weather_distance
-    )

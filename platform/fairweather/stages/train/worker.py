@@ -18,7 +18,7 @@ import torch
 from fairweather.contracts.config import FairweatherConfig, to_dict
 from fairweather.contracts.io import atomic_write_bytes
 from fairweather.imaging import image_grid
-from fairweather.training.calibration import calibrate_on_pairs
+from fairweather.training.calibration_fit import calibrate_on_pairs
 from fairweather.training.ema import unwrap
 from fairweather.training.loop import Window, batch_stream, iterate, memory_format
 from fairweather.training.optim import build_optimizer, build_scheduler
