@@ -29,7 +29,7 @@ weather gets the map fitted without the weather.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,8 +161,8 @@ class Calibration:
         z = (features - self.mean) / self.scale
         kernel = np.exp(-self.gamma * ((self.support - z) ** 2).sum(axis=1))
         if weather and self.told_weights is not None and weather in self.weathers:
-            values = weather_kernel(kernel, self.weathers, weather, self.gamma, self.weather_distance)
-            values = values @ self.told_weights
+            other = np.asarray(self.weathers) != weather
+            values = weather_kernel(kernel, other, self.gamma, self.weather_distance) @ self.told_weights
         else:
             values = kernel @ self.weights
         retreat = float(np.clip(values[0], *RETREAT_RANGE))
@@ -217,14 +217,11 @@ class Calibration:
         )
 
 
-def weather_kernel(
-    kernel: np.ndarray, weathers: Sequence[str], weather: str, gamma: float, distance: float
-) -> np.ndarray:
-    """``kernel`` (RBF values against examples told ``weathers``) for a photo told ``weather``: an example of
-    another weather lies ``distance`` further in each of two one-hot dimensions (squared distance ``2 *
-    distance**2``), so its value shrinks by ``exp(-2 * gamma * distance**2)``."""
-    other = np.array([w != weather for w in weathers], dtype=np.float64)
-    return kernel * np.exp(-2.0 * gamma * distance**2 * other)
+def weather_kernel(kernel: np.ndarray, other: np.ndarray, gamma: float, distance: float) -> np.ndarray:
+    """``kernel`` (RBF values, any shape) where ``other`` (bool, the same shape) marks the pairs of another
+    weather: such an example lies ``distance`` further in each of two one-hot dimensions (squared distance
+    ``2 * distance**2``), so its value shrinks by ``exp(-2 * gamma * distance**2)``."""
+    return np.where(other, kernel * np.exp(-2.0 * gamma * distance**2), kernel)
 
 
 def fit_calibration(
@@ -257,11 +254,7 @@ def fit_calibration(
     weights = np.linalg.solve(kernel + diagonal, y)
     told = None
     if weather_distance > 0:
-        told_kernel = np.stack(
-            [
-                weather_kernel(row, weathers, w, gamma, weather_distance)
-                for row, w in zip(kernel, weathers, strict=True)
-            ]
-        )
-        told = np.linalg.solve(told_kernel + diagonal, y)
+        told_by = np.asarray(weathers)
+        other = told_by[:, None] != told_by[None]
+        told = np.linalg.solve(weather_kernel(kernel, other, gamma, weather_distance) + diagonal, y)
     return Calibration(mean, scale, support, weights, gamma, tuple(weathers), told, weather_distance)

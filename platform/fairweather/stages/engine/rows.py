@@ -230,9 +230,8 @@ class CheckpointRef:
         path = path if sep else entry
         pure = PurePosixPath(path.rstrip("/"))
         folder = pure.parent if pure.suffix == ".pt" else pure
-        if folder.name.startswith(
-            CHECKPOINT_PREFIX
-        ):  # Ray Train: <storage>/<run name>/checkpoint_<date>_<time>
+        # Ray Train: <storage>/<run name>/checkpoint_<date>_<time>
+        if folder.name.startswith(CHECKPOINT_PREFIX):
             run = folder.parent.name
         elif (
             folder.name == "model" and folder.parent.name == "artifacts"
