@@ -26,6 +26,8 @@ from fairweather.contracts.io import filesystem_for, read_bytes
 STATE_FILE = "state.pt"
 #: File name of a training run's model artifact (``model/model.pt``: the state without optimizer and RNG).
 MODEL_FILE = "model.pt"
+#: File name of the validation image grid in a training checkpoint's folder (the driver logs it to MLflow).
+GRID_FILE = "validation.png"
 #: Bumped when the layout of the state dict changes.
 FORMAT_VERSION = 1
 #: Ray Train's name of each checkpoint folder in a training run's folder: ``checkpoint_<date>_<time>``.

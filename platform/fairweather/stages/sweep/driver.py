@@ -62,10 +62,10 @@ from fairweather.stages.sweep.report import (
     print_report,
     write_report,
 )
+from fairweather.stages.sweep.trainers import TrainerRegistry
 from fairweather.stages.sweep.trial import (
     TRIAL_RESOURCES,
     MarkTrials,
-    TrainerRegistry,
     TrialJob,
     run_trial,
     trial_name,

@@ -4,14 +4,9 @@ A trial is a Tune function that runs exactly what ``fairweather train`` runs (:f
 pseudo-labels, ``train.rounds`` rounds of training, pseudo-label updates) on its own config. Its trainer is a Ray
 Train V2 run nested in the trial, which brings two duties the trial cannot do itself:
 
-- Tune decides on the reports that reach it: :class:`ReportObjective` forwards each checkpoint's validation (the
-  objective and ``step``, ASHA's clock) from the Train controller to the trial.
-- When ASHA stops a trial, Tune ends the trial's actor and the nested Train controller dies with it. Ray Train's
-  own clean-up of the workers' placement group asks the State API, which a private local Ray without a dashboard
-  does not serve, so the group (the trainer's CPUs) would stay reserved and no later trainer could start.
-  :class:`RecordTrainer` (on Ray Train's internal worker-group hook: :mod:`fairweather.stages.infra.ray_compat`)
-  registers each trial's controller and placement groups with a driver-owned :class:`TrainerRegistry`;
-  :class:`MarkTrials` releases them when the trial ends, then closes the trial's MLflow child run with its status.
+- Tune decides on the reports that reach it, and a stopped trial's trainer must be released: the Train callbacks
+  and the registry of :mod:`fairweather.stages.sweep.trainers`; :class:`MarkTrials` releases a trial's trainer when
+  the trial ends, then closes the trial's MLflow child run with its status.
 
 MLflow after a trial (:func:`tidy_trial`): no run of it is left RUNNING. A trial that completed or that the scheduler
 stopped early (ASHA) ends FINISHED with its runs nested below (its rounds), tagged ``fairweather.trial_status`` =
@@ -33,13 +28,10 @@ from typing import Any
 import ray
 import ray.train
 import ray.tune
-from ray.tune.integration.ray_train import TuneReportCallback
-from ray.util.placement_group import placement_group_table, remove_placement_group
 
 from fairweather.contracts.config import FairweatherConfig, SweepConfig, flatten, load_config
 from fairweather.contracts.config.sweep import VARIANT_KEY, trial_overrides
 from fairweather.contracts.metric_logger import MetricLogger
-from fairweather.stages.infra.ray_compat import WorkerGroupCallback, worker_group_placement_group
 from fairweather.stages.infra.tracking import (
     END_TAG,
     STOPPED_TAG,
@@ -48,6 +40,7 @@ from fairweather.stages.infra.tracking import (
     descendants,
     share_with_descendants,
 )
+from fairweather.stages.sweep.trainers import RecordTrainer, ReportObjective, release_trainer
 from fairweather.stages.train.driver import registered_result, storage_path
 from fairweather.stages.train.rounds import RoundsSummary, run_rounds
 from fairweather.stages.train.worker import StepHook
@@ -80,53 +73,6 @@ class TrialJob:
         """The trial's config: the typed path of command-line overrides, its own training run name."""
         overrides = trial_overrides(self.sweep, sampled, self.overrides)
         return load_config(self.sweep.base, [*overrides, f"train.run_name={self.key}-{trial_id}"])
-
-
-@ray.remote(num_cpus=0)
-class TrainerRegistry:
-    """Driver-owned: each trial's Train controller and the placement groups of its workers."""
-
-    def __init__(self) -> None:
-        self.trainers: dict[str, list[tuple[Any, Any]]] = {}
-
-    def add(self, trial_id: str, controller: Any, group: Any) -> None:
-        self.trainers.setdefault(trial_id, []).append((controller, group))
-
-    def pop(self, trial_id: str) -> list[tuple[Any, Any]]:
-        return self.trainers.pop(trial_id, [])
-
-
-class RecordTrainer(WorkerGroupCallback):
-    """Train callback (in the controller): register the controller and each new worker group's placement group."""
-
-    def __init__(self, registry_name: str, trial_id: str):
-        self.registry_name, self.trial_id = registry_name, trial_id
-
-    def after_worker_group_start(self, worker_group: Any) -> None:
-        group = worker_group_placement_group(worker_group)
-        controller = ray.get_runtime_context().current_actor
-        ray.get(ray.get_actor(self.registry_name).add.remote(self.trial_id, controller, group))
-
-
-def release_trainer(registry_name: str, trial_id: str) -> None:
-    """End the trial's Train controller (no restart) and remove its workers' placement groups."""
-    for controller, group in ray.get(ray.get_actor(registry_name).pop.remote(trial_id)):
-        ray.kill(controller, no_restart=True)
-        if placement_group_table(group).get("state") != "REMOVED":
-            remove_placement_group(group)
-
-
-class ReportObjective(TuneReportCallback):
-    """Forward to Tune only the reports that carry the objective (every checkpoint's validation), with their
-    ``step``: Tune rejects results without the metric it optimises."""
-
-    def __init__(self, metric: str):
-        super().__init__()
-        self.metric = metric
-
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        if self.metric in metrics[0]:
-            super().after_report(run_context, metrics, checkpoint)
 
 
 def trial_name(trial: Any) -> str:

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import ray.train
+from ray import cloudpickle
 
 from fairweather.contracts.metric_logger import MetricLogger
-from fairweather.stages.infra.tracking import logged_steps
-from fairweather.stages.train.worker import GRID_FILE
+from fairweather.training.checkpoint_file import GRID_FILE
 
 #: Tag of a run resumed with changed training settings: ``after step <n>: key: old -> new; ...``.
 RESUME_TAG = "fairweather.resume_changes"
@@ -24,19 +24,39 @@ class ReportToLogger(ray.train.UserCallback):
     validation grid, go to the run's logger.
 
     A resumed run replays the steps between its last checkpoint and the point where it stopped; those were logged
-    already. The steps the run holds per metric are read once, when the callback is made (before the trainer
-    starts; :func:`~fairweather.stages.infra.tracking.logged_steps`), and a metric is logged only at a later step,
-    so every step of a curve has one value.
+    already. ``logged`` holds the last step the run has per metric, read by the driver before the trainer starts
+    (:func:`~fairweather.stages.infra.tracking.logged_steps`), and a metric is logged only at a later step, so every
+    step of a curve has one value.
+
+    Ray Train ships the run config, this callback with it, to every training worker as well as to the controller
+    that calls it. The logger therefore travels as pickled bytes, unpickled at its first use in the controller: a
+    worker never imports MLflow (1.6 CPU-s per worker start) nor connects to a tracking store it has no use for,
+    and may not reach (a SQLite file on the driver's disk).
     """
 
-    def __init__(self, logger: MetricLogger, resumed: Mapping[str, Any] | None = None):
+    def __init__(
+        self, logger: MetricLogger, logged: Mapping[str, int], resumed: Mapping[str, Any] | None = None
+    ):
         """resumed: the metrics of the registered checkpoint the run resumes from. Ray Train registers a checkpoint
         before its callbacks see the report, so a driver killed in between left that step unlogged, and the resumed
         run starts after it: logged here, where missing."""
-        self.logger = logger
-        self.logged: dict[str, int] = logged_steps(logger)
+        self._logger: MetricLogger | bytes = logger
+        self.logged = dict(logged)
         if resumed:
             self._log(resumed)
+
+    @property
+    def logger(self) -> MetricLogger:
+        if isinstance(self._logger, bytes):
+            self._logger = cloudpickle.loads(self._logger)
+        return self._logger
+
+    def __getstate__(self) -> dict[str, Any]:
+        logger = self._logger
+        return {
+            **self.__dict__,
+            "_logger": logger if isinstance(logger, bytes) else cloudpickle.dumps(logger),
+        }
 
     def _log(self, reported: Mapping[str, Any]) -> bool:
         """Log the metrics of ``reported`` not logged at its step yet; whether any were."""

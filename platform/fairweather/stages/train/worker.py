@@ -19,6 +19,7 @@ from fairweather.contracts.config import FairweatherConfig, to_dict
 from fairweather.contracts.io import atomic_write_bytes
 from fairweather.imaging import image_grid
 from fairweather.training.calibration_fit import calibrate_on_pairs
+from fairweather.training.checkpoint_file import GRID_FILE
 from fairweather.training.ema import unwrap
 from fairweather.training.loop import Window, batch_stream, iterate, memory_format
 from fairweather.training.optim import build_optimizer, build_scheduler
@@ -30,9 +31,6 @@ from fairweather.training.validate import (
     score_real,
     validation_scorers,
 )
-
-#: Name of the validation image grid inside a checkpoint folder (the driver logs it to MLflow).
-GRID_FILE = "validation.png"
 
 #: ``hook(rank, step, pair_ids, real_ids)``, called by every worker after each finished step with what it trained
 #: on: the pair ids and the ``(image_id, pseudo_uri)`` of its real images (tests check the shards, the rounds'
