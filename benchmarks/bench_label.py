@@ -35,7 +35,7 @@ from fairweather.contracts.config import FairweatherConfig, load_config
 from fairweather.contracts.io import read_bytes
 from fairweather.imaging import decode_image, limit_short_side
 from fairweather.stages.infra.pool import list_pool
-from fairweather.stages.label.driver import label_dataset
+from fairweather.stages.label.actors import label_dataset
 from fairweather.tiny import resolve_model_ref
 from fairweather.vlm import build_backend, label_images
 

@@ -19,8 +19,8 @@ from fairweather.contracts.io import LocationError
 from fairweather.contracts.metric_logger import NullLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.stages.infra.pool import RESULT_SCHEMA
-from fairweather.stages.label import driver as label_stage
-from fairweather.stages.label.driver import Labeler, NothingLabeledError, label_dataset, run_label
+from fairweather.stages.label.actors import label_dataset
+from fairweather.stages.label.driver import Labeler, NothingLabeledError, run_label
 from fairweather.stages.label.tables import ResultWriter
 
 from .test_label_job import FakeFactory, job_config, make_pool, tables
@@ -159,4 +159,3 @@ def test_building_the_pipeline_prints_no_deprecation_noise(tmp_path, local_ray):
         warnings.simplefilter("always")
         label_dataset(cfg, [{"uri": "x", "weather_hint": None}], frozenset(), ok(tmp_path))
     assert not [w for w in caught if "ray_remote_args" in str(w.message)]
-    assert label_stage.LabelActor  # the actor class the pipeline maps (kept importable for Ray workers)

@@ -125,7 +125,7 @@ def test_a_checkpoint_registered_but_not_logged_before_a_kill_is_logged_when_the
 def test_the_logging_callback_reaches_a_process_without_importing_mlflow_until_it_logs(cfg, tmp_path):
     """Ray Train ships the callback to every training worker too: unpickled there it neither imports MLflow nor
     opens the store; in the controller its first report attaches to the same run and logs. (A sweep trial's Train
-    callbacks, in their own module, import no MLflow either.)"""
+    callbacks and the label job's actors, in modules of their own, import no MLflow either.)"""
     from ray import cloudpickle
 
     from fairweather.stages.train.callback import ReportToLogger
@@ -135,7 +135,7 @@ def test_the_logging_callback_reaches_a_process_without_importing_mlflow_until_i
         shipped.write_bytes(cloudpickle.dumps(ReportToLogger(logger, logged_steps(logger))))
         code = (
             "import pickle, sys\n"
-            "import fairweather.stages.sweep.trainers\n"
+            "import fairweather.stages.label.actors, fairweather.stages.sweep.trainers\n"
             f"callback = pickle.loads(open({str(shipped)!r}, 'rb').read())\n"
             "print(sorted({name.split('.')[0] for name in sys.modules} & {'mlflow', 'sqlalchemy'}))\n"
             "callback.after_report(None, [{'step': 7, 'loss': 0.5}], None)\n"

@@ -1,9 +1,10 @@
 """``fairweather label``: rate and describe every image of the real pool with a VLM, as one Ray Data job.
 
-Pipeline: pool URIs (driver) -> read + sha256 + decode + downscale (Ray tasks, ``label_io``) -> label batches in
-actors holding the VLM backend (``label.concurrency`` actors) -> the driver streams the results into the ``pool``,
-``labels`` and ``errors`` tables every ``label.flush_rows`` rows or ``label.flush_seconds`` (``label_tables``), so
-a crash keeps what was finished; the job ends by compacting and checking the tables.
+Pipeline (:mod:`fairweather.stages.label.actors`): pool URIs (driver) -> read + sha256 + decode + downscale (Ray
+tasks) -> label batches in actors holding the VLM backend (``label.concurrency`` actors) -> the driver streams the
+results into the ``pool``, ``labels`` and ``errors`` tables every ``label.flush_rows`` rows or
+``label.flush_seconds`` (:mod:`fairweather.stages.label.tables`), so a crash keeps what was finished; the job ends
+by compacting and checking the tables.
 
 Every listed file ends as exactly one of: labeled, skipped (its image_id is already labeled by the same labeler
 fingerprint: resume), or failed (one ``errors`` row with its URI and reason). A Python error in the backend
@@ -18,17 +19,13 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
-from ray.util.annotations import RayDeprecationWarning
 
 from fairweather.contracts.config import FairweatherConfig, flatten
 from fairweather.contracts.config.vlm import VLMConfig
@@ -38,19 +35,16 @@ from fairweather.contracts.tables import TableStore
 from fairweather.stages.infra import cpus
 from fairweather.stages.infra.console import progress, say
 from fairweather.stages.infra.pool import (
-    RESULT_SCHEMA,
     PoolListing,
-    item_pixels,
     list_pool,
-    read_decode_batch,
 )
 from fairweather.stages.infra.preflight import check_weights
 from fairweather.stages.infra.runtime import check_output_locations, ray_session
 from fairweather.stages.infra.tracking import stage_run
+from fairweather.stages.label.actors import label_dataset
 from fairweather.stages.label.report import log_label_report
 from fairweather.stages.label.tables import ResultWriter, done_image_ids, finish_tables
-from fairweather.tiny import resolve_model_ref
-from fairweather.vlm import ImageLabel, VLMBackend, build_backend, label_images, prompt_versions
+from fairweather.vlm import VLMBackend, prompt_versions
 
 log = logging.getLogger(__name__)
 
@@ -115,104 +109,6 @@ class LabelSummary:
     images_per_s: float
     #: The model and prompt versions the labels were made with.
     labeler: Labeler
-
-
-def _label_fields(label: ImageLabel) -> dict:
-    rating = label.rating
-    return {"probs": list(rating.probs), "rating_complete": rating.complete, "r_vlm": rating.r_vlm,
-            "vlm_vis": rating.vlm_vis, "description": label.description, "d_pos": label.d_pos, "weather": label.weather}  # fmt: skip
-
-
-class LabelActor:
-    """Ray Data actor: holds one VLM backend and labels ``ITEM_SCHEMA`` batches into ``RESULT_SCHEMA`` rows."""
-
-    def __init__(
-        self, vlm: VLMConfig, cache_dir: str, backend_factory: Callable[[], VLMBackend] | None
-    ) -> None:
-        self.vlm = vlm
-        if backend_factory is not None:
-            self.backend = backend_factory()
-        else:
-            self.backend = build_backend(vlm, resolve_model_ref(vlm.model_id, cache_dir))
-
-    def _label(self, rows: list[dict]) -> list[dict | Exception]:
-        """Label fields per row, or the exception that row hit."""
-        images = [item_pixels(row) for row in rows]
-        try:
-            labels: list = label_images(self.backend, images, self.vlm)
-        except Exception:
-            # One bad image (or a flaky engine call) should not fail its neighbours: retry image by image.
-            log.warning("a batch of %d failed; labeling its images one by one", len(rows), exc_info=True)
-            labels = []
-            for image in images:
-                try:
-                    labels.append(label_images(self.backend, [image], self.vlm)[0])
-                except Exception as err:  # any backend failure becomes this image's error row
-                    labels.append(err)
-        return [label if isinstance(label, Exception) else _label_fields(label) for label in labels]
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        todo = [row for row in rows if row["status"] == "ok"]
-        for row, result in zip(todo, self._label(todo) if todo else [], strict=True):
-            if isinstance(result, Exception):
-                row.update(
-                    status="failed",
-                    error_stage="label",
-                    error_type=type(result).__name__,
-                    message=str(result),
-                )
-            else:
-                row.update(status="labeled", **result)
-        return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
-
-
-def label_dataset(
-    cfg: FairweatherConfig,
-    items: list[dict],
-    done: frozenset[str],
-    backend_factory: Callable[[], VLMBackend] | None,
-) -> ray.data.Dataset:
-    """The lazy Ray Data pipeline: URIs -> decoded items (tasks) -> labeled rows (actor pool)."""
-    job = cfg.label
-    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / job.read_block_rows)))
-    ds = ds.map_batches(
-        read_decode_batch,
-        batch_format="pyarrow",
-        fn_kwargs={"max_pixels": cfg.data.max_image_pixels, "short_side": job.image_short_side, "done": done},
-    )
-    with warnings.catch_warnings():
-        # Ray 2.60 has no named parameters for max_restarts / max_task_retries, so they can only pass as
-        # ray_remote_args; its deprecation warning about that is noise every run printed, not actionable here.
-        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
-        ds = _label_actors(ds, cfg, backend_factory)
-    # A block whose actor keeps crashing past its retries is dropped instead of failing the job; the driver
-    # accounts for its URIs (``lost`` rows, see _label_pool).
-    ds.context.max_errored_blocks = -1
-    return ds
-
-
-def _label_actors(
-    ds: ray.data.Dataset, cfg: FairweatherConfig, backend_factory: Callable[[], VLMBackend] | None
-) -> ray.data.Dataset:
-    job = cfg.label
-    return ds.map_batches(
-        LabelActor,
-        fn_constructor_kwargs={
-            "vlm": cfg.vlm,
-            "cache_dir": cfg.runtime.model_cache_dir,
-            "backend_factory": backend_factory,
-        },
-        batch_size=job.batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=job.concurrency),
-        num_cpus=job.num_cpus_per_actor,
-        num_gpus=job.num_gpus_per_actor,
-        accelerator_type=job.accelerator_type,
-        # Ray 2.60 has no named parameters for these two (they pass as ray_remote_args; see label_dataset).
-        max_restarts=job.max_restarts,
-        max_task_retries=job.max_task_retries,
-    )
 
 
 def check_cpu_budget(cfg: FairweatherConfig) -> None:
