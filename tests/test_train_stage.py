@@ -202,6 +202,25 @@ def test_workers_that_do_not_fit_the_local_cpus_are_refused_before_ray_starts(
         run_train(cfg, DiskLogger(tmp_path / "log"))
 
 
+def test_a_non_finite_loss_before_the_first_checkpoint_is_one_line_saying_none_was_saved(tmp_path):
+    """The driver's reading of a worker's NonFiniteLossError (``train_step``'s, tested in test_training_step) when
+    the run has no checkpoint yet. How Ray wraps a worker's error on the way: the Ray test below."""
+    import ray.train
+
+    from fairweather.contracts.errors import FairweatherError
+    from fairweather.stages.train.driver import stop_reason
+    from fairweather.training.step import NonFiniteLossError
+
+    failure = NonFiniteLossError("the loss became non-finite at step 1 (sup: inf)")
+    reason = stop_reason(ray.train.WorkerGroupError("worker 0 failed", {0: failure}), "nan", str(tmp_path))
+    assert type(reason) is FairweatherError and "\n" not in str(reason)
+    assert str(reason).startswith("training stopped: the loss became non-finite at step 1 (sup: inf)")
+    assert "no checkpoint had been saved yet" in str(reason)
+
+
+# Slow-marked: the unit test above reads the same error without a checkpoint, test_failure_hygiene's and
+# test_training_step's tests make train_step raise it, and the test below takes a worker's NonFiniteError through Ray.
+@pytest.mark.slow
 def test_a_loss_that_blows_up_stops_the_run_naming_the_step(local_ray, data_root, model_cache, tmp_path):
     """A supervised weight of 1e38 (learning rates are bounded now): the gradient norm overflows at step 1."""
     from fairweather.contracts.errors import FairweatherError
