@@ -265,6 +265,7 @@ def plain_worker(rank: int, world: int, cfg: FairweatherConfig, rows: dict, port
                 window = Window()
     finally:
         loader.close()
+        del model  # before the group: see gpu_check.section_ddp (the reducer must not outlive it)
         dist.destroy_process_group()
     if rank == 0:
         Path(folder, "metrics.json").write_text(json.dumps(reported))

@@ -52,7 +52,6 @@ import json
 import math
 import os
 import platform
-import socket
 import sys
 import tempfile
 import time
@@ -606,12 +605,6 @@ def section_tiled(ctx: dict) -> dict:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def section_ddp(ctx: dict) -> dict:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -625,13 +618,16 @@ def section_ddp(ctx: dict) -> dict:
     backend = "nccl" if device.type == "cuda" else "gloo"
     cfg = paper_config(ctx["cache_dir"], plan)
     crop = crop_of(cfg, plan)
+    # A file store, not a TCP port: a port found free and then bound can be taken in between by another process
+    # (on a shared machine, a Ray starting its workers); one process needs no network rendezvous.
     dist.init_process_group(
         backend,
-        init_method=f"tcp://127.0.0.1:{_free_port()}",
+        init_method=f"file://{ctx['scratch']}/ddp-store",
         rank=0,
         world_size=1,
         timeout=datetime.timedelta(seconds=60),
     )
+    ddp = None
     try:
         values = torch.arange(4, dtype=torch.float32, device=device)
         dist.all_reduce(values)
@@ -652,6 +648,10 @@ def section_ddp(ctx: dict) -> dict:
         )
         reduced = reduce_step_terms(result, loss.names)
     finally:
+        # DDP's reducer holds the process group. Freed after destroy_process_group, it would be the last holder,
+        # and the group's destructor joins gloo's threads with the GIL held while one of them may wait for the GIL
+        # to free a tensor: a hang (seen here in CI). Freed first, the group outlives it.
+        del ddp
         dist.destroy_process_group()
     return {
         "ok": all_reduce_ok and math.isfinite(result.loss) and bool(reduced),
@@ -796,6 +796,7 @@ def run(args: argparse.Namespace, plan: Plan, device: torch.device, argv: list[s
             "plan": plan,
             "devices": (torch.device("cpu"), device),
             "cache_dir": cache_dir,
+            "scratch": Path(tmp),
             "archs": args.archs,
             "deadline": time.monotonic() + plan.budget_s,
         }

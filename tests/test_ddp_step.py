@@ -119,6 +119,7 @@ def ddp_worker(rank: int, port: int, cache: str, cases: list, out: str) -> None:
             "teacher_shares_clip": getattr(teacher, "clip", clip) is clip,
         }
     Path(out, f"rank{rank}.json").write_text(json.dumps(report))
+    del model  # before the group: see benchmarks/gpu_check.py's section_ddp (the reducer must not outlive it)
     dist.destroy_process_group()
 
 
