@@ -12,14 +12,7 @@ from pathlib import Path
 import pytest
 
 from fairweather.contracts.config import load_config
-from fairweather.stages.infra.tracking import (
-    END_TAG,
-    RESUMED_TAG,
-    logged_steps,
-    open_logger,
-    stage_run,
-    stamped_name,
-)
+from fairweather.stages.infra.tracking import END_TAG, RESUMED_TAG, open_logger, stage_run, stamped_name
 
 
 @pytest.fixture()
@@ -89,12 +82,12 @@ def test_a_resumed_run_does_not_log_its_replayed_steps_again(cfg):
         callback.after_report(None, [{"step": step, **metrics}], None)
 
     with stage_run(cfg, "train", "run", key="run") as logger:
-        first = ReportToLogger(logger, logged_steps(logger))
+        first = ReportToLogger(logger)
         for step in range(1, 6):
             report(first, step, loss=float(step), lr=0.1)
         report(first, 3, **{"val/psnr": 20.0})
     with stage_run(cfg, "train", "run", key="run") as logger:
-        resumed = ReportToLogger(logger, logged_steps(logger))  # restarted from the checkpoint of step 3
+        resumed = ReportToLogger(logger)  # restarted from the checkpoint of step 3
         for step in range(4, 9):
             report(resumed, step, loss=10.0 + step, lr=0.1)
         report(resumed, 6, **{"val/psnr": 21.0})
@@ -110,13 +103,13 @@ def test_a_checkpoint_registered_but_not_logged_before_a_kill_is_logged_when_the
     from fairweather.stages.train.callback import ReportToLogger
 
     with stage_run(cfg, "train", "run", key="run") as logger:
-        first = ReportToLogger(logger, logged_steps(logger))
+        first = ReportToLogger(logger)
         for step in (5, 10):
             first.after_report(None, [{"step": step, "loss": float(step)}], None)
     registered = {"step": 15, "loss": 15.0, "val/psnr": 20.0}  # the kill came before its report was logged
     for _ in range(2):  # a second resume from the same checkpoint logs nothing again
         with stage_run(cfg, "train", "run", key="run") as logger:
-            ReportToLogger(logger, logged_steps(logger), registered)
+            ReportToLogger(logger, registered)
     history = sorted((m.step, m.value) for m in logger.client.get_metric_history(logger.run_id, "loss"))
     assert history == [(5, 5.0), (10, 10.0), (15, 15.0)]
     assert [m.step for m in logger.client.get_metric_history(logger.run_id, "val/psnr")] == [15]
@@ -132,7 +125,7 @@ def test_the_logging_callback_reaches_a_process_without_importing_mlflow_until_i
 
     with stage_run(cfg, "train", "run", key="run") as logger:
         shipped = tmp_path / "callback.pkl"
-        shipped.write_bytes(cloudpickle.dumps(ReportToLogger(logger, logged_steps(logger))))
+        shipped.write_bytes(cloudpickle.dumps(ReportToLogger(logger)))
         code = (
             "import pickle, sys\n"
             "import fairweather.stages.label.actors, fairweather.stages.sweep.trainers\n"

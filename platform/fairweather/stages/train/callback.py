@@ -24,9 +24,9 @@ class ReportToLogger(ray.train.UserCallback):
     validation grid, go to the run's logger.
 
     A resumed run replays the steps between its last checkpoint and the point where it stopped; those were logged
-    already. ``logged`` holds the last step the run has per metric, read by the driver before the trainer starts
-    (:func:`~fairweather.stages.infra.tracking.logged_steps`), and a metric is logged only at a later step, so every
-    step of a curve has one value.
+    already. The steps the run holds per metric are read once, when the callback is made (in the driver, before the
+    trainer starts; :func:`~fairweather.stages.infra.tracking.logged_steps`), and a metric is logged only at a
+    later step, so every step of a curve has one value.
 
     Ray Train ships the run config, this callback with it, to every training worker as well as to the controller
     that calls it. The logger therefore travels as pickled bytes, unpickled at its first use in the controller: a
@@ -34,14 +34,16 @@ class ReportToLogger(ray.train.UserCallback):
     and may not reach (a SQLite file on the driver's disk).
     """
 
-    def __init__(
-        self, logger: MetricLogger, logged: Mapping[str, int], resumed: Mapping[str, Any] | None = None
-    ):
+    def __init__(self, logger: MetricLogger, resumed: Mapping[str, Any] | None = None):
         """resumed: the metrics of the registered checkpoint the run resumes from. Ray Train registers a checkpoint
         before its callbacks see the report, so a driver killed in between left that step unlogged, and the resumed
         run starts after it: logged here, where missing."""
+        # Imported here, where the callback is made: at the module's top it would bring MLflow into every worker
+        # that unpickles the callback.
+        from fairweather.stages.infra.tracking import logged_steps
+
         self._logger: MetricLogger | bytes = logger
-        self.logged = dict(logged)
+        self.logged = logged_steps(logger)
         if resumed:
             self._log(resumed)
 

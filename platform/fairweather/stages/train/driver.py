@@ -59,7 +59,7 @@ from fairweather.stages.infra.console import say
 from fairweather.stages.infra.cpus import check_cpu_budget
 from fairweather.stages.infra.locks import run_lock
 from fairweather.stages.infra.runtime import is_private_local, ray_session, runs_path
-from fairweather.stages.infra.tracking import logged_steps, stage_run, stamped_name
+from fairweather.stages.infra.tracking import stage_run, stamped_name
 from fairweather.stages.train.callback import RESUME_TAG, ReportToLogger
 from fairweather.stages.train.final_score import evaluate_checkpoint, print_test_table
 from fairweather.stages.train.prompts import learn_prompts
@@ -459,10 +459,7 @@ def _fit(
                 failure_config=ray.train.FailureConfig(max_failures=0),
                 # A fresh callback per try: it reads which steps the run has logged already, and logs the
                 # resumed checkpoint's report where a killed driver registered it without logging it.
-                callbacks=[
-                    ReportToLogger(logger, logged_steps(logger), registered and registered.metrics),
-                    *callbacks,
-                ],
+                callbacks=[ReportToLogger(logger, registered and registered.metrics), *callbacks],
             ),
             datasets=datasets,
             # Every worker gets the whole (small) index and takes its own disjoint share per epoch
