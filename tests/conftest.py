@@ -38,6 +38,22 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_CPUS = 2
 
 
+def _share_the_cores_between_workers() -> None:
+    """Each xdist worker's OpenMP threads (torch's intra-op pool) get their share of the cores, set here before any
+    test imports torch, and inherited by every process the worker starts (its Ray, commands, probes).
+
+    Why: torch starts one OpenMP thread per core in every process, and OpenMP threads spin at each parallel
+    region's barrier. Two workers with two threads each on two cores wait at every barrier for a thread that is
+    not running: the in-process tests of the default suite took 3 min 22 s in two workers, and 1 min 41 s with one
+    thread each (2026-12-06, docs/benchmarks.md). A variable already set wins; ``-n 0`` keeps every core."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
+_share_the_cores_between_workers()
+
+
 #: The longest modules, longest first (seconds in a 2-worker run on the 2-core machine, 2026-12-05: 183, 127, 104,
 #: 84, 77, 58, 52). They start first so that no worker is left with one long module at the end; the others follow
 #: in file order. A stale list only costs balance, never a test.
