@@ -257,9 +257,7 @@ def test_the_fit_takes_its_pairs_from_every_dataset_and_every_weather_in_turn():
     expected = [f"{name}/{i:03d}" for i in range(3) for name in ("a-snow", "ots", "outdoor-rain")]
     assert chosen == expected[:7]
     one = [
-        {"pair_id": f"synth-photo/{w}_{i:05d}", "weather": w}
-        for w in ("snow", "haze", "rain")
-        for i in range(4)
+        {"pair_id": f"synth-photo/{w}_{i:05d}", "weather": w} for w in ("snow", "haze", "rain") for i in range(4)
     ]
     chosen = [row["pair_id"] for row in fit_pairs(one, 6)]
     assert chosen == [f"synth-photo/{w}_{i:05d}" for i in range(2) for w in ("haze", "rain", "snow")]
