@@ -33,15 +33,13 @@ def lighter_degradation(degraded: np.ndarray, target: np.ndarray, strength: floa
 
 
 def fit_pairs(rows: Sequence[dict], count: int) -> list[dict]:
-    """``count`` of ``rows``: the first by ``pair_id`` of each dataset's each weather in turn (datasets by name,
-    then weathers; a pair id is ``<dataset>/<name>``, from synth and from import-pairs alike), so that every
-    imported set and every weather has its share. By ``pair_id`` alone the alphabetically first set or weather
-    fills the fit: the smoke profile's 128 pairs were 79 haze and 49 rain, and snow, told its weather, got a map
-    fitted on none of its own examples (docs/real-weather.md)."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    """``count`` of ``rows``: the first by ``pair_id`` of each dataset in turn (by name; a pair id is
+    ``<dataset>/<name>``, from synth and from import-pairs alike), so that every imported set has its share (by
+    ``pair_id`` alone, the alphabetically first set could fill the fit)."""
+    by_dataset: dict[str, list[dict]] = {}
     for row in sorted(rows, key=lambda row: row["pair_id"]):
-        groups.setdefault((row["pair_id"].split("/", 1)[0], row.get("weather") or ""), []).append(row)
-    turns = itertools.zip_longest(*(groups[key] for key in sorted(groups)))
+        by_dataset.setdefault(row["pair_id"].split("/", 1)[0], []).append(row)
+    turns = itertools.zip_longest(*(by_dataset[name] for name in sorted(by_dataset)))
     return [row for turn in turns for row in turn if row is not None][:count]
 
 
