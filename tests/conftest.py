@@ -45,11 +45,14 @@ def _share_the_cores_between_workers() -> None:
     Why: torch starts one OpenMP thread per core in every process, and OpenMP threads spin at each parallel
     region's barrier. Two workers with two threads each on two cores wait at every barrier for a thread that is
     not running: the in-process tests of the default suite took 178 s in two workers, and 80 s with one thread
-    each (docs/benchmarks.md, "Where the test suite's CPU goes"). A variable already set wins; ``-n 0`` keeps every
-    core."""
+    each (docs/benchmarks.md, "Where the test suite's CPU goes"). The cores are the stages' own count
+    (``machine_cpus``: the affinity mask capped by the cgroup quota, not the host's). A variable already set wins;
+    ``-n 0`` keeps every core."""
+    from fairweather.stages.infra.cpus import machine_cpus
+
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, machine_cpus() // workers)))
 
 
 _share_the_cores_between_workers()

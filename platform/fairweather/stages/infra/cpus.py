@@ -14,8 +14,6 @@ import math
 import os
 from pathlib import Path
 
-import ray
-
 from fairweather.contracts.config.runtime import RuntimeConfig
 from fairweather.contracts.errors import FairweatherError
 from fairweather.stages.infra.runtime import is_private_local
@@ -54,6 +52,8 @@ def machine_cpus() -> int:
 
 def cpu_budget(runtime: RuntimeConfig) -> float:
     """CPUs of the Ray a stage runs on (see the module docstring for the order)."""
+    import ray  # here, not at the top: the test session counts the cores (machine_cpus) before anything imports Ray
+
     if ray.is_initialized():
         return float(ray.cluster_resources().get("CPU", 0.0))
     return float(runtime.num_cpus or machine_cpus())
