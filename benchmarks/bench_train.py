@@ -71,7 +71,7 @@ from fairweather.contracts.config import FairweatherConfig, load_config
 from fairweather.contracts.tables import TableStore
 from fairweather.data.views import paired_view, real_view
 from fairweather.training.ema import ema_update
-from fairweather.training.loop import Window, batch_stream, iterate, memory_format
+from fairweather.training.loop import Window, batch_stream, iterate
 from fairweather.training.optim import build_optimizer, build_scheduler
 from fairweather.training.setup import build_training_parts
 from fairweather.training.step import TrainBatch, train_step
@@ -248,9 +248,7 @@ def plain_worker(rank: int, world: int, cfg: FairweatherConfig, rows: dict, port
     parts = build_training_parts(cfg, device)
     optimizer, step = build_optimizer(parts.model, train), 0
     scheduler = build_scheduler(optimizer, train)
-    model = DistributedDataParallel(
-        parts.model.to(memory_format=memory_format(cfg, device)), device_ids=[rank] if cuda else None
-    )
+    model = DistributedDataParallel(parts.model, device_ids=[rank] if cuda else None)
     hook = functools.partial(record_time, folder)
     loader = batch_stream(cfg, rows["paired"], rows["real"], rank, world, step)
     window, reported = Window(), []
@@ -385,7 +383,6 @@ def backbone_images_per_s(args: argparse.Namespace, tmp: str) -> None:
         except Exception as err:  # e.g. clip_prior without the paper's CLIP in the model cache
             print(f"| {arch} | - | skipped: {type(err).__name__}: {err} |")
             continue
-        parts.model.to(memory_format=torch.channels_last)
         optimizer = build_optimizer(parts.model, train)
         shape = (train.batch_size, 3, train.crop_size, train.crop_size)
         batch = TrainBatch(torch.rand(shape), torch.rand(shape)).to(device, torch.channels_last)

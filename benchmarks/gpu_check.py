@@ -15,7 +15,7 @@ running is marked ``"status": "running"``):
                 within 1e-3 (the tolerance of ``tests/test_gpu.py``'s vLLM check).
 ``loss``        the project's training step (``fairweather.training.step.train_step`` on the parts of
                 ``build_training_parts``: the paper profile's MSBDN, AdamW + warm-up schedule, grad clip) run on CPU
-                and on the GPU from the same seed and batch, float32 (TF32 off), channels-last on the GPU as the
+                and on the GPU from the same seed and batch, float32 (TF32 off), channels-last on both as the
                 training loop does; the loss of every step must agree within ``rtol``. Terms: the paper weights of
                 ``sup``, ``ps`` and ``feat`` (Depth Anything = the tiny random one, built by transformers);
                 ``wpl``, ``sem`` and ``srd`` need CLIP, i.e. open_clip, which the lent machine lacks, so they are 0.
@@ -357,14 +357,13 @@ def _loss_run(
     cfg, device: torch.device, batch, steps: int, autocast: torch.dtype | None, cap_s: float
 ) -> list:
     """``steps`` real training steps on ``device`` (fewer if ``cap_s`` runs out after the first)."""
-    from fairweather.training.loop import memory_format
     from fairweather.training.optim import build_optimizer, build_scheduler
-    from fairweather.training.setup import build_training_parts
+    from fairweather.training.setup import build_training_parts, memory_format
     from fairweather.training.step import train_step
 
     parts = build_training_parts(cfg, device)
-    fmt = memory_format(cfg, device)
-    model = parts.model.to(memory_format=fmt).train()
+    fmt = memory_format(cfg)
+    model = parts.model.train()
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
     on_device = batch.to(device, fmt)
@@ -435,8 +434,8 @@ def section_loss(ctx: dict) -> dict:
 def _throughput_one(arch: str, cfg, plan: Plan, device: torch.device, cap_s: float) -> dict:
     from fairweather.losses import build_composite_loss
     from fairweather.models import count_parameters
-    from fairweather.training.loop import memory_format
     from fairweather.training.optim import build_optimizer
+    from fairweather.training.setup import memory_format
     from fairweather.training.step import freeze_unread_heads, train_step
 
     crop = crop_of(cfg, plan)
@@ -444,8 +443,8 @@ def _throughput_one(arch: str, cfg, plan: Plan, device: torch.device, cap_s: flo
     model_cfg = dataclasses.replace(cfg.model, arch=arch)
     clip = clip_vision_stand_in(plan.paper_sizes).to(device) if arch == "clip_prior" else None
     torch.manual_seed(0)
-    fmt = memory_format(cfg, device)
-    model = build_net(model_cfg, clip, crop).to(device).to(memory_format=fmt).train()
+    fmt = memory_format(cfg)
+    model = build_net(model_cfg, clip, crop).to(device).use_memory_format(fmt).train()
     weights = dataclasses.replace(cfg.loss.weights, wpl=0.0, sem=0.0, feat=0.0, srd=0.0)
     loss = build_composite_loss(dataclasses.replace(cfg.loss, weights=weights)).to(device)
     freeze_unread_heads(model, loss)

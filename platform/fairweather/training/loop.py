@@ -20,7 +20,7 @@ from fairweather.data.sampling import ShardSampler
 
 from .ema import ema_update, unwrap
 from .optim import ema_decay_at
-from .setup import TrainingParts
+from .setup import TrainingParts, memory_format
 from .step import StepResult, TrainBatch, reduce_step_terms, train_step
 
 
@@ -39,12 +39,6 @@ def batch_stream(
         sampler = ShardSampler(len(real), rank, world, train.real_batch_size, seed)
         builders.append(RealBatches(list(real), sampler, **crops))
     return BatchPrefetcher(builders, start, train.loader_threads, train.prefetch_batches)
-
-
-def memory_format(cfg: FairweatherConfig, device: torch.device) -> torch.memory_format:
-    """channels-last on CUDA when ``train.channels_last`` (convolutions run faster with it there), else contiguous."""
-    use = device.type == "cuda" and cfg.train.channels_last
-    return torch.channels_last if use else torch.contiguous_format
 
 
 @dataclass(frozen=True)
@@ -72,7 +66,8 @@ def iterate(
 ) -> Iteration:
     """Step ``step`` (0-based): next batch, :func:`train_step` on ``model`` (the bare net or its DDP wrapper), EMA.
 
-    On CUDA the forward runs under bf16 autocast (``train.bf16``) and channels-last (``train.channels_last``).
+    On CUDA the forward runs under bf16 autocast (``train.bf16``); the images are in the network's layout
+    (``train.channels_last``).
     """
     train, cuda = cfg.train, device.type == "cuda"
     batch, wait = next(loader)
@@ -82,7 +77,7 @@ def iterate(
         model,
         parts.loss,
         optimizer,
-        TrainBatch(**batch).to(device, memory_format(cfg, device)),
+        TrainBatch(**batch).to(device, memory_format(cfg)),
         step=step + 1,  # errors name the step as the logs and checkpoints count it (1 = the first)
         grad_clip=train.grad_clip or None,
         autocast_dtype=torch.bfloat16 if cuda and train.bf16 else None,

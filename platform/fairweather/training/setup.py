@@ -67,6 +67,11 @@ def frozen_prompts(clip: nn.Module, context: torch.Tensor, context_len: int) -> 
     return prompts.freeze()
 
 
+def memory_format(cfg: FairweatherConfig) -> torch.memory_format:
+    """The layout the network trains and restores in: channels-last when ``train.channels_last``, else contiguous."""
+    return torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+
+
 def build_training_parts(
     cfg: FairweatherConfig, device: torch.device, prompt_context: torch.Tensor | None = None
 ) -> TrainingParts:
@@ -84,6 +89,7 @@ def build_training_parts(
     # The training crop sets TLC's window at inference (models.tlc): the network then sees at test time the
     # statistics of the crop-sized areas it was trained on.
     model = build_model(cfg.model, clip, train_crop_size=cfg.train.crop_size).to(device)
+    model.use_memory_format(memory_format(cfg))
     teacher = build_teacher(cfg.model, model, clip, train_crop_size=cfg.train.crop_size)
     loss = build_composite_loss(cfg.loss, clip=clip, depth=depth, prompts=prompts).to(device)
     freeze_unread_heads(model, loss)
@@ -96,5 +102,5 @@ def load_teacher(cfg: FairweatherConfig, state: dict, device: torch.device) -> n
     if cfg.model.arch == "clip_prior":
         clip, _ = load_encoders(cfg, device, depth=False)
     teacher = build_model(cfg.model, clip, train_crop_size=cfg.train.crop_size).to(device)
-    teacher.load_state_dict(state["teacher"])
+    teacher.use_memory_format(memory_format(cfg)).load_state_dict(state["teacher"])
     return teacher.eval()

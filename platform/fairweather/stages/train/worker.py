@@ -21,7 +21,7 @@ from fairweather.imaging import image_grid
 from fairweather.training.calibration_fit import calibrate_on_pairs
 from fairweather.training.checkpoint_file import GRID_FILE
 from fairweather.training.ema import unwrap
-from fairweather.training.loop import Window, batch_stream, iterate, memory_format
+from fairweather.training.loop import Window, batch_stream, iterate
 from fairweather.training.optim import build_optimizer, build_scheduler
 from fairweather.training.setup import build_training_parts
 from fairweather.training.state import load_state, resume_training, save_state, training_state
@@ -110,7 +110,9 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             for line in changes:
                 print(f"train: resumed after step {step} with a changed setting, applied: {line}")
-    model = ray.train.torch.prepare_model(parts.model.to(memory_format=memory_format(cfg, device)))
+    model = ray.train.torch.prepare_model(
+        parts.model
+    )  # in train.channels_last's layout (build_training_parts)
 
     paired, real, val = _rows("paired"), _rows("real"), _rows("val")
     loader = batch_stream(cfg, paired, real, rank, world, step)
