@@ -36,6 +36,7 @@ from fairweather.training.calibration_fit import calibrate_on_pairs
 from fairweather.training.ema import ema_update
 from fairweather.training.loop import batch_stream
 from fairweather.training.optim import build_optimizer, build_scheduler, ema_decay_at
+from fairweather.training.setup import memory_format
 from probe_real_error import MAX_PIXELS, pairs_of
 
 
@@ -43,8 +44,10 @@ def train_teacher(cfg, rows: list[dict], steps: int) -> torch.nn.Module:
     """The EMA teacher after ``steps`` steps of L_sup on ``rows`` (the ``train`` split's pairs), fed by the
     worker's own batch stream (weather repeats, clean pairs, weather dropout, seeded by ``runtime.seed``)."""
     torch.manual_seed(cfg.runtime.seed)
-    model = build_model(cfg.model)
-    teacher = build_model(cfg.model, train_crop_size=cfg.train.crop_size)
+    model = build_model(cfg.model).use_memory_format(memory_format(cfg))  # the worker's layout
+    teacher = build_model(cfg.model, train_crop_size=cfg.train.crop_size).use_memory_format(
+        memory_format(cfg)
+    )
     teacher.load_state_dict(model.state_dict())
     teacher.requires_grad_(False)
     optimizer = build_optimizer(model, cfg.train)
