@@ -1,7 +1,11 @@
-"""Benchmark the restoration backbones on CPU: parameters, training throughput and peak memory.
+"""Benchmark the restoration backbones on CPU: parameters, training and restoring throughput, peak memory, in the
+contiguous (NCHW) layout and in channels-last (``train.channels_last``, :meth:`RestorationNet.use_memory_format`).
 
-For each backbone, training steps (forward, L1 loss, backward; no optimiser update) on a batch of random
-images are timed one by one and the fastest gives the throughput (robust to other load on a shared CPU), and the results are printed as a Markdown table with ratios relative to MSBDN from the same run.
+For each backbone and layout, training steps (forward, L1 loss, backward; no optimiser update) on a batch of random
+images, then restoring forwards (eval mode, no gradients) of one ``--restore-size`` image (a tile), are timed one by one and the fastest gives
+the throughput (robust to other load on a shared CPU). The results are printed as a Markdown table with, for each
+backbone, channels-last's speed over the contiguous layout's from the same run; the two layouts of a backbone run
+one after the other, in an order that alternates from backbone to backbone.
 
 Memory method: every backbone runs in its own fresh Python subprocess, so one model's allocations cannot hide
 another's. The subprocess reads its peak resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``) once after
@@ -11,6 +15,7 @@ backward, gradients, workspace). RSS counts whole pages and includes the allocat
 upper bound of what the tensors themselves need, but it is the same measure for every backbone.
 
     python benchmarks/bench_backbones.py                  # config default (tiny) sizes, 256x256, batch 4
+    python benchmarks/bench_backbones.py --sizes smoke --batch 10 --size 64 --steps 20   # the smoke step's size
     python benchmarks/bench_backbones.py --sizes paper    # paper sizes (slow on CPU)
 """
 
@@ -27,14 +32,28 @@ import time
 from step_args import add_step_args, parse_step_args
 
 ARCHS = ("msbdn", "restormer", "nafnet", "promptir")
+LAYOUTS = ("contiguous", "channels_last")
 
 
 def _max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def run_worker(arch: str, sizes: str, batch: int, size: int, warmup: int, steps: int, threads: int) -> dict:
-    """Measure one backbone in this process; returns the row as a dict."""
+def fastest(step, warmup: int, steps: int) -> float:
+    """Seconds of the fastest of ``steps`` calls of ``step`` after ``warmup`` untimed ones: the least disturbed by
+    other processes sharing the CPU (as timeit reports the min)."""
+    for _ in range(warmup):
+        step()
+    best = float("inf")
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run_worker(args: argparse.Namespace) -> dict:
+    """Measure ``args.worker`` in ``args.layout`` in this process; returns the row as a dict."""
     import torch
     import torch.nn.functional as F
 
@@ -42,57 +61,65 @@ def run_worker(arch: str, sizes: str, batch: int, size: int, warmup: int, steps:
     from fairweather.contracts.config.model import ModelConfig
     from fairweather.models import build_model, count_parameters
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = dataclasses.replace(load_config("paper").model if sizes == "paper" else ModelConfig(), arch=arch)
-    model = build_model(cfg).train()
-    x, target = torch.rand(batch, 3, size, size), torch.rand(batch, 3, size, size)
+    base_cfg = load_config(args.sizes).model if args.sizes != "default" else ModelConfig()
+    fmt = torch.channels_last if args.layout == "channels_last" else torch.contiguous_format
+    model = build_model(dataclasses.replace(base_cfg, arch=args.worker)).use_memory_format(fmt).train()
+    # Contiguous inputs, as the loader and the tiler hand them over: the network converts them itself.
+    shape = (args.batch, 3, args.size, args.size)
+    x, target, tile = (
+        torch.rand(shape),
+        torch.rand(shape),
+        torch.rand(1, 3, args.restore_size, args.restore_size),
+    )
     base = _max_rss_mib()
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
         F.l1_loss(model(x), target).backward()
 
-    for _ in range(warmup):
-        step()
-    # The fastest step is the least disturbed by other processes sharing the CPU (as timeit reports the min).
-    fastest = float("inf")
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        fastest = min(fastest, time.perf_counter() - start)
+    train_s = fastest(step, args.warmup, args.steps)
+    step_mib = _max_rss_mib() - base
+    model.eval()
+    with torch.inference_mode():
+        restore_s = fastest(lambda: model(tile), args.warmup, args.steps)
     return {
-        "arch": arch,
+        "arch": args.worker,
+        "layout": args.layout,
         "params": count_parameters(model),
-        "images_per_s": batch / fastest,
+        "images_per_s": args.batch / train_s,
+        "restore_images_per_s": 1 / restore_s,
         "peak_mib": _max_rss_mib(),
-        "step_mib": _max_rss_mib() - base,
+        "step_mib": step_mib,
     }
 
 
-def measure_in_subprocess(arch: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--worker", arch, "--sizes", args.sizes, "--batch", str(args.batch)]
-    cmd += ["--size", str(args.size), "--warmup", str(args.warmup), "--steps", str(args.steps)]
-    cmd += ["--threads", str(args.threads)]
+def measure_in_subprocess(arch: str, layout: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--worker", arch, "--layout", layout, "--sizes", args.sizes]
+    for name in ("batch", "size", "restore_size", "warmup", "steps", "threads"):
+        cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark worker for {arch} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def markdown_table(rows: list[dict], reference: str = "msbdn") -> str:
-    ref = next((r for r in rows if r["arch"] == reference), rows[0])
+def markdown_table(rows: list[dict]) -> str:
+    """One line per backbone and layout; a channels-last line also gives its speed over the contiguous one's."""
     lines = [
-        f"| backbone | params (M) | params / {ref['arch']} | fwd+bwd img/s | speed / {ref['arch']} "
-        f"| peak RSS (MiB) | peak / {ref['arch']} | step RSS delta (MiB) | delta / {ref['arch']} |",
+        "| backbone | params (M) | layout | fwd+bwd img/s | restore img/s | peak RSS (MiB) | step RSS delta (MiB) "
+        "| train speed / contiguous | restore speed / contiguous |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    plain = {r["arch"]: r for r in rows if r["layout"] == "contiguous"}
+    for r in sorted(rows, key=lambda r: (ARCHS.index(r["arch"]), LAYOUTS.index(r["layout"]))):
+        ref = plain.get(r["arch"]) if r["layout"] != "contiguous" else None
+        train = f"{r['images_per_s'] / ref['images_per_s']:.2f}x" if ref else ""
+        restore = f"{r['restore_images_per_s'] / ref['restore_images_per_s']:.2f}x" if ref else ""
         lines.append(
-            f"| {r['arch']} | {r['params'] / 1e6:.3f} | {r['params'] / ref['params']:.2f} "
-            f"| {r['images_per_s']:.2f} | {r['images_per_s'] / ref['images_per_s']:.2f} "
-            f"| {r['peak_mib']:.0f} | {r['peak_mib'] / ref['peak_mib']:.2f} "
-            f"| {r['step_mib']:.0f} | {r['step_mib'] / ref['step_mib']:.2f} |"
+            f"| {r['arch']} | {r['params'] / 1e6:.3f} | {r['layout']} | {r['images_per_s']:.2f} "
+            f"| {r['restore_images_per_s']:.2f} | {r['peak_mib']:.0f} | {r['step_mib']:.0f} | {train} | {restore} |"
         )
     return "\n".join(lines)
 
@@ -102,29 +129,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--sizes", choices=("default", "paper"), default="default", help="config defaults or paper"
+        "--sizes",
+        choices=("default", "smoke", "paper"),
+        default="default",
+        help="the config's defaults, or a profile's model (smoke: NAFNet told the weather)",
     )
     parser.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS), help="backbones to run")
     add_step_args(parser)
+    parser.add_argument(
+        "--restore-size", type=int, default=256, help="side of the restored tile (default 256)"
+    )
+    parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS), help="memory layouts")
     parser.add_argument("--worker", choices=ARCHS, help=argparse.SUPPRESS)  # internal: measure one backbone
+    parser.add_argument("--layout", choices=LAYOUTS, default="contiguous", help=argparse.SUPPRESS)
     return parse_step_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker:
-        row = run_worker(
-            args.worker, args.sizes, args.batch, args.size, args.warmup, args.steps, args.threads
-        )
+        row = run_worker(args)
         print(json.dumps(row))
         return
     rows = []
-    for arch in args.archs:
-        rows.append(measure_in_subprocess(arch, args))
-        print(f"measured {arch}", file=sys.stderr)
+    for index, arch in enumerate(args.archs):
+        # A slow drift of the machine then favours neither layout.
+        for layout in args.layouts if index % 2 == 0 else args.layouts[::-1]:
+            rows.append(measure_in_subprocess(arch, layout, args))
+            print(f"measured {arch} ({layout})", file=sys.stderr)
     print(
         f"Backbones, {args.sizes} sizes, batch {args.batch} x 3 x {args.size} x {args.size}, "
-        f"{args.threads} CPU threads, fastest of {args.steps} steps after {args.warmup} warm-up:\n"
+        f"{args.threads} CPU threads, fastest of {args.steps} steps after {args.warmup} warm-up "
+        f"(restore: one {args.restore_size}-px tile):\n"
     )
     print(markdown_table(rows))
 

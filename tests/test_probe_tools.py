@@ -1,5 +1,5 @@
 """The measuring tools of benchmarks/ that no other test runs: where a command's CPU goes, the pairs-only probe of a
-setting on real pairs, and the rain-streak probe (tiny, so that none rots)."""
+setting on real pairs, the rain-streak probe and the backbones' layouts (tiny, so that none rots)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,38 @@ def test_cpu_by_process_reports_the_command_it_ran_and_its_exit_code():
     assert lines[0].startswith("wall ") and "% idle" in lines[0]
     (row,) = [line for line in lines if line.startswith("| python -c |")]
     assert float(row.split(" | ")[2]) >= 0.2  # its CPU seconds, sampled
+
+
+def test_the_backbone_benchmark_times_both_layouts_in_fresh_processes_and_prints_their_ratio():
+    args = [
+        "--archs",
+        "nafnet",
+        "--batch",
+        "1",
+        "--size",
+        "16",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+        "--restore-size",
+        "16",
+    ]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_backbones.py"), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in done.stdout.splitlines()
+        if line.startswith("| nafnet |")
+    ]
+    assert [row[2] for row in rows] == ["contiguous", "channels_last"]
+    # channels-last's train and restore speed over the contiguous layout's, on its own line
+    assert rows[0][-2:] == ["", ""] and all(cell.endswith("x") for cell in rows[1][-2:])
 
 
 def test_the_pairs_only_probe_trains_and_scores_every_set(tmp_path, model_cache, monkeypatch, capsys):
