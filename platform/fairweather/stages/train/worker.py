@@ -110,9 +110,8 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             for line in changes:
                 print(f"train: resumed after step {step} with a changed setting, applied: {line}")
-    model = ray.train.torch.prepare_model(
-        parts.model
-    )  # in train.channels_last's layout (build_training_parts)
+    # DDP around the network, already in train.channels_last's layout (build_training_parts).
+    model = ray.train.torch.prepare_model(parts.model)
 
     paired, real, val = _rows("paired"), _rows("real"), _rows("val")
     loader = batch_stream(cfg, paired, real, rank, world, step)
