@@ -2,8 +2,8 @@
 contiguous (NCHW) layout and in channels-last (``train.channels_last``, :meth:`RestorationNet.use_memory_format`).
 
 For each backbone and layout, training steps (forward, L1 loss, backward; no optimiser update) on a batch of random
-images, then restoring forwards (eval mode, no gradients) of one ``--restore-size`` image (a tile), are timed one by one and the fastest gives
-the throughput (robust to other load on a shared CPU). The results are printed as a Markdown table with, for each
+images, then restoring forwards (eval mode, no gradients) of one ``--restore-size`` image (a tile), are timed one
+by one and the fastest gives the throughput (robust to other load on a shared CPU). The results are printed as a Markdown table with, for each
 backbone, channels-last's speed over the contiguous layout's from the same run; the two layouts of a backbone run
 one after the other, in an order that alternates from backbone to backbone.
 
@@ -27,9 +27,8 @@ import json
 import resource
 import subprocess
 import sys
-import time
 
-from step_args import add_step_args, parse_step_args
+from step_args import add_step_args, fastest_ms, parse_step_args
 
 ARCHS = ("msbdn", "restormer", "nafnet", "promptir")
 LAYOUTS = ("contiguous", "channels_last")
@@ -37,19 +36,6 @@ LAYOUTS = ("contiguous", "channels_last")
 
 def _max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def fastest(step, warmup: int, steps: int) -> float:
-    """Seconds of the fastest of ``steps`` calls of ``step`` after ``warmup`` untimed ones: the least disturbed by
-    other processes sharing the CPU (as timeit reports the min)."""
-    for _ in range(warmup):
-        step()
-    best = float("inf")
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def run_worker(args: argparse.Namespace) -> dict:
@@ -68,22 +54,19 @@ def run_worker(args: argparse.Namespace) -> dict:
     model = build_model(dataclasses.replace(base_cfg, arch=args.worker)).use_memory_format(fmt).train()
     # Contiguous inputs, as the loader and the tiler hand them over: the network converts them itself.
     shape = (args.batch, 3, args.size, args.size)
-    x, target, tile = (
-        torch.rand(shape),
-        torch.rand(shape),
-        torch.rand(1, 3, args.restore_size, args.restore_size),
-    )
+    x, target = torch.rand(shape), torch.rand(shape)
+    tile = torch.rand(1, 3, args.restore_size, args.restore_size)
     base = _max_rss_mib()
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
         F.l1_loss(model(x), target).backward()
 
-    train_s = fastest(step, args.warmup, args.steps)
+    train_s = fastest_ms(step, args.warmup, args.steps) / 1000
     step_mib = _max_rss_mib() - base
     model.eval()
     with torch.inference_mode():
-        restore_s = fastest(lambda: model(tile), args.warmup, args.steps)
+        restore_s = fastest_ms(lambda: model(tile), args.warmup, args.steps) / 1000
     return {
         "arch": args.worker,
         "layout": args.layout,

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,22 +31,7 @@ from fairweather.contracts.config.model import ModelConfig
 from fairweather.encoders import FrozenCLIP, FrozenDepthEncoder
 from fairweather.losses import LossContext, WeatherPrompts, build_composite_loss
 from fairweather.models import build_model
-from step_args import add_step_args, parse_step_args
-
-
-def fastest_ms(step: Callable[[], None], warmup: int, steps: int, device: torch.device) -> float:
-    """Fastest wall time of ``step`` in milliseconds (CUDA work is synchronised before the clock stops)."""
-
-    def timed() -> float:
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    for _ in range(warmup):
-        timed()
-    return 1000 * min(timed() for _ in range(steps))
+from step_args import add_step_args, fastest_ms, parse_step_args
 
 
 def build_encoders(args: argparse.Namespace) -> tuple[FrozenCLIP, FrozenDepthEncoder]:

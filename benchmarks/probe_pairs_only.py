@@ -44,10 +44,9 @@ def train_teacher(cfg, rows: list[dict], steps: int) -> torch.nn.Module:
     """The EMA teacher after ``steps`` steps of L_sup on ``rows`` (the ``train`` split's pairs), fed by the
     worker's own batch stream (weather repeats, clean pairs, weather dropout, seeded by ``runtime.seed``)."""
     torch.manual_seed(cfg.runtime.seed)
-    model = build_model(cfg.model).use_memory_format(memory_format(cfg))  # the worker's layout
-    teacher = build_model(cfg.model, train_crop_size=cfg.train.crop_size).use_memory_format(
-        memory_format(cfg)
-    )
+    layout = memory_format(cfg)  # the worker's
+    model = build_model(cfg.model).use_memory_format(layout)
+    teacher = build_model(cfg.model, train_crop_size=cfg.train.crop_size).use_memory_format(layout)
     teacher.load_state_dict(model.state_dict())
     teacher.requires_grad_(False)
     optimizer = build_optimizer(model, cfg.train)

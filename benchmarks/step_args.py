@@ -1,8 +1,31 @@
-"""Command-line knobs shared by the benchmarks that time training steps (batch, size, warm-up, repeats, threads)."""
+"""Command-line knobs shared by the benchmarks that time training steps (batch, size, warm-up, repeats, threads),
+and their timer."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def fastest_ms(step: Callable[[], Any], warmup: int, steps: int, device: Any = None) -> float:
+    """Fastest wall time of ``step`` in milliseconds after ``warmup`` untimed calls: the call least disturbed by other
+    processes sharing the CPU (as timeit reports the min). On a CUDA ``device`` its work is synchronised before the
+    clock stops."""
+
+    def timed() -> float:
+        start = time.perf_counter()
+        step()
+        if device is not None and device.type == "cuda":
+            import torch  # only here: the drivers of these benchmarks need not import torch
+
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    for _ in range(warmup):
+        timed()
+    return 1000 * min(timed() for _ in range(steps))
 
 
 def add_step_args(parser: argparse.ArgumentParser) -> None:

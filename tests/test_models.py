@@ -90,10 +90,8 @@ def test_a_channels_last_network_runs_its_forward_in_channels_last_and_restores_
     fast = tiny_model(arch).use_memory_format(torch.channels_last).eval()
     fast.load_state_dict(plain.state_dict())  # the weights keep the layout of the network they load into
     inputs = []
-    hook = (
-        fast.ending if arch == "nafnet" else next(m for m in fast.modules() if isinstance(m, torch.nn.Conv2d))
-    )
-    hook.register_forward_hook(lambda module, args, out: inputs.append(args[0]))
+    first_conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda module, args, out: inputs.append(args[0]))
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.ndim == 4)
     out = fast(x)
     assert inputs and inputs[0].is_contiguous(memory_format=torch.channels_last)

@@ -57,12 +57,12 @@ def test_the_backbone_benchmark_times_both_layouts_in_fresh_processes_and_prints
         "1",
         "--size",
         "16",
+        "--restore-size",
+        "16",
         "--warmup",
         "0",
         "--steps",
         "1",
-        "--restore-size",
-        "16",
     ]
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_backbones.py"), *args],
