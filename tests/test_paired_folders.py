@@ -177,6 +177,24 @@ def test_unreadable_and_mismatched_pairs_are_reported_not_dropped(tmp_path):
     assert found.pairs[0].input.endswith("ok.jpg") and found.duplicates == (str(root / "input/ok.png"),)
 
 
+def test_sizes_are_compared_upright_as_training_decodes_them(tmp_path):
+    """A camera JPEG stored 12x8 with EXIF orientation 6 (turn 90°) decodes 8x12: it pairs with an 8x12 target,
+    and not with a 12x8 one, which training would fail to crop with it."""
+    root = tmp_path / "set"
+    turned = Image.Exif()
+    turned[0x0112] = 6
+    (root / "input").mkdir(parents=True)
+    for name in ("upright", "sideways"):
+        Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(
+            root / f"input/{name}.jpg", exif=turned.tobytes()
+        )
+    image(root / "target/upright.png", size=(8, 12))
+    image(root / "target/sideways.png", size=(12, 8))
+    found = scan_paired_folder(str(root), "generic", "set", weather="rain")
+    assert [p.pair_id for p in found.pairs] == ["set/input/upright"]
+    assert found.size_mismatch == (f"{root / 'input/sideways.jpg'}: 8x12 vs target 12x8",)
+
+
 def test_an_unreadable_target_is_named_itself_without_pythons_file_object(tmp_path, capsys):
     root = make(tmp_path / "set", "input/ok.png", "target/ok.png", "input/bad.png")
     (root / "target/bad.png").write_bytes(b"not an image")

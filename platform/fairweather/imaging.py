@@ -120,7 +120,18 @@ def read_image_file(uri: str | Path, *, max_pixels: int) -> np.ndarray:
 
 #: EXIF tag of the orientation (the rotation/flip a viewer applies).
 ORIENTATION_TAG = 0x0112
+#: The orientations that turn the image a quarter (transpose, 90° / 270°, transverse): decoding swaps its sides.
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
 _EXIF_HEADER = b"Exif\x00\x00"
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of an opened image as :func:`decode_image` returns it (its EXIF orientation applied),
+    from the header alone: a listing compares pairs' sizes without decoding a pixel."""
+    width, height = image.size
+    if image.getexif().get(ORIENTATION_TAG) in _QUARTER_TURNS:
+        return height, width
+    return width, height
 
 
 def exif_upright(block: bytes) -> bytes | None:

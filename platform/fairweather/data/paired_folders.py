@@ -52,6 +52,7 @@ from PIL import Image, UnidentifiedImageError
 from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import filesystem_for, has_scheme, list_files
 from fairweather.contracts.vocab import IMAGE_SUFFIXES
+from fairweather.imaging import upright_size
 from fairweather.synth.paired import PairRecord, hash_fraction, split_for
 
 #: The weathers a paired set can restore (the ``paired`` table's ``weather`` column).
@@ -187,10 +188,11 @@ def _relative_parts(uri: str, root_path: str) -> tuple[str, ...]:
 
 
 def _image_size(uri: str) -> tuple[int, int]:
-    """``(width, height)`` from the image header only (PIL reads no pixels here)."""
+    """``(width, height)`` as training and scoring see the image (EXIF orientation applied), from its header only
+    (PIL reads no pixels here)."""
     fs, path = filesystem_for(uri)
     with fs.open_input_file(path) as f, Image.open(f) as image:
-        return image.size
+        return upright_size(image)
 
 
 def _unreadable_reason(err: Exception) -> str:
