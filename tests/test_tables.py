@@ -98,6 +98,46 @@ def test_compaction_gives_plain_readers_one_row_per_key(tmp_path):
     assert store.read("errors").num_rows == 0 and not list((tmp_path / "errors").glob("part-*"))
 
 
+def test_a_compaction_by_another_process_loses_no_row_of_a_read_or_a_compaction(tmp_path, monkeypatch):
+    """A sweep's trials share the tables: a part listed by one can be compacted away by another before it is
+    opened (the read lists again), and two compactions of the same parts each delete what the other took."""
+    reader, other = TableStore(str(tmp_path)), TableStore(str(tmp_path))
+    reader.write("errors", error_rows(["a"]))
+    reader.write("errors", error_rows(["b"]))
+    listed = reader._parts
+
+    def listed_then_compacted(name):
+        parts = listed(name)
+        if len(parts) > 1:  # the first listing only: the other process writes and compacts right after it
+            other.write("errors", error_rows(["c"]))
+            other.compact("errors")
+        return parts
+
+    monkeypatch.setattr(reader, "_parts", listed_then_compacted)
+    assert sorted(reader.read("errors").column("uri").to_pylist()) == ["a", "b", "c"]
+    monkeypatch.undo()
+
+    reader.write("errors", error_rows(["d"]))
+    read = reader.read
+
+    def read_then_compacted(name, columns=None):
+        rows = read(name, columns)
+        other.compact("errors")  # the other process compacts the parts this compaction listed and read
+        return rows
+
+    monkeypatch.setattr(reader, "read", read_then_compacted)
+    reader.compact("errors")
+    monkeypatch.undo()
+    assert sorted(reader.read("errors").column("uri").to_pylist()) == ["a", "b", "c", "d"]
+    assert len(list((tmp_path / "errors").glob("part-*.parquet"))) == 1
+
+    monkeypatch.setattr(
+        reader, "_read_part", lambda spec, path: (_ for _ in ()).throw(FileNotFoundError(path))
+    )
+    with pytest.raises(TableError, match=r"kept disappearing while being read \(5 listings\)"):
+        reader.read("errors")
+
+
 def test_schema_violations_are_named(tmp_path):
     store = TableStore(str(tmp_path))
     with pytest.raises(TableError, match="missing column"):

@@ -9,6 +9,7 @@ after which plain readers (``pandas.read_parquet(<root>/<name>)``) also see exac
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -24,6 +25,8 @@ from .schemas import TABLES, TableSpec
 
 _ROW = "__row"
 _COMPACTED = "-compacted.parquet"
+#: Listings :meth:`TableStore.read` makes when parts it listed vanish before it opens them (concurrent compactions).
+RELIST_TRIES = 5
 
 
 class TableError(FairweatherError, ValueError):
@@ -118,23 +121,38 @@ class TableStore:
         return path
 
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
-        """All rows of table ``name``, one per primary key (the latest write wins); empty if never written."""
+        """All rows of table ``name``, one per primary key (the latest write wins); empty if never written.
+
+        Processes share a table (a sweep's trials run their pseudo-label jobs at once), so a part listed here can
+        be gone before it is opened: another process compacted it, after writing a part that holds its rows.
+        The table is then listed again."""
         spec = self.spec(name)
-        pieces = []
-        for path in self._parts(name):
-            with self.fs.open_input_file(path) as source:
-                piece = pq.read_table(source)
-            version = (piece.schema.metadata or {}).get(b"fairweather.version", b"?").decode()
-            if version != str(spec.version):
-                raise TableError(
-                    f"table '{name}' part {path} has schema version {version}, this code reads version "
-                    f"{spec.version}: move the table folder away (or set data.tables to a new folder) and rerun"
-                )
-            pieces.append(with_optional_columns(spec, piece).select(spec.schema.names))
-            pieces[-1] = pieces[-1].replace_schema_metadata(spec.schema.metadata)
+        for attempt in range(RELIST_TRIES):
+            try:
+                pieces = [self._read_part(spec, path) for path in self._parts(name)]
+                break
+            except FileNotFoundError as err:
+                if attempt == RELIST_TRIES - 1:
+                    raise TableError(
+                        f"table '{name}': its parts kept disappearing while being read ({RELIST_TRIES} "
+                        f"listings); is something deleting them? ({err})"
+                    ) from err
         table = pa.concat_tables(pieces) if pieces else spec.schema.empty_table()
         table = latest_per_key(table, spec.key)
         return table.select(columns) if columns else table
+
+    def _read_part(self, spec: TableSpec, path: str) -> pa.Table:
+        """One part in the spec's current schema (a nullable column it predates filled with nulls)."""
+        with self.fs.open_input_file(path) as source:
+            piece = pq.read_table(source)
+        version = (piece.schema.metadata or {}).get(b"fairweather.version", b"?").decode()
+        if version != str(spec.version):
+            raise TableError(
+                f"table '{spec.name}' part {path} has schema version {version}, this code reads version "
+                f"{spec.version}: move the table folder away (or set data.tables to a new folder) and rerun"
+            )
+        piece = with_optional_columns(spec, piece).select(spec.schema.names)
+        return piece.replace_schema_metadata(spec.schema.metadata)
 
     def keys(self, name: str) -> set[tuple]:
         """The primary keys present in table ``name``."""
@@ -167,4 +185,7 @@ class TableStore:
             self._put(target, table)
         for path in parts:
             if path != target or not table.num_rows:
-                self.fs.delete_file(path)
+                with contextlib.suppress(
+                    FileNotFoundError
+                ):  # a concurrent compaction of the same rows took it
+                    self.fs.delete_file(path)
