@@ -23,6 +23,7 @@ from fairweather.cli import main
 from fairweather.contracts.config import load_config, to_dict
 from fairweather.data.batches import to_tensor
 from fairweather.models import build_model, restore_tiled
+from fairweather.models.tlc import StatsPool
 from fairweather.training.checkpoint_file import state_path
 from fairweather.training.restorer import load_restorer
 from fairweather.training.state import FORMAT_VERSION, save_state
@@ -198,6 +199,17 @@ def test_a_model_pt_restores_with_its_own_config(tmp_path, checkpoints, capsys):
     argv = ["restore", "--checkpoint", checkpoints["artifact"], "--input", str(tmp_path / "in")]
     assert main([*argv, "--output", str(tmp_path / "out2")]) == 0
     assert Image.open(tmp_path / "out2" / "a.jpg").size == (56, 40)
+
+
+def test_the_tlc_window_follows_the_crop_the_checkpoint_trained_on_not_a_given_config(tmp_path):
+    """A network trained on 128-px crops pools over 192-px windows at inference (1.5 x its crop), restored with its
+    own config or with a --config whose train.crop_size (the smoke profile's 64) says nothing about it."""
+    state = checkpoint_state()
+    state["config"]["train"]["crop_size"] = 128
+    save_state(state, tmp_path / "crop128")
+    for cfg in (None, load_config("smoke")):
+        model = load_restorer(str(tmp_path / "crop128"), cfg, device="cpu").model
+        assert {m.kernel * m.scale for m in model.modules() if isinstance(m, StatsPool)} == {192}
 
 
 def test_refuses_to_write_among_the_inputs(tmp_path, checkpoints, capsys):

@@ -97,10 +97,15 @@ def build_training_parts(
 
 
 def load_teacher(cfg: FairweatherConfig, state: dict, device: torch.device) -> nn.Module:
-    """The EMA teacher of a checkpoint ``state`` (:func:`fairweather.training.state.load_state`), in eval mode."""
+    """The EMA teacher of a checkpoint ``state`` (:func:`fairweather.training.state.load_state`), in eval mode.
+
+    Its TLC window (``model.tlc_base_size: 0``) follows the crop it was *trained* on, the one its stored config
+    records: ``cfg`` may be another config given for restoring (``--config``), whose ``train.crop_size`` says
+    nothing about this network."""
     clip = None
     if cfg.model.arch == "clip_prior":
         clip, _ = load_encoders(cfg, device, depth=False)
-    teacher = build_model(cfg.model, clip, train_crop_size=cfg.train.crop_size).to(device)
+    trained_crop = (state.get("config") or {}).get("train", {}).get("crop_size", cfg.train.crop_size)
+    teacher = build_model(cfg.model, clip, train_crop_size=trained_crop).to(device)
     teacher.use_memory_format(memory_format(cfg)).load_state_dict(state["teacher"])
     return teacher.eval()
