@@ -27,6 +27,7 @@ from fairweather.stages.engine.rows import OutputFolder, read_one
 from fairweather.stages.evaluate.report import (
     TARGET,
     ReportInfo,
+    console_lines,
     metric_table,
     weather_means,
     write_report,
@@ -121,6 +122,21 @@ def test_report_table_layout_quoted_rows_and_na_cells():
     assert row["Overall VLM-Vis ↑"] == "n/a (not configured)"
     assert row["Overall Q-Align ↑"] == "–"  # configured and available, but no image scored it
     assert second.set_index("method").loc["Paper A (quoted)", "Overall VLM-Vis ↑"] == "0.387"
+
+
+def test_console_lines_count_a_sets_images_when_the_first_method_scored_none_of_them():
+    """``evaluate.include_input=false`` and the first checkpoint failed every image of set b: its rows are dashes."""
+    frame = per_image(
+        [
+            ("ours", "a", "rain", "piqe", 30.0),
+            ("other", "a", "rain", "piqe", 35.0),
+            ("other", "b", "haze", "piqe", 20.0),
+        ]
+    )
+    info = report_info(methods=("ours", "other"), checkpoints=("ours", "other"), metrics=("piqe",))
+    lines = console_lines(weather_means(frame), info, higher_better={"piqe": False})
+    (header,) = [i for i, line in enumerate(lines) if line.startswith("b (1 images), overall:")]
+    assert lines[header + 1].split() == ["ours", "–"] and lines[header + 2].split() == ["other", "20.00"]
 
 
 def test_a_paper_table_with_no_metric_configured_is_one_note_not_a_table_of_n_a(tmp_path: Path):
@@ -322,7 +338,8 @@ def test_evaluate_job_end_to_end(evaluation_setup, capsys):
         and ("all", "input", "overall", "piqe") in means.index
     )
     errors = TableStore(cfg.data.tables).read("errors").to_pandas()
-    assert list(errors["stage"]) == ["evaluate"] and errors["uri"][0].endswith("broken.png")
+    assert all(uri.endswith("broken.png") for uri in errors["uri"])
+    assert sorted(errors["stage"]) == ["evaluate:input", "evaluate:random", "evaluate:train-0123abcd"]
 
     assert logger.tags["fairweather.training_run"] == "random,train-0123abcd"
     assert logger.tags["fairweather.training_run.train-0123abcd"] == "train-0123abcd"

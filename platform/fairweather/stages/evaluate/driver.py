@@ -374,9 +374,11 @@ def _write_tables(
         errors = [
             {
                 "uri": relative_uri(store.root, f["source_uri"]),
-                "stage": "evaluate",
+                # One row per (file, method): the table's key is (uri, stage), and two methods failing on one
+                # photo (an out-of-memory restore by each checkpoint) are two failures.
+                "stage": f"evaluate:{f['source']}",
                 "error_type": f["error_type"],
-                "message": f"{f['source']}: {f['message']}",
+                "message": f["message"],
                 "time": now,
             }
             for f in failures

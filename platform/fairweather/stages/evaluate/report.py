@@ -167,7 +167,7 @@ def console_lines(means: pd.DataFrame, info: ReportInfo, higher_better: dict[str
         scored = set(rows["metric"])
         metrics = [m for m in (*info.metrics, *info.reference_metrics) if m in scored]
         lookup = {(r.method, r.metric): r.value for r in rows.itertuples()}
-        images = int(rows[rows["method"] == info.methods[0]]["num_images"].max())
+        images = int(rows["num_images"].max())  # the first method may have none here (every image failed)
         table = [
             [f"{dataset} ({images} images), overall:"]
             + [_header("overall", m, higher_better).removeprefix("Overall ") for m in metrics]
