@@ -21,9 +21,11 @@ import pytest
 from PIL import Image
 
 from fairweather.contracts.config import load_config
+from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.metric_logger import DiskLogger
 from fairweather.contracts.tables import TableStore
 from fairweather.stages.engine.rows import OutputFolder, read_one
+from fairweather.stages.evaluate.io import name_test_sets
 from fairweather.stages.evaluate.report import (
     TARGET,
     ReportInfo,
@@ -122,6 +124,14 @@ def test_report_table_layout_quoted_rows_and_na_cells():
     assert row["Overall VLM-Vis ↑"] == "n/a (not configured)"
     assert row["Overall Q-Align ↑"] == "–"  # configured and available, but no image scored it
     assert second.set_index("method").loc["Paper A (quoted)", "Overall VLM-Vis ↑"] == "0.387"
+
+
+def test_test_sets_named_alike_take_their_parent_folders_and_one_listed_twice_is_refused():
+    specs = ["devdata/rain100l", "paired:test", "runs/a/test", "runs/b/test/", "sets.csv", "x/y/test"]
+    assert name_test_sets(specs) == ["rain100l", "paired:test", "a/test", "b/test", "sets", "y/test"]
+    assert name_test_sets(["test", "a/test"]) == ["test", "a/test"]
+    with pytest.raises(FairweatherError, match="lists 'a/test' more than once"):
+        name_test_sets(["a/test", "b", "a/test"])
 
 
 def test_console_lines_count_a_sets_images_when_the_first_method_scored_none_of_them():

@@ -40,7 +40,14 @@ from fairweather.contracts.tables import TableStore
 from fairweather.metrics import METRICS, missing_weights
 from fairweather.stages.engine.pipeline import Scoring, Sizing, restore_and_score
 from fairweather.stages.engine.rows import CheckpointRef, OutputFolder
-from fairweather.stages.evaluate.io import INPUT_METHOD, TestSet, list_test_set, metric_rows, work_rows
+from fairweather.stages.evaluate.io import (
+    INPUT_METHOD,
+    TestSet,
+    list_test_set,
+    metric_rows,
+    name_test_sets,
+    work_rows,
+)
 from fairweather.stages.evaluate.report import (
     TARGET,
     ReportInfo,
@@ -217,8 +224,10 @@ def run_evaluate(
         for name, _, folder in (entry.partition("=") for entry in ev.baseline_folders)
     }
     test_sets = [
-        list_test_set(spec, store, follow_links_out=cfg.data.follow_links_out, roots=cfg.data.roots)
-        for spec in ev.test_sets
+        list_test_set(
+            spec, store, name=name, follow_links_out=cfg.data.follow_links_out, roots=cfg.data.roots
+        )
+        for spec, name in zip(ev.test_sets, name_test_sets(ev.test_sets), strict=True)
     ]
     rows, unmatched = work_rows(
         test_sets, [c.name for c in checkpoints], baselines, include_input=ev.include_input, examples=EXAMPLES

@@ -14,6 +14,7 @@ method = its source).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -80,14 +81,48 @@ def _paired_rows(spec: str, store: TableStore) -> list[dict]:
     return rows
 
 
+def name_test_sets(specs: Sequence[str]) -> list[str]:
+    """A name per ``evaluate.test_sets`` entry that tells it from the others (the ``metrics`` table's dataset): a
+    ``paired:`` spec as written; a folder, glob or manifest by its last path part without suffix
+    (``devdata/rain100l`` -> ``rain100l``), with as many parent folders as it takes to differ from another entry's
+    (``a/test`` and ``b/test``, whose images would otherwise be scored as one set). An entry listed twice is
+    refused."""
+    repeated = sorted({spec for spec in specs if specs.count(spec) > 1})
+    if repeated:
+        raise FairweatherError(f"evaluate.test_sets lists {', '.join(map(repr, repeated))} more than once")
+
+    def tail(spec: str, depth: int) -> str:
+        if spec.startswith("paired:"):
+            return spec
+        path = PurePosixPath(spec.rstrip("/"))
+        parts = [*path.parent.parts, path.stem or path.name]
+        return "/".join(parts[-depth:]) if depth <= len(parts) else spec
+
+    depths = [1] * len(specs)
+    names = [tail(spec, 1) for spec in specs]
+    while len(set(names)) < len(names):  # terminates: at full depth every entry is its distinct spec
+        for i, name in enumerate(names):
+            if names.count(name) > 1:
+                depths[i] += 1
+        names = [tail(spec, depth) for spec, depth in zip(specs, depths, strict=True)]
+    return names
+
+
 def list_test_set(
-    spec: str, store: TableStore, *, follow_links_out: bool = False, roots: tuple[str, ...] = ()
+    spec: str,
+    store: TableStore,
+    *,
+    name: str | None = None,
+    follow_links_out: bool = False,
+    roots: tuple[str, ...] = (),
 ) -> TestSet:
     """List ``paired:<split>`` or ``paired:<dataset>:<split>`` from ``store``'s paired table, or a folder / glob /
-    manifest of images. A ``paired:`` spec that names an unknown split or dataset, or one without pairs of that
-    split, raises :class:`FairweatherError` naming what the table holds."""
+    manifest of images, as test set ``name`` (default: its name in :func:`name_test_sets` alone). A ``paired:``
+    spec that names an unknown split or dataset, or one without pairs of that split, raises
+    :class:`FairweatherError` naming what the table holds."""
+    name = name or name_test_sets([spec])[0]
     if spec.startswith("paired:"):
-        return TestSet.of_pairs(spec, _paired_rows(spec, store))
+        return TestSet.of_pairs(name, _paired_rows(spec, store))
     listing = list_pool(spec, follow_links_out=follow_links_out, roots=roots, what="test set")
     root = spec.rstrip("/")
     images = []
@@ -106,7 +141,7 @@ def list_test_set(
     not_listed = {reason: len(uris) for reason, uris in listing.skipped.items()}
     if listing.bad_names:
         not_listed["name_not_utf8"] = len(listing.bad_names)
-    return TestSet(PurePosixPath(root).stem or root, images, not_listed)
+    return TestSet(name, images, not_listed)
 
 
 def work_rows(
