@@ -103,6 +103,7 @@ def hostile_folder(root: Path) -> Path:
     write(folder / "rain" / "lzw.tiff", encoded(pattern(20, 28), "TIFF", compression="tiff_lzw"))
     write(folder / "deep16.png", encoded(np.full((16, 16), 40000, np.uint16), "PNG"))
     write(folder / "bmp_named.jpg", encoded(pattern(16, 20), "BMP"))
+    write(folder / "gif_named.jpg", encoded(pattern(16, 20), "GIF"))  # not writable back: a PNG, named so
     write(folder / "truncated.jpg", encoded(pattern(64, 64), "JPEG")[:300])
     write(folder / "bomb.png", encoded(pattern(80, 80), "PNG"))  # over data.max_image_pixels=5000 below
     rgba = np.dstack([pattern(16, 16), np.full((16, 16), 0, np.uint8)])  # fully transparent
@@ -120,17 +121,18 @@ def test_folder_with_hostile_files_and_an_exif_rotated_photo(tmp_path, checkpoin
     argv = ["restore", "--checkpoint", checkpoints["identity"], "--input", str(folder), "--output", str(out)]
     assert main([*argv, "data.max_image_pixels=5000"]) == 0
     captured = capsys.readouterr()
-    assert "10 listed, 2 not listed (1 hidden, 1 suffix); 6 restored" in captured.out
+    assert "11 listed, 2 not listed (1 hidden, 1 suffix); 7 restored" in captured.out
     failed = {Path(uri).name for uri in re.findall(r"restore: skipped (\S+) \(", captured.err)}
     assert failed == {"truncated.jpg", "empty.png", "text.png", "bomb.png"}
     assert "(decode: truncated" in captured.err and "(decode: too_large" in captured.err
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before  # inputs untouched
 
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    expected = ["bmp_named.jpg", "deep16.png", "plain.png", "rain/lzw.tiff", "rain/rotated.jpg", "rgba.png"]
+    expected = ["bmp_named.jpg", "deep16.png", "gif_named.jpg.png", "plain.png", "rain/lzw.tiff", "rain/rotated.jpg",
+                "rgba.png"]  # fmt: skip
     assert written == expected
     formats = {name: Image.open(out / name).format for name in written}
-    assert formats == {"bmp_named.jpg": "BMP", "deep16.png": "PNG", "plain.png": "PNG", "rgba.png": "PNG",
+    assert formats == {"bmp_named.jpg": "BMP", "deep16.png": "PNG", "gif_named.jpg.png": "PNG", "plain.png": "PNG", "rgba.png": "PNG",
                        "rain/lzw.tiff": "TIFF", "rain/rotated.jpg": "JPEG"}  # fmt: skip
     assert Image.open(out / "rain/lzw.tiff").info["compression"] == "tiff_lzw"
     # Lossless formats through the identity network: the very same pixels (16 bits are written in 8).

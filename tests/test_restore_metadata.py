@@ -67,7 +67,7 @@ def test_a_440_jpeg_with_a_utf8_copyright_is_written_back_440_with_the_same_exif
     original = with_app1(jpeg_440(rgb), exif_block(orientation=1))
     source = Image.open(io.BytesIO(original))
     assert jpeg_sampling(source) == SAMPLING_440
-    result = Image.open(io.BytesIO(encode_like(rgb, original)))
+    result = Image.open(io.BytesIO(encode_like(rgb, original)[0]))
     assert result.format == "JPEG" and jpeg_sampling(result) == SAMPLING_440
     assert result.info["exif"] == source.info["exif"]  # byte for byte
     assert copyright_of(result) == COPYRIGHT and "??" not in copyright_of(result)
@@ -83,7 +83,7 @@ def test_pillow_samplings_are_kept_and_only_the_orientation_changes(subsampling)
     )
     original = buffer.getvalue()
     before = Image.open(io.BytesIO(original))
-    result = Image.open(io.BytesIO(encode_like(rgb, original)))
+    result = Image.open(io.BytesIO(encode_like(rgb, original)[0]))
     assert jpeg_sampling(result) == jpeg_sampling(before)
     assert result.getexif()[ORIENTATION_TAG] == 1 and copyright_of(result) == COPYRIGHT
     changed = [
@@ -111,8 +111,17 @@ def test_png_keeps_utf8_exif_and_unwritable_samplings_fall_back_to_444():
     rgb = photo(16, 24)
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, "PNG", exif=exif_block(orientation=3))
-    result = Image.open(io.BytesIO(encode_like(rgb, buffer.getvalue())))
+    result = Image.open(io.BytesIO(encode_like(rgb, buffer.getvalue())[0]))
     assert result.format == "PNG" and copyright_of(result) == COPYRIGHT
     assert result.getexif()[ORIENTATION_TAG] == 1
     odd = Image.open(io.BytesIO(encode_jpeg(rgb, quality=95, sampling=((1, 4), (1, 1), (1, 1)))))
     assert jpeg_sampling(odd) == ((1, 1), (1, 1), (1, 1))  # no setting for it: no chroma resolution lost
+
+
+def test_a_format_written_as_png_says_so_in_its_suffix():
+    rgb = photo(16, 24)
+    for fmt, suffix in (("GIF", ".png"), ("PNG", None), ("JPEG", None), ("BMP", None)):
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, fmt)
+        data, added = encode_like(rgb, buffer.getvalue())
+        assert added == suffix and Image.open(io.BytesIO(data)).format == ("PNG" if fmt == "GIF" else fmt)

@@ -31,7 +31,7 @@ from fairweather.contracts.io import atomic_write_bytes, check_writable, read_by
 from fairweather.imaging import ImageDecodeError, decode_image
 from fairweather.stages.infra.console import say
 from fairweather.stages.infra.pool import folder_hint
-from fairweather.stages.restore.files import encode_like, plan_restore
+from fairweather.stages.restore.files import encode_like, plan_restore, result_path
 from fairweather.training.restorer import Restorer, load_restorer
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ def restore_file(
     restored = restorer.restore(rgb, weather)
     del rgb
     try:
-        atomic_write_bytes(target, encode_like(restored, data))
+        encoded, suffix = encode_like(restored, data)
+        atomic_write_bytes(result_path(target, suffix), encoded)
     except (OSError, ValueError) as err:  # the output went away, disk full, the input changed meanwhile
         return _failure(source, "write", type(err).__name__, str(err))
     return None

@@ -6,7 +6,9 @@ output folder, and a run never writes where an input lives: an output folder equ
 folder, or any result path that would land on an input, is refused before anything is written.
 
 Results are written in the input's real format (sniffed from the bytes; a phone's MPO is a JPEG): PNG, TIFF
-and BMP losslessly, JPEG and WebP at quality 95. A JPEG keeps its chroma subsampling, 4:4:0 and 4:1:1 included
+and BMP losslessly, JPEG and WebP at quality 95; any other format (a GIF, ICO, ... under an image suffix) as PNG,
+its name followed by ``.png`` unless it ends so (``x.jpg`` -> ``x.jpg.png``: the name says the format and never
+meets another input's result). A JPEG keeps its chroma subsampling, 4:4:0 and 4:1:1 included
 (:func:`fairweather.imaging.encode_jpeg`). Pixels are written upright: decoding applies the EXIF orientation, so the
 result keeps the input's EXIF block byte for byte (UTF-8 text such as a "©" copyright stays as written) except the
 orientation, set to 1 = upright (a viewer would otherwise rotate the upright pixels a second time); a block that
@@ -110,13 +112,15 @@ def output_format(image: Image.Image) -> str:
     return found if found in WRITABLE else "PNG"
 
 
-def encode_like(rgb: np.ndarray, original: bytes) -> bytes:
-    """Encode ``(H, W, 3)`` uint8 upright RGB in the format and with the metadata of the file ``original``.
+def encode_like(rgb: np.ndarray, original: bytes) -> tuple[bytes, str | None]:
+    """Encode ``(H, W, 3)`` uint8 upright RGB in the format and with the metadata of the file ``original``; with
+    the suffix its result's name takes on (``.png`` for a GIF, ICO, ... written as PNG), else None.
 
     See the module docstring for what is kept and why.
     """
     with Image.open(io.BytesIO(original)) as source:
         fmt = output_format(source)
+        suffix = ".png" if fmt == "PNG" and source.format != "PNG" else None
         exif = _upright_exif(source) if fmt in ("JPEG", "PNG", "WEBP") else None
         icc, dpi = source.info.get("icc_profile"), source.info.get("dpi")
         compression = source.info.get("compression")
@@ -129,14 +133,20 @@ def encode_like(rgb: np.ndarray, original: bytes) -> bytes:
     if exif:  # TIFF's "EXIF" is the file's own structure (strips, sizes): never copied onto a new TIFF
         options["exif"] = exif
     if fmt == "JPEG":
-        return encode_jpeg(rgb, quality=LOSSY_QUALITY, sampling=sampling, **options)
+        return encode_jpeg(rgb, quality=LOSSY_QUALITY, sampling=sampling, **options), suffix
     if fmt == "WEBP":
         options["quality"] = LOSSY_QUALITY
     if fmt == "TIFF" and compression in TIFF_COMPRESSIONS:
         options["compression"] = compression
     buffer = io.BytesIO()
     Image.fromarray(rgb, mode="RGB").save(buffer, format=fmt, **options)
-    return buffer.getvalue()
+    return buffer.getvalue(), suffix
+
+
+def result_path(target: str, suffix: str | None) -> str:
+    """Where a result goes: ``target``, followed by the ``suffix`` :func:`encode_like` gave where the name does
+    not already say the format written (``x.jpg`` holding a GIF -> ``x.jpg.png``, ``x.png`` holding one -> itself)."""
+    return target + suffix if suffix and not target.lower().endswith(suffix) else target
 
 
 def _upright_exif(source: Image.Image) -> bytes | None:
