@@ -284,6 +284,8 @@ def test_import_pairs_from_the_command_line(tmp_path, capsys):
         "rain",
     ]
     assert main([*argv, f"data.tables={tmp_path / 'tables'}"]) == 0
+    out = capsys.readouterr().out  # the readable line; the summary's JSON goes to the run log
+    assert "import-pairs: 2 rain pairs from" in out and '"num_pairs"' not in out
     from fairweather.contracts.tables import TableStore
 
     assert sorted(TableStore(str(tmp_path / "tables")).read("paired").column("pair_id").to_pylist()) == [

@@ -147,15 +147,19 @@ def test_snow100k_ignores_masks_but_counts_them(tmp_path):
 
 def test_generic_layout_needs_a_weather_and_arguments_are_checked(tmp_path):
     root = make(tmp_path / "mine", "input/x.png", "target/x.png")
-    with pytest.raises(PairedFolderError, match="needs a weather"):
+    with pytest.raises(
+        PairedFolderError,
+        match=r"does not say the pairs' weather: give it with --weather \(rain \| haze \| snow\)$",
+    ):
         scan_paired_folder(str(root), "generic", "mine")
     assert scan_paired_folder(str(root), "generic", "mine", weather="haze").pairs[0].weather == "haze"
     with pytest.raises(PairedFolderError, match="unknown layout 'nope'"):
         scan_paired_folder(str(root), "nope", "mine")
     with pytest.raises(PairedFolderError, match="sum below 1"):
         scan_paired_folder(str(root), "generic", "mine", weather="rain", val_fraction=0.5, test_fraction=0.5)
-    with pytest.raises(PairedFolderError, match="not 'synth'"):
-        scan_paired_folder(str(root), "generic", "synth", weather="rain")
+    for generated in ("synth", "synth-photo"):
+        with pytest.raises(PairedFolderError, match="not 'synth' or 'synth-photo' \\(the generated pairs\\)"):
+            scan_paired_folder(str(root), "generic", generated, weather="rain")
     with pytest.raises(PairedFolderError, match=r"no images below an input folder \(in/, input/\)"):
         scan_paired_folder(str(root / "target"), "outdoor_rain", "x")
     assert set(LAYOUTS) == {"outdoor_rain", "raindrop", "spa", "ots", "snow100k", "generic"}

@@ -195,7 +195,8 @@ def test_a_model_pt_restores_with_its_own_config(tmp_path, checkpoints, capsys):
     write(tmp_path / "in" / "a.jpg", encoded(pattern(40, 56), "JPEG"))
     argv = ["restore", "--checkpoint", checkpoints["msbdn"], "--input", str(tmp_path / "in")]
     assert main([*argv, "--output", str(tmp_path / "out")]) == 0
-    assert '"arch": "msbdn"' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(msbdn network of step 7, cpu)" in out and '"arch"' not in out  # its JSON: with -v only
     assert Image.open(tmp_path / "out" / "a.jpg").size == (56, 40)
     # A run's model/ artifact folder (model.pt inside) is read the same way.
     argv = ["restore", "--checkpoint", checkpoints["artifact"], "--input", str(tmp_path / "in")]

@@ -40,8 +40,7 @@ LAYOUT_NAMES = ("generic", "ots", "outdoor_rain", "raindrop", "snow100k", "spa")
 
 #: The exit codes of every subcommand (printed by ``fairweather --help``).
 EXIT_CODES = (
-    "Exit codes: 0 done; 1 the job ran and failed (e.g. no trial of a sweep completed, or an unexpected error, "
-    "printed with its traceback); 2 a user or input error (bad config, override, path or argument, missing "
+    "Exit codes: 0 done; 1 the job ran and failed (one line; an unexpected error printed with its traceback); 2 a user or input error (bad config, override, path or argument, missing "
     "weights, a run another live command holds), printed as one line; 130 interrupted (Ctrl-C), one line saying "
     "what was kept."
 )
@@ -324,7 +323,8 @@ class Command:
     run: Run
     #: Adds the command's arguments to its parser.
     arguments: Callable[[argparse.ArgumentParser], None] = _add_config_arguments
-    #: The stage prints a summary a person reads (a ranked table, the means): its JSON goes to the run log only.
+    #: The stage prints a summary a person reads (a ranked table, the means, its counts): its JSON goes to the run
+    #: log only (with no run log, to the console with -v).
     summary_to_log: bool = False
 
 
@@ -350,8 +350,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "demo": Command(
         "The whole platform on this machine, no cluster, tracking server or downloads needed: generate data, build "
-        "the tiny models, run the pipeline (label -> initial pseudo-labels -> prompts -> training rounds -> "
-        "evaluation report) and a 2-trial sweep on a private local Ray; prints input vs. restored PSNR/SSIM on the "
+        "the tiny models, run the pipeline (label -> supervised warm-up -> initial pseudo-labels -> prompts -> "
+        "training rounds -> evaluation report) and a 2-trial sweep on a private local Ray; prints input vs. restored PSNR/SSIM on the "
         "synthetic test split, the report's folder and the MLflow compare command. --pool DIR uses a folder of "
         "real photos as the unlabeled pool.",
         _demo,
@@ -397,7 +397,8 @@ COMMANDS: dict[str, Command] = {
         summary_to_log=True,
     ),
     "pipeline": Command(
-        "Paper A end to end on the config: label the pool -> initial pseudo-labels -> stage-1 weather prompts -> "
+        "Paper A end to end on the config: label the pool -> supervised warm-up (pseudo.warmup_steps > 0: the "
+        "init's restorer) -> initial pseudo-labels -> stage-1 weather prompts -> "
         "training rounds with pseudo-label updates -> evaluation report. A stage already finished on the same "
         "inputs and config (the 'pipeline' table) is skipped, so rerunning the same command after a crash "
         "continues where it stopped. One MLflow parent run with a child per stage.",
@@ -409,6 +410,7 @@ COMMANDS: dict[str, Command] = {
         "decoded are reported and skipped.",
         _restore,
         _add_restore_arguments,
+        summary_to_log=True,
     ),
     "import-pairs": Command(
         "Add a folder of labeled pairs in a paper data set's layout (Outdoor-Rain, RainDrop, SPA, OTS, Snow100K, "
@@ -418,6 +420,7 @@ COMMANDS: dict[str, Command] = {
         "data.follow_links_out=true.",
         _import_pairs,
         _add_import_pairs_arguments,
+        summary_to_log=True,
     ),
     "config": Command(
         "Inspect configs: `config show` prints the resolved config.", _config, _add_config_actions
@@ -538,7 +541,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             fallback.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
             level = logging.getLogger().level
             logging.getLogger().addHandler(fallback)
-            logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+            # What needs action only (a file skipped, a fallback taken); -v adds the rest, the summary's JSON too.
+            logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.WARNING)
         if cfg is not None:
             _export_weights_cache(cfg)
         from fairweather.stages.infra.runtime import private_ray_on_loopback

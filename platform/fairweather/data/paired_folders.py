@@ -53,7 +53,7 @@ from fairweather.contracts.errors import FairweatherError
 from fairweather.contracts.io import filesystem_for, has_scheme, list_files
 from fairweather.contracts.vocab import IMAGE_SUFFIXES
 from fairweather.imaging import upright_size
-from fairweather.synth.paired import PairRecord, hash_fraction, split_for
+from fairweather.synth.paired import GENERATED_DATASETS, PairRecord, hash_fraction, split_for
 
 #: The weathers a paired set can restore (the ``paired`` table's ``weather`` column).
 PAIRED_WEATHERS = ("rain", "haze", "snow")
@@ -209,15 +209,17 @@ def _unreadable_reason(err: Exception) -> str:
 def _check_arguments(layout: str, dataset: str, weather: str | None) -> tuple[Layout, str]:
     if layout not in LAYOUTS:
         raise PairedFolderError(f"unknown layout '{layout}' (known: {', '.join(LAYOUTS)})")
-    if not _DATASET_NAME.fullmatch(dataset) or dataset == "synth":
+    if not _DATASET_NAME.fullmatch(dataset) or dataset in GENERATED_DATASETS:
         raise PairedFolderError(
-            f"dataset name '{dataset}' must be letters, digits, '.', '_' or '-' and not 'synth' (the generated set)"
+            f"dataset name '{dataset}' must be letters, digits, '.', '_' or '-' and not "
+            f"{' or '.join(map(repr, GENERATED_DATASETS))} (the generated pairs)"
         )
     rules = LAYOUTS[layout]
     weather = weather or rules.weather
     if weather not in PAIRED_WEATHERS:
         raise PairedFolderError(
-            f"layout '{layout}' needs a weather, one of {PAIRED_WEATHERS}; got {weather!r}"
+            f"layout '{layout}' does not say the pairs' weather: give it with --weather "
+            f"({' | '.join(PAIRED_WEATHERS)})" + ("" if weather is None else f", not {weather!r}")
         )
     return rules, weather
 

@@ -5,9 +5,9 @@ from .clean import BUNDLED, CleanPhoto, CleanPhotoError, bundled_clean_photos, e
 from .dataset import SynthResult, clean_sources_of, generate
 from .degrade import DEGRADATIONS, degrade, haze, rain, sample_params, snow
 from .depth import PRIOR_SOURCE, depth_from_disparity, geometric_depth, photo_depth
-from .paired import SPLITS, PairRecord, paired_table, write_pairs
+from .paired import PHOTO_DATASET, SPLITS, PairRecord, paired_table, write_pairs
 from .photo import degrade_photo, sample_photo_params, synthesize
-from .photo_set import PHOTO_DATASET, CleanPhotoShortage, generate_photo_pairs
+from .photo_set import CleanPhotoShortage, generate_photo_pairs
 from .scenes import procedural_scene
 
 __all__ = [

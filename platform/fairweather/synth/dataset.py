@@ -38,7 +38,7 @@ from fairweather.contracts.vocab import IMAGE_SUFFIXES
 from .clean import BUNDLED, CleanPhotoError, CleanSource, bundled_clean_photos
 from .degrade import degrade, sample_params
 from .depth import DepthFn
-from .paired import PairRecord, sequence_fraction, split_for
+from .paired import SCENE_DATASET, PairRecord, sequence_fraction, split_for
 from .photo_set import generate_photo_pairs
 from .scenes import procedural_scene
 
@@ -154,8 +154,8 @@ def generate(
             degradation = json.dumps({**params, "weather": weather, "seed": cfg.seed}, sort_keys=True)
             pairs.append(
                 PairRecord(
-                    f"synth/{name}",
-                    "synth",
+                    f"{SCENE_DATASET}/{name}",
+                    SCENE_DATASET,
                     pair_split,
                     weather,
                     input_uri,

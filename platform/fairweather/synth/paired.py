@@ -27,6 +27,11 @@ from fairweather.contracts.schemas import PAIRED
 from fairweather.contracts.tables import TableStore, conform
 
 SPLITS = ("train", "val", "test")
+#: The ``dataset`` of generated pairs: procedural scenes, and real clean photos with physically based weather.
+SCENE_DATASET = "synth"
+PHOTO_DATASET = "synth-photo"
+#: Names ``import-pairs`` may not take: its pairs would be scored as generated ones.
+GENERATED_DATASETS = (SCENE_DATASET, PHOTO_DATASET)
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 #: Columns that define a pair; ``created_at`` is not one (a rerun that changes nothing writes nothing).
 _CONTENT = (

@@ -38,11 +38,8 @@ from fairweather.contracts.io import filesystem_for, write_if_changed
 
 from .clean import CleanPhoto, CleanPhotoError, CleanSource, load_clean_photos
 from .depth import DepthFn, photo_depth
-from .paired import SPLITS, PairRecord, sequence_fraction, split_for
+from .paired import PHOTO_DATASET, SPLITS, PairRecord, sequence_fraction, split_for
 from .photo import degrade_photo, sample_photo_params, settle_haze
-
-#: The ``dataset`` of pairs made from real photos (generated scenes are ``synth``).
-PHOTO_DATASET = "synth-photo"
 
 
 class CleanPhotoShortage(FairweatherError, ValueError):

@@ -123,11 +123,12 @@ def run_restore(
     told: Counter[str] = Counter()
     for source_uri, target in tqdm(plan.jobs, desc="restore", unit="image", disable=None):
         file_weather = weather or folder_hint(source_uri)
-        told[file_weather or "unknown"] += 1
         failure = restore_file(restorer, source_uri, target, file_weather)
         if failure is not None:
             log.warning("restore: skipped %s (%s: %s)", source_uri, failure["stage"], failure["message"])
             failures.append(failure)
+        else:
+            told[file_weather or "unknown"] += 1
     seconds = time.perf_counter() - start
     restored = plan.listed - len(failures)
     summary = RestoreSummary(
@@ -148,7 +149,8 @@ def run_restore(
     say(
         f"restore: {summary.listed} listed, {sum(summary.not_listed.values())} not listed"
         + (f" ({not_listed})" if not_listed else "")
-        + f"; {restored} restored into {output}, {len(failures)} failed in {seconds:.1f}s"
+        + f"; {restored} restored into {output}, {len(failures)} failed in {seconds:.1f}s "
+        f"({restorer.arch} network of step {restorer.step}, {restorer.device})"
     )
     model = restorer.cfg.model
     if model.arch == "nafnet" and model.nafnet.weather_film and told:  # what a conditioned network was told
@@ -158,7 +160,7 @@ def run_restore(
     if failures and not restored:
         reasons = Counter(f"{f['stage']}:{f['reason']}" for f in failures).most_common(3)
         raise NothingRestoredError(
-            f"restore: every one of the {summary.listed} listed files failed "
+            f"every one of the {summary.listed} listed files failed "
             f"({', '.join(f'{n} {reason}' for reason, n in reasons)})"
         )
     return summary
