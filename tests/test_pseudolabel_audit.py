@@ -205,15 +205,22 @@ def test_pseudolabel_show_prints_one_images_history(store, tmp_path, capsys):
 
 
 def test_pseudolabel_show_finds_an_image_by_its_pool_file_and_names_the_candidates_folder(
-    store, tmp_path, capsys
+    store, tmp_path, capsys, monkeypatch
 ):
+    # As the label stage stores them: relative to the tables' folder.
     pool = [
-        {"image_id": A, "uri": f"{tmp_path}/pool/rain/street.jpg", "weather_hint": "rain"},
-        {"image_id": B, "uri": f"{tmp_path}/pool/haze/street.jpg", "weather_hint": "haze"},
+        {"image_id": A, "uri": "../pool/rain/street.jpg", "weather_hint": "rain"},
+        {"image_id": B, "uri": "../pool/haze/street.jpg", "weather_hint": "haze"},
     ]
     pool = [{**row, "width": 32, "height": 24, "bytes": 1} for row in pool]
     store.write("pool", pa.Table.from_pylist(pool, schema=store.spec("pool").schema))
-    for ref in (f"{tmp_path}/pool/rain/street.jpg", "rain/street.jpg"):
+    monkeypatch.chdir(tmp_path)
+    for ref in (
+        f"{tmp_path}/pool/rain/street.jpg",
+        "pool/rain/street.jpg",
+        "./pool/rain/street.jpg",
+        "rain/street.jpg",
+    ):
         assert _show(tmp_path, ref) == 0
         out = capsys.readouterr().out
         assert f"\nimage {A} (haze), lineage {LINEAGE}" in out

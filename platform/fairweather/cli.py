@@ -45,6 +45,8 @@ EXIT_CODES = (
     "what was kept."
 )
 
+VERBOSE_HELP = "stream the run log (<runs_dir>/logs/<command>-<timestamp>.log: Ray, library and debug output) to the console too"
+
 #: Printed under every subcommand's --help: where the config keys are listed.
 CONFIG_KEYS_HELP = (
     "Every config key and its value: fairweather config show --config <profile or YAML> [key=value ...]. "
@@ -130,6 +132,10 @@ class _PseudolabelPositionals(argparse.Action):
 
 def _add_pseudolabel_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = f"{_PSEUDOLABEL_SHOW} {parser.epilog or ''}".rstrip()
+    parser.usage = (
+        "%(prog)s [-h] [-v] [--checkpoint CHECKPOINT] [--round ROUND] [--lineage LINEAGE] [--config CONFIG] "
+        "[key=value ...]\n       %(prog)s show IMAGE_ID [--lineage LINEAGE] [--config CONFIG] [key=value ...]"
+    )
     parser.add_argument(
         "--checkpoint",
         help="a training run's folder (its newest checkpoint), one checkpoint_* folder in it (state.pt), or a "
@@ -203,7 +209,14 @@ _SHOW = "Print the resolved config (profile or YAML file + overrides, validated)
 
 def _add_config_actions(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    _add_config_arguments(actions.add_parser("show", help=_SHOW, description=_SHOW))
+    show = actions.add_parser("show", help=_SHOW, description=_SHOW)
+    _add_verbose(show)
+    _add_config_arguments(show)
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """``-v`` where a person adds it, after the command too, without resetting one given before it."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
 
 
 # The commands: each imports its stage when it runs, so `fairweather --help` imports no torch, Ray or MLflow.
@@ -434,21 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Semi-supervised adverse-weather image restoration on Ray (Xu et al. 2024; Tan et al. 2023).",
         epilog=f"{CONFIG_KEYS_HELP} {EXIT_CODES}",
     )
-    verbose = (
-        "stream the run log (<runs_dir>/logs/<command>-<timestamp>.log: Ray, library and debug output) to the "
-        "console too"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help=verbose)
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--version", action="version", version=f"fairweather {fairweather.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         command_parser = sub.add_parser(
             name, help=command.help, description=command.help, epilog=f"{CONFIG_KEYS_HELP} {EXIT_CODES}"
         )
-        # Also after the command (where a person adds it), without resetting one given before it.
-        command_parser.add_argument(
-            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose
-        )
+        _add_verbose(command_parser)
         command.arguments(command_parser)
     return parser
 

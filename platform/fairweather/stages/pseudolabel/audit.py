@@ -49,11 +49,10 @@ DEFAULT_K = 6
 _MINIMUM_GUARDS = frozenset({"guard_structure"})
 _SHORT = {"vlm_vis": "r_vlm", "guard_colour": "col", "guard_texture": "tex", "guard_grid": "grid"}
 _SHORT["guard_structure"] = "str"
-#: What the guards' abbreviations stand for, under the show table and in the grid's title.
-GUARD_LEGEND = "guards: " + ", ".join(
-    f"{short} = {name.removeprefix('guard_')}"
-    for name, short in _SHORT.items()
-    if name.startswith("guard_") and short != name.removeprefix("guard_")
+#: What the guards' columns hold (``fairweather.pseudo.guards``), under the show table and the grid's title.
+GUARD_LEGEND = (
+    "guards: col = colour cast against the input (%), tex = texture added, grid = tile-grid steps, "
+    "str = structure kept (a minimum)"
 )
 
 
@@ -347,7 +346,7 @@ PAD = 6
 LINE_H = 13  # caption line height
 TITLE_H = 18  # the row's title strip
 SECTION_H = 24  # a section's heading
-HEADER_H = 40  # the grid's title and column headings
+HEADER_H = 58  # the grid's title, the guards' legend and the column headings
 COLUMNS = ("input", "previous label", "new candidate")
 SECTIONS = {
     "improved": "most improved: largest combined-score gain among replacements",
@@ -408,6 +407,7 @@ def draw_grid(
     draw = ImageDraw.Draw(image)
     font, bold = _font(11), _font(13)
     draw.text((PAD, PAD), _fit(draw, title, bold, width - 2 * PAD), fill="black", font=bold)
+    draw.text((PAD, PAD + 16), _fit(draw, GUARD_LEGEND, font, width - 2 * PAD), fill=(60, 60, 60), font=font)
     for col, name in enumerate(COLUMNS):
         draw.text((PAD + col * CELL_W + PAD, HEADER_H - LINE_H - 4), name, fill=(60, 60, 60), font=font)
     y, section = HEADER_H, None
@@ -466,7 +466,6 @@ def write_audit(
     title = f"pseudo-labels {'init' if round_index == 0 else f'after round {round_index}'}" + (
         f"  |  {lineage}" if lineage else ""
     )
-    title += f"  |  {GUARD_LEGEND}"
     grid = draw_grid(entries, title, lambda uri: load_thumbnail(resolve_uri(store.root, uri), box))
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections import Counter, defaultdict
 from datetime import datetime
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fairweather.contracts.errors import FairweatherError
-from fairweather.contracts.io import relative_uri
+from fairweather.contracts.io import relative_uri, resolve_uri
 from fairweather.contracts.tables import TableStore
 from fairweather.pseudo import Candidate, Rule, normalised_scores, select
 from fairweather.stages.engine.rows import INPUT_SOURCE
@@ -56,11 +57,18 @@ def _as_dicts(rows: list[dict]) -> list[dict]:
 
 
 def pool_ids_of_file(store: TableStore, ref: str) -> list[str]:
-    """The ``image_id`` of every ``pool`` row whose file ``ref`` names: its uri, or the uri's last parts
+    """The ``image_id`` of every ``pool`` row whose file ``ref`` names: its path as typed (relative to the current
+    folder or absolute; the table stores it relative to its root), its uri, or the uri's last parts
     (``photo.jpg``, ``rain/photo.jpg``)."""
     pool = store.read("pool", ["image_id", "uri"]).to_pylist()
-    tail = "/" + ref.lstrip("./")
-    return sorted({row["image_id"] for row in pool if row["uri"] == ref or row["uri"].endswith(tail)})
+    tail, path = "/" + ref.lstrip("./"), resolve_uri(os.getcwd(), ref)
+    return sorted(
+        {
+            row["image_id"]
+            for row in pool
+            if row["uri"] == ref or row["uri"].endswith(tail) or resolve_uri(store.root, row["uri"]) == path
+        }
+    )
 
 
 def resolve_image_id(store: TableStore, ref: str) -> str:
