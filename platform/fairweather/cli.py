@@ -53,7 +53,7 @@ CONFIG_KEYS_HELP = (
     "Overrides use the YAML's dotted keys, e.g. label.concurrency=2 data.pool=s3://bucket/pool.csv."
 )
 
-#: ``(parsed arguments, loaded config or None) -> summary`` (printed as JSON unless None).
+#: ``(parsed arguments, loaded config or None) -> summary`` (its JSON goes to the run log unless None).
 Run = Callable[[argparse.Namespace, "FairweatherConfig | None"], object]
 
 
@@ -336,9 +336,6 @@ class Command:
     run: Run
     #: Adds the command's arguments to its parser.
     arguments: Callable[[argparse.ArgumentParser], None] = _add_config_arguments
-    #: The stage prints a summary a person reads (a ranked table, the means, its counts): its JSON goes to the run
-    #: log only (with no run log, to the console with -v).
-    summary_to_log: bool = False
 
 
 COMMANDS: dict[str, Command] = {
@@ -398,7 +395,6 @@ COMMANDS: dict[str, Command] = {
         "command resumes an interrupted sweep. --config replaces the sweep file's base profile.",
         _sweep,
         _add_sweep_arguments,
-        summary_to_log=True,
     ),
     "evaluate": Command(
         "Score the untouched inputs, evaluate.checkpoints and evaluate.baseline_folders on the same test images "
@@ -407,7 +403,6 @@ COMMANDS: dict[str, Command] = {
         "per-weather means go to the metrics table, Paper A's tables (published rows quoted beside ours) to "
         "evaluate.report_dir and the MLflow run.",
         _evaluate,
-        summary_to_log=True,
     ),
     "pipeline": Command(
         "Paper A end to end on the config: label the pool -> supervised warm-up (pseudo.warmup_steps > 0: the "
@@ -423,7 +418,6 @@ COMMANDS: dict[str, Command] = {
         "decoded are reported and skipped.",
         _restore,
         _add_restore_arguments,
-        summary_to_log=True,
     ),
     "import-pairs": Command(
         "Add a folder of labeled pairs in a paper data set's layout (Outdoor-Rain, RainDrop, SPA, OTS, Snow100K, "
@@ -433,7 +427,6 @@ COMMANDS: dict[str, Command] = {
         "data.follow_links_out=true.",
         _import_pairs,
         _add_import_pairs_arguments,
-        summary_to_log=True,
     ),
     "config": Command(
         "Inspect configs: `config show` prints the resolved config.", _config, _add_config_actions
@@ -459,17 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_summary(summary: object, *, to_log: bool = False) -> None:
+def _log_summary(summary: object) -> None:
+    """The stage's summary as JSON, secrets redacted, into the run log (with no run log, on the console with -v):
+    every stage prints the lines a person reads itself."""
     if summary is None:
         return
-    from fairweather.stages.infra.console import say
-
     data = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else summary
-    text = json.dumps(redact(data), indent=2, default=str)
-    if to_log:
-        logging.getLogger("fairweather.cli").info("summary:\n%s", text)
-    else:
-        say(text)
+    logging.getLogger("fairweather.cli").info("summary:\n%s", json.dumps(redact(data), indent=2, default=str))
 
 
 def _export_weights_cache(cfg: FairweatherConfig) -> None:
@@ -556,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before any stage imports Ray: a private local Ray then listens on 127.0.0.1 only.
         with private_ray_on_loopback(cfg.runtime if cfg is not None else None):
             command = COMMANDS[args.command]
-            _print_summary(command.run(args, cfg), to_log=command.summary_to_log)
+            _log_summary(command.run(args, cfg))
         code = 0
     except KeyboardInterrupt:
         say(_interrupted(name, cfg), err=True)

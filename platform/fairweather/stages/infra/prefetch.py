@@ -100,8 +100,10 @@ def run_prefetch(cfg: FairweatherConfig) -> PrefetchSummary:
         seconds=round(time.perf_counter() - start, 2),
     )
     weights = f" and {len(metrics)} metric weight file(s)" if metrics else ""
+    cache = f" (weights cache {cfg.runtime.weights_cache})" if cfg.runtime.weights_cache else ""
     say(
-        f"prefetch: {len(models)} models ({', '.join(refs for refs, _ in fetchers.values())}){weights} ready in {summary.seconds:.1f}s"
+        f"prefetch: {len(models)} models ({', '.join(refs for refs, _ in fetchers.values())}){weights} ready in "
+        f"{summary.seconds:.1f}s{cache}"
     )
     return summary
 
