@@ -129,10 +129,10 @@ def list_test_set(
     for item in listing.items:
         uri = str(item["uri"])
         # Names relative to the listed folder keep rain/001 and snow/001 apart; manifests list arbitrary paths.
-        name = uri[len(root) + 1 :] if uri.startswith(root + "/") else PurePosixPath(uri).name
+        relative = uri[len(root) + 1 :] if uri.startswith(root + "/") else PurePosixPath(uri).name
         images.append(
             {
-                "image": _stem(name),
+                "image": _stem(relative),
                 "weather": item["weather_hint"] or "unknown",
                 "input_uri": uri,
                 "target_uri": None,
