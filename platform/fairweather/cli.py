@@ -40,12 +40,17 @@ LAYOUT_NAMES = ("generic", "ots", "outdoor_rain", "raindrop", "snow100k", "spa")
 
 #: The exit codes of every subcommand (printed by ``fairweather --help``).
 EXIT_CODES = (
-    "Exit codes: 0 done; 1 the job ran and failed (one line; an unexpected error printed with its traceback); 2 a user or input error (bad config, override, path or argument, missing "
+    "Exit codes: 0 done; 1 the job ran and failed (one line; an unexpected error printed with its traceback); "
+    "2 a user or input error (bad config, override, path or argument, missing "
     "weights, a run another live command holds), printed as one line; 130 interrupted (Ctrl-C), one line saying "
     "what was kept."
 )
 
-VERBOSE_HELP = "stream the run log (<runs_dir>/logs/<command>-<timestamp>.log: Ray, library and debug output) to the console too"
+#: ``-v``: before the command or after it.
+VERBOSE_HELP = (
+    "stream the run log (<runs_dir>/logs/<command>-<timestamp>.log: Ray, library and debug output) to the console "
+    "too"
+)
 
 #: Printed under every subcommand's --help: where the config keys are listed.
 CONFIG_KEYS_HELP = (
@@ -361,8 +366,8 @@ COMMANDS: dict[str, Command] = {
     "demo": Command(
         "The whole platform on this machine, no cluster, tracking server or downloads needed: generate data, build "
         "the tiny models, run the pipeline (label -> supervised warm-up -> initial pseudo-labels -> prompts -> "
-        "training rounds -> evaluation report) and a 2-trial sweep on a private local Ray; prints input vs. restored PSNR/SSIM on the "
-        "synthetic test split, the report's folder and the MLflow compare command. --pool DIR uses a folder of "
+        "training rounds -> evaluation report) and a 2-trial sweep on a private local Ray; prints input vs. "
+        "restored PSNR/SSIM on the synthetic test split, the report's folder and the MLflow compare command. --pool DIR uses a folder of "
         "real photos as the unlabeled pool.",
         _demo,
         _add_demo_arguments,

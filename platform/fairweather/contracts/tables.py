@@ -185,7 +185,6 @@ class TableStore:
             self._put(target, table)
         for path in parts:
             if path != target or not table.num_rows:
-                with contextlib.suppress(
-                    FileNotFoundError
-                ):  # a concurrent compaction of the same rows took it
+                # Gone already: a concurrent compaction of the same rows deleted it.
+                with contextlib.suppress(FileNotFoundError):
                     self.fs.delete_file(path)

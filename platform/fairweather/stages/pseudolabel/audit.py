@@ -49,10 +49,16 @@ DEFAULT_K = 6
 _MINIMUM_GUARDS = frozenset({"guard_structure"})
 _SHORT = {"vlm_vis": "r_vlm", "guard_colour": "col", "guard_texture": "tex", "guard_grid": "grid"}
 _SHORT["guard_structure"] = "str"
-#: What the guards' columns hold (``fairweather.pseudo.guards``), under the show table and the grid's title.
-GUARD_LEGEND = (
-    "guards: col = colour cast against the input (%), tex = texture added, grid = tile-grid steps, "
-    "str = structure kept (a minimum)"
+#: What each guard's column holds (``fairweather.pseudo.guards``).
+_GUARD_MEANINGS = {
+    "guard_colour": "colour cast against the input (%)",
+    "guard_texture": "texture added",
+    "guard_grid": "tile-grid steps",
+    "guard_structure": "structure kept (a minimum)",
+}
+#: The guards' columns by their short names, under the show table and the grid's title.
+GUARD_LEGEND = "guards: " + ", ".join(
+    f"{_SHORT[name]} = {meaning}" for name, meaning in _GUARD_MEANINGS.items()
 )
 
 
