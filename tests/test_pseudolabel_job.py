@@ -16,12 +16,12 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import cloudpickle
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
+from ray import cloudpickle
 
 from fairweather.cli import main
 from fairweather.contracts.config import load_config

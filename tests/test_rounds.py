@@ -12,11 +12,11 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-import cloudpickle
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from mlflow.tracking import MlflowClient
+from ray import cloudpickle
 
 from fairweather.contracts.metric_logger import NullLogger
 from fairweather.contracts.tables import TableStore

@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 from collections import Counter
 
-import cloudpickle
 import pytest
+from ray import cloudpickle
 
 from fairweather.contracts.metric_logger import DiskLogger
 from fairweather.stages.synth.driver import run_synth

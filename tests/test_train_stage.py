@@ -8,10 +8,10 @@ import runpy
 import shutil
 from pathlib import Path
 
-import cloudpickle
 import numpy as np
 import pytest
 import torch
+from ray import cloudpickle
 
 from fairweather.contracts.metric_logger import DiskLogger
 from fairweather.stages.synth.driver import run_synth
@@ -20,7 +20,7 @@ from . import train_fixtures
 from .conftest import REPO
 from .train_fixtures import read_records, tiny_config
 
-# Step hooks travel to the Ray workers by value: the tests package is not importable there.
+# Step hooks travel to the Ray workers by value (Ray's cloudpickle: the cloudpickle package's registry is not Ray's).
 cloudpickle.register_pickle_by_value(train_fixtures)
 
 
