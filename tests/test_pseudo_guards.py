@@ -150,6 +150,16 @@ def test_nothing_unchecked_and_the_input_must_be_beaten() -> None:
     # A current label that fails tightened guards is no baseline: the input is.
     stale = Candidate("0:old", {"piqe": 5.0, "niqe": 2.0, **ok, "guard_colour": 50.0})
     assert select(stale, [better], r, input=the_input).winner == "1:better"
+    # ... and when nothing beats the input, the stale label gives way to it (it is not kept unchecked).
+    decision = select(stale, [worse], r, input=the_input)
+    assert decision.winner == "0:input" and decision.baseline == "0:input" and "0:old" in decision.rejected
+    assert select(stale, [], r, input=the_input).winner == "0:input"  # also with no eligible candidate
+    # A current label that still passes is kept; so is the input when it is the current label.
+    assert (
+        select(Candidate("0:old", {**stale.scores, "guard_colour": 1.0}), [worse], r, input=the_input).winner
+        is None
+    )
+    assert select(the_input, [worse], r, input=the_input).winner is None
     # Guard limits are configuration and travel with the rule.
     assert r.guards["guard_colour"] == 12.0 and '"guards"' in r.to_json()
     assert rule("pseudo.guards.max_colour=0.5").guards["guard_colour"] == 0.5

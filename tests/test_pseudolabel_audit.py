@@ -259,3 +259,35 @@ def test_pseudolabel_without_show_parses_as_before():
     assert (args.action, args.overrides, args.round, args.lineage) == (None, ["pseudo.margin=0.1"], 2, "x")
     args = build_parser().parse_args(["pseudolabel", "show", "ab12", "pseudo.margin=0.1"])
     assert (args.action, args.image_id, args.overrides) == ("show", "ab12", ["pseudo.margin=0.1"])
+
+
+def test_a_round_that_deselects_a_label_shows_the_input_as_the_label_again(tmp_path):
+    """Image D chose its warm-up output at round 0 (texture 2.0 under a limit of 2.7); before round 1 the limit is
+    tightened to 1.0 and the EMA candidate does not beat the input: the decision (``decide``) deselects the label
+    and the audit of round 1 shows the input as the label again, naming the guard; round 0's audit is unchanged."""
+    from fairweather.pseudo import Rule
+    from fairweather.stages.pseudolabel.tables import decide
+
+    d = "d4" + "0" * 62
+    rows = [
+        _row(tmp_path, d, 0, "input", 50.0),
+        _row(tmp_path, d, 0, "warmup", 40.0, selected=True, scores={"guard_texture": 2.0}),
+        _row(tmp_path, d, 1, "ema@round-1", 55.0, decided=False, decided_at=None),
+    ]
+    store = TableStore(str(tmp_path / "tables"))
+    store.write("pseudo_labels", pa.Table.from_pylist(rows, schema=store.spec("pseudo_labels").schema))
+    tight = json.loads(RULE)
+    tight["guards"]["guard_texture"] = 1.0
+    tight = Rule(**{**tight, "metrics": ("piqe",), "ranges": {"piqe": (0.0, 100.0)}})
+    assert decide(store, LINEAGE, tight, T0 + timedelta(hours=2)) == (1, 0)
+
+    (after,) = round_outcomes(lineage_rows(store, LINEAGE), 1)
+    assert after.deselected and after.winner is after.input and after.input["round"] == 1
+    assert after.previous["source"] == "warmup" and not after.new_label
+    (entry,) = audit_entries([after], k=1)
+    cells = captions(entry)
+    assert cells[0][-1] == "label again" and cells[1][-1] == "deselected: guard_texture"
+    assert cells[2][0] == "r1 ema@round-1" and cells[2][-1].startswith("not selected")
+
+    (before,) = round_outcomes(lineage_rows(store, LINEAGE), 0)
+    assert not before.deselected and before.winner["source"] == "warmup" and before.input["round"] == 0

@@ -242,3 +242,52 @@ def test_init_off_and_start_up_errors_are_one_line(tmp_path: Path, capsys):
     assert main([*base, "pseudo.init_checkpoints=[a=/x, a=/y]"]) == 2
     assert "repeat" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "mlflow.db").exists() and cfg.pseudo.metrics == ("piqe", "niqe")
+
+
+def test_a_label_failing_guards_tightened_since_it_was_chosen_gives_way_to_the_input(tmp_path: Path):
+    """The decision part without Ray: round 0 chose the warm-up's output over the input; a user tightens
+    ``pseudo.guards.max_colour`` below its colour shift; round 1's EMA candidate does not beat the input. The
+    warm-up's label is deselected and the input selected again (before: the label that now fails the guards
+    stayed, unchecked). With the limits as they were, nothing changes."""
+    from fairweather.pseudo import Rule
+    from fairweather.stages.pseudolabel.tables import TABLE, decide, history_key, lineage_rows
+
+    ok = {"guard_colour": 5.0, "guard_texture": 0.2, "guard_grid": 0.1, "guard_structure": 0.99}
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def row(lineage: str, round_index: int, source: str, scores: dict, **state: object) -> dict:
+        return {"lineage": lineage, "image_id": "a", "round": round_index, "source": source,
+                "candidate_uri": f"{source}.png", "candidate_sha256": source, "weather": "haze", "scores": scores,
+                "normalised": {}, "combined_score": 0.5, "combination": "{}", "decided": True, "selected": False,
+                "replaced_by": None, "created_at": start, "decided_at": start, **state}  # fmt: skip
+
+    store = TableStore(str(tmp_path / "tables"))
+    rows = []
+    for lineage in ("as-before", "tightened"):
+        rows += [
+            row(lineage, 0, "input", {"piqe": 40.0, "niqe": 6.0}),
+            row(lineage, 0, "warmup", {"piqe": 20.0, "niqe": 4.0, **ok}, selected=True),
+            row(lineage, 1, "ema@round-1", {"piqe": 50.0, "niqe": 7.0, **ok}, decided=False, decided_at=None),
+        ]
+    store.write(TABLE, pa.Table.from_pylist(rows, schema=TableStore.spec(TABLE).schema))
+    base = ["pseudo.metrics=[piqe,niqe]", "pseudo.use_vlm=false"]
+    now = datetime(2026, 1, 2, tzinfo=timezone.utc)
+
+    assert decide(store, "as-before", Rule.of(load_config("smoke", base).pseudo), now) == (0, 1)
+    tight = Rule.of(load_config("smoke", [*base, "pseudo.guards.max_colour=1.0"]).pseudo)
+    assert decide(store, "tightened", tight, now) == (1, 0)
+    for lineage, label in (("as-before", "0:warmup"), ("tightened", "1:input")):
+        state = {history_key(r): r for r in lineage_rows(store, lineage)}
+        assert [key for key, r in state.items() if r["selected"]] == [label], lineage
+        assert all(r["decided"] for r in state.values())
+    # The round that deselected the label says so in a row of its own; round 0's rows keep what happened then.
+    state = {history_key(r): r for r in lineage_rows(store, "tightened")}
+    assert state["0:warmup"]["replaced_by"] == "1:input" and not state["0:input"]["selected"]
+    assert state["1:input"]["candidate_uri"] == "input.png" and state["1:input"]["decided_at"] == now
+    # The next round compares with the input as the label: kept, not replaced by itself.
+    worse = row("tightened", 2, "ema@round-2", {"piqe": 60.0, "niqe": 8.0, **ok, "guard_colour": 0.5})
+    store.write(
+        TABLE, pa.Table.from_pylist([{**worse, "decided": False}], schema=TableStore.spec(TABLE).schema)
+    )
+    assert decide(store, "tightened", tight, now) == (0, 1)
+    assert [history_key(r) for r in lineage_rows(store, "tightened") if r["selected"]] == ["1:input"]

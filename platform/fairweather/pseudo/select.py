@@ -181,7 +181,8 @@ class Decision:
     """The outcome for one image.
 
     combined: key -> combined score of every candidate, of the current one and of the input;
-    winner: the key of the new pseudo-label, ``None`` when nothing changes;
+    winner: the key of the new pseudo-label (the input's when a label that lost its standing is deselected),
+    ``None`` when nothing changes;
     rejected: key -> the guards it failed (:func:`failed_guards`), for every member that failed one;
     baseline: the key a winner had to beat (the current pseudo-label, else the input), ``None`` if neither.
     """
@@ -211,8 +212,9 @@ def select(
     A candidate is eligible when it passes every guard of the rule (:func:`failed_guards`; the input always
     is). The best eligible new candidate wins if it beats the baseline by more than the rule's margin: the
     current pseudo-label when it is comparable and still passes the guards, else the input. With no comparable
-    baseline (no current label, no input given), any eligible candidate wins. The input, when it is itself a new
-    candidate and the image has no usable current label, is selected when no other candidate beats it. Ties go
+    baseline (no current label, no input given), any eligible candidate wins. When no other candidate beats it,
+    the input is selected if it is itself a new candidate and the image has no usable current label, or if the
+    image has a current label that is no longer usable (the label is deselected). Ties go
     to the current pseudo-label, then to the input, then to the first listed candidate, so deciding twice on the
     same inputs gives the same answer.
     """
@@ -242,10 +244,14 @@ def select(
         value = combined[candidate.key]
         if usable(candidate.key) and (best is None or value > combined[best.key]):
             best = candidate
-    # The input as a new candidate (round 0 lists it) is what an image without a usable label falls back to.
-    fallback = input_key if baseline == input_key and any(c.key == input_key for c in candidates) else None
+    # What an image without a usable label falls back to: the input, when it is a new candidate (round 0 lists
+    # it) or when the current label lost its standing (it fails guards tightened since it was chosen, or cannot
+    # be compared under the rule): such a label is deselected, not kept unchecked.
+    current_lost = current is not None and baseline != current.key
+    listed = any(c.key == input_key for c in candidates)
+    fallback = input_key if baseline == input_key and (listed or current_lost) else None
     if best is None:
-        return Decision(combined, None, rejected, baseline)
+        return Decision(combined, fallback, rejected, baseline)
     if (
         baseline is not None
         and best.key != baseline

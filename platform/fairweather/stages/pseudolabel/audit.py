@@ -88,13 +88,13 @@ def _guard_limits(combination: str) -> dict[str, float]:
         return {}
 
 
-def refused_by(row: Mapping) -> tuple[str, ...]:
-    """The guards of the row's recorded rule that its candidate fails (``"<guard>:unchecked"``: no value); the
-    input is never guarded."""
+def refused_by(row: Mapping, combination: str | None = None) -> tuple[str, ...]:
+    """The guards of the row's recorded rule (or of ``combination``, a later round's) that its candidate fails
+    (``"<guard>:unchecked"``: no value); the input is never guarded."""
     if row["source"] == INPUT_SOURCE:
         return ()
     failed = []
-    for name, limit in _guard_limits(row["combination"]).items():
+    for name, limit in _guard_limits(combination or row["combination"]).items():
         value = row["scores"].get(name, math.nan)
         if not math.isfinite(value):
             failed.append(f"{name}:unchecked")
@@ -127,7 +127,8 @@ class Outcome:
     image_id: str
     weather: str
     round: int
-    #: The input's own row (source ``input``), when it was scored; and the pool file (resolved or stored URI).
+    #: The input's own row (source ``input``, the newest up to this round: a round that deselected a label has
+    #: one), when it was scored; and the pool file (resolved or stored URI).
     input: dict | None
     input_uri: str | None
     #: The pseudo-label before this round (None: the image had none).
@@ -146,16 +147,15 @@ class Outcome:
     #: The label after the round minus the best other compared row (negative: a refused candidate scored higher;
     #: -inf: no row could win and one was refused); NaN when there was nothing to compare.
     margin: float
+    #: The label after this round.
+    winner: dict | None
 
     @property
-    def winner(self) -> dict | None:
-        """The label after this round."""
-        return self.candidate if self.new_label else self.previous or self._input_label
-
-    @property
-    def _input_label(self) -> dict | None:
-        row = self.input
-        return row if row is not None and row["round"] == self.round and _was_label(row) else None
+    def deselected(self) -> bool:
+        """This round gave the previous label up for the input (it fails guards tightened since it won)."""
+        return (
+            self.winner is not None and self.winner is self.input and self.previous not in (None, self.input)
+        )
 
     def score(self, row: Mapping | None) -> float:
         return math.nan if row is None else self.combined.get(history_key(row), math.nan)
@@ -202,7 +202,8 @@ def round_outcomes(
         labels = [row for row in history if _was_label(row)]
         previous = next((row for row in reversed(labels) if row["round"] < round_index), None)
         new = next((row for row in labels if row["round"] == round_index), None)
-        input_row = next((row for row in history if row["source"] == INPUT_SOURCE), None)
+        inputs = [row for row in history if row["source"] == INPUT_SOURCE and row["round"] <= round_index]
+        input_row = inputs[-1] if inputs else None
         members = ([previous] if previous is not None else []) + candidates
         if input_row is not None and history_key(input_row) not in {history_key(r) for r in members}:
             members.append(input_row)
@@ -239,6 +240,7 @@ def round_outcomes(
                 refused=refused,
                 gain=gain,
                 margin=margin,
+                winner=winner,
             )
         )
     return outcomes
@@ -321,11 +323,15 @@ def captions(entry: AuditEntry) -> list[list[str]]:
     if o.input is not None:
         scores, guards = _score_lines(o.input["scores"])
         kept = o.winner is o.input
-        status = "kept: no candidate beat it" if kept else ""
+        status = "label again" if o.deselected else "kept: no candidate beat it" if kept else ""
         input_cell = [f"input ({o.weather})", scores, guards, f"comb {_number(o.score(o.input))}", status]
     else:
         input_cell = [f"input ({o.weather})", "not scored", "", "", "input"]
     previous = f"replaced (gain {_number(o.gain, signed=True)})" if o.new_label else "kept"
+    if o.deselected:  # by the guards of the rule that gave it up
+        previous = "deselected: " + (
+            ", ".join(refused_by(o.previous, o.winner["combination"])) or "not comparable"
+        )
     return [
         input_cell,
         _cell(o.previous, o, previous, "no previous label"),

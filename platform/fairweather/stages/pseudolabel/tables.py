@@ -185,6 +185,8 @@ def decide(store: TableStore, lineage: str, rule: Rule, now: datetime) -> tuple[
     for image_id, candidates in pending.items():
         now_row = current.get(image_id)
         input_row = inputs.get(image_id)
+        if now_row is not None and now_row["source"] == INPUT_SOURCE:
+            input_row = now_row  # the input is the label: compared once, as the input (no guards apply to it)
         decision = select(
             None if now_row is None else Candidate(history_key(now_row), now_row["scores"]),
             [Candidate(history_key(row), row["scores"]) for row in candidates],
@@ -204,10 +206,18 @@ def decide(store: TableStore, lineage: str, rule: Rule, now: datetime) -> tuple[
             )
         if decision.winner is not None:
             replaced += 1
+            winner = decision.winner
+            if input_row is not None and input_row["decided"] and winner == history_key(input_row):
+                # A label that lost its standing (it fails guards tightened since) gives way to the input: a row
+                # of this round says so, as the input's row of round 0 says it was chosen then.
+                back = {**input_row, "round": max(row["round"] for row in candidates), "selected": True,
+                        "normalised": normalised_scores(input_row["scores"], rule),
+                        "combined_score": decision.combined[winner], "combination": rule.to_json(),
+                        "replaced_by": None, "created_at": now, "decided_at": now}  # fmt: skip
+                winner = history_key(back)
+                updates.append(back)
             if now_row is not None:
-                updates.append(
-                    {**now_row, "selected": False, "replaced_by": decision.winner, "decided_at": now}
-                )
+                updates.append({**now_row, "selected": False, "replaced_by": winner, "decided_at": now})
     if updates:
         store.write(TABLE, _table(updates))
     return replaced, len(pending) - replaced
