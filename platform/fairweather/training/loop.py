@@ -89,7 +89,8 @@ def iterate(
 
 
 class Window:
-    """Iterations since the last report, turned into the reported metrics."""
+    """Iterations since the last report, turned into the reported metrics. The worker starts a new window after
+    each report, so its clock (images/s) leaves out the report, the checkpoint and rank 0's validation."""
 
     def __init__(self) -> None:
         self.results: list[StepResult] = []

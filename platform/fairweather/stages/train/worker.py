@@ -133,9 +133,9 @@ def train_loop_per_worker(config: dict) -> None:
                 # 1-based, as the rounds driver, its MLflow children and the pseudo_labels table count them
                 "round": (step - 1) // train.iterations_per_round + 1,
             }
-            window = Window()
             if not save:
                 ray.train.report(metrics)
+                window = Window()  # after the report: its wait for the controller is not training time
                 continue
             with tempfile.TemporaryDirectory() as folder:
                 if rank == 0:
@@ -172,5 +172,6 @@ def train_loop_per_worker(config: dict) -> None:
                     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
                 else:
                     ray.train.report(metrics)
+            window = Window()  # ... nor are rank 0's checkpoint and validation (every rank waits for them)
     finally:
         loader.close()
