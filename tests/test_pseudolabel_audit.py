@@ -268,17 +268,20 @@ def test_a_round_that_deselects_a_label_shows_the_input_as_the_label_again(tmp_p
     from fairweather.pseudo import Rule
     from fairweather.stages.pseudolabel.tables import decide
 
+    tight = json.loads(RULE)
+    tight["guards"]["guard_texture"] = 1.0
+    tight = Rule(**{**tight, "metrics": ("piqe",), "ranges": {"piqe": (0.0, 100.0)}})
     d = "d4" + "0" * 62
     rows = [
         _row(tmp_path, d, 0, "input", 50.0),
         _row(tmp_path, d, 0, "warmup", 40.0, selected=True, scores={"guard_texture": 2.0}),
-        _row(tmp_path, d, 1, "ema@round-1", 55.0, decided=False, decided_at=None),
+        # scored in round 1 under the tightened rule, as the job records it with every candidate
+        _row(
+            tmp_path, d, 1, "ema@round-1", 55.0, decided=False, decided_at=None, combination=tight.to_json()
+        ),
     ]
     store = TableStore(str(tmp_path / "tables"))
     store.write("pseudo_labels", pa.Table.from_pylist(rows, schema=store.spec("pseudo_labels").schema))
-    tight = json.loads(RULE)
-    tight["guards"]["guard_texture"] = 1.0
-    tight = Rule(**{**tight, "metrics": ("piqe",), "ranges": {"piqe": (0.0, 100.0)}})
     assert decide(store, LINEAGE, tight, T0 + timedelta(hours=2)) == (1, 0)
 
     (after,) = round_outcomes(lineage_rows(store, LINEAGE), 1)

@@ -89,8 +89,8 @@ def _guard_limits(combination: str) -> dict[str, float]:
 
 
 def refused_by(row: Mapping, combination: str | None = None) -> tuple[str, ...]:
-    """The guards of the row's recorded rule (or of ``combination``, a later round's) that its candidate fails
-    (``"<guard>:unchecked"``: no value); the input is never guarded."""
+    """The guards of the row's recorded rule (or of ``combination``, the rule a later round compared it by) that its
+    candidate fails (``"<guard>:unchecked"``: no value); the input is never guarded."""
     if row["source"] == INPUT_SOURCE:
         return ()
     failed = []
@@ -161,9 +161,9 @@ class Outcome:
         return math.nan if row is None else self.combined.get(history_key(row), math.nan)
 
 
-def _combined(members: list[dict]) -> dict[str, float]:
-    """Combined scores of one comparison by the rule recorded with its newest row (stored scores as fallback)."""
-    rule = _rule(max(members, key=lambda r: r["round"])["combination"])
+def _combined(members: list[dict], combination: str) -> dict[str, float]:
+    """Combined scores of one comparison by the rule ``combination`` (stored scores as fallback)."""
+    rule = _rule(combination)
     stored = {history_key(row): float(row["combined_score"]) for row in members}
     if rule is None:
         return stored
@@ -207,8 +207,11 @@ def round_outcomes(
         members = ([previous] if previous is not None else []) + candidates
         if input_row is not None and history_key(input_row) not in {history_key(r) for r in members}:
             members.append(input_row)
-        combined = _combined(members)
-        refused = {history_key(row): failed for row in members if (failed := refused_by(row))}
+        # The round compared by the rule recorded with its newest row: scores and guards alike (a label chosen
+        # under older limits is judged by this round's).
+        combination = max(members, key=lambda r: r["round"])["combination"]
+        combined = _combined(members, combination)
+        refused = {history_key(row): failed for row in members if (failed := refused_by(row, combination))}
         new_label = new is not None and new["source"] != INPUT_SOURCE
         others = [row for row in candidates if row["source"] != INPUT_SOURCE]
         shown = new if new_label else _best(others, combined)
@@ -328,9 +331,9 @@ def captions(entry: AuditEntry) -> list[list[str]]:
     else:
         input_cell = [f"input ({o.weather})", "not scored", "", "", "input"]
     previous = f"replaced (gain {_number(o.gain, signed=True)})" if o.new_label else "kept"
-    if o.deselected:  # by the guards of the rule that gave it up
+    if o.deselected:
         previous = "deselected: " + (
-            ", ".join(refused_by(o.previous, o.winner["combination"])) or "not comparable"
+            ", ".join(o.refused.get(history_key(o.previous), ())) or "not comparable"
         )
     return [
         input_cell,
