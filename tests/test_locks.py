@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fairweather.cli import main
 from fairweather.contracts.config import load_config
 from fairweather.stages.infra.locks import LockedError, hold_lock, lock_path, read_holder
 
@@ -72,32 +73,31 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     proc.stderr.close()
 
 
-def _cli(argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fairweather.cli", *argv],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def _second(argv: list[str], capsys) -> tuple[int, str]:
+    """The same command run in this process, as the CLI runs it (a fresh interpreter would only add seconds of
+    imports: the refusal comes before any of the command's work): its exit code and what it wrote to stderr."""
+    capsys.readouterr()
+    code = main(argv)
+    return code, capsys.readouterr().err
 
 
-def _refused(result: subprocess.CompletedProcess, command: str, pid: int, what: str) -> None:
-    assert result.returncode == 2, result.stderr[-3000:]
-    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith(f"fairweather {command}: ")]
+def _refused(second: tuple[int, str], command: str, pid: int, what: str) -> None:
+    code, err = second
+    assert code == 2, err[-3000:]
+    (line,) = [ln for ln in err.splitlines() if ln.startswith(f"fairweather {command}: ")]
     assert line.startswith(f"fairweather {command}: error: {what}") and f"in use by PID {pid} on " in line
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in err
 
 
 def test_a_second_train_on_the_same_run_is_refused_and_a_killed_holders_lock_is_taken_over(
-    tmp_path, model_cache
+    tmp_path, model_cache, capsys
 ):
     argv = ["train", *tiny_overrides(tmp_path, model_cache, **{"train.run_name": "shared"})]
     first = _holder(tmp_path, argv)
     try:
-        second = _cli(argv)
+        second = _second(argv, capsys)
         _refused(second, "train", first.pid, "training run shared")
-        assert "(`holder.py train " in second.stderr  # the holder's command line
+        assert "(`holder.py train " in second[1]  # the holder's command line
         # Another training run on the same runs folder is independent.
         other = _holder(tmp_path, [*argv, "train.run_name=other"])
         _stop(other)
@@ -113,7 +113,7 @@ def test_a_second_train_on_the_same_run_is_refused_and_a_killed_holders_lock_is_
 
 
 @pytest.mark.parametrize("command", ["sweep", "pipeline"])
-def test_a_second_sweep_or_pipeline_on_the_same_run_is_refused(tmp_path, model_cache, command):
+def test_a_second_sweep_or_pipeline_on_the_same_run_is_refused(tmp_path, model_cache, command, capsys):
     overrides = tiny_overrides(tmp_path, model_cache)
     if command == "sweep":
         sweep = tmp_path / "s.yaml"
@@ -125,7 +125,7 @@ def test_a_second_sweep_or_pipeline_on_the_same_run_is_refused(tmp_path, model_c
         argv, what = ["pipeline", *overrides], "pipeline run pipeline-"
     first = _holder(tmp_path, argv)
     try:
-        _refused(_cli(argv), command, first.pid, what)
+        _refused(_second(argv, capsys), command, first.pid, what)
     finally:
         _stop(first)
 

@@ -28,6 +28,7 @@ from fairweather.stages.synth.driver import run_synth
 from fairweather.training.state import load_state
 
 from . import train_fixtures
+from .test_label_job import FakeFactory
 from .train_fixtures import read_records, tiny_config
 
 cloudpickle.register_pickle_by_value(train_fixtures)
@@ -37,11 +38,12 @@ PER_ROUND = 4
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory, model_cache, local_ray):
-    """Generated pairs and 6 real images labeled by the tiny VLM."""
+    """Generated pairs and 6 real images, labeled by a fake VLM backend (the tiny VLM's labeling is
+    test_label_job's; the rounds read the labels table, whoever filled it)."""
     root = tmp_path_factory.mktemp("rounds")
     cfg = tiny_config(root, model_cache, **{"synth.num_unlabeled": 6, "synth.num_paired": 20})
     run_synth(cfg)
-    run_label(cfg, NullLogger())
+    run_label(cfg, NullLogger(), backend_factory=FakeFactory("ok", root / "marker"))
     return root
 
 

@@ -41,6 +41,7 @@ def test_two_nodes_train_on_disjoint_shards_that_cover_the_epoch(two_nodes, mode
     from fairweather.contracts.tables import TableStore
     from fairweather.data.views import paired_view
     from fairweather.stages.train.driver import run_train
+    from fairweather.training.state import load_state
 
     overrides = {
         "train.run_name": "two-nodes",
@@ -49,6 +50,7 @@ def test_two_nodes_train_on_disjoint_shards_that_cover_the_epoch(two_nodes, mode
         "train.iterations_per_round": 5,
         "train.batch_size": 3,  # 5 steps x 3 cover a rank's 15 positions of an epoch (18 pairs, rain and snow twice)
         "train.checkpoint_every": 5,
+        "train.calibration.enabled": False,  # the colour calibration's fit is rank 0's: checked off here
     }
     cfg = tiny_config(tmp_path, model_cache, **overrides)
     run_synth(cfg)
@@ -64,6 +66,7 @@ def test_two_nodes_train_on_disjoint_shards_that_cover_the_epoch(two_nodes, mode
         step_hook=functools.partial(train_fixtures.record_steps, str(steps)),
     )
     assert summary.steps == 5 and len(ray.nodes()) == 2
+    assert load_state(summary.checkpoint)["calibration"] is None  # train.calibration.enabled=false
     records = read_records(steps)
     seen = {rank: [i for r in records if r["rank"] == rank for i in r["ids"]] for rank in (0, 1)}
     n = sum(epoch.values())

@@ -125,18 +125,25 @@ def test_the_calibration_benchmark_refits_on_the_runs_pairs_and_reproduces_the_s
     assert [row.split(" | ")[0] for row in rows[1:]] == ["| rain_pairs", "| all rain"]
 
 
-def test_resume_equals_a_straight_run(straight, local_ray, data_root, model_cache, tmp_path):
-    """3 steps, stop, the same command to 6 steps == 6 straight steps (loss curve and final weights)."""
+def test_a_killed_worker_resumes_from_the_last_checkpoint_and_ends_as_the_straight_run(
+    straight, local_ray, data_root, model_cache, tmp_path
+):
+    """Rank 0 dies after step 5, before its checkpoint at 6: the driver retries, the restarted worker continues
+    after the checkpoint at 3, and the run ends where 6 straight steps end (loss curve, final weights,
+    calibration): the checkpoint holds everything a step depends on. (Resuming by running the same command again
+    goes through the same checkpoint: the changed-lr test below.)"""
     from fairweather.stages.train.driver import run_train
     from fairweather.training.state import load_state
 
-    (a, straight_log), resumed = straight, DiskLogger(tmp_path / "resumed")
-    cfg = tiny_config(data_root, model_cache, **{"train.run_name": "resumed"})
-    run_train(cfg, resumed, until_step=3)
-    b = run_train(cfg, resumed)
-    assert b.steps == 6
-    curve_a, curve_b = _loss_curve(straight_log), _loss_curve(resumed)
-    assert sorted(curve_b) == [1, 2, 3, 4, 5, 6]
+    (a, straight_log), log = straight, DiskLogger(tmp_path / "log")
+    steps, marker = tmp_path / "steps.jsonl", tmp_path / "died"
+    hook = functools.partial(train_fixtures.record_then_die_once, str(steps), str(marker), 5)
+    b = run_train(tiny_config(data_root, model_cache, **{"train.run_name": "killed"}), log, step_hook=hook)
+    assert marker.exists() and b.steps == 6
+    assert [r["step"] for r in read_records(steps)] == [1, 2, 3, 4, 5, 4, 5, 6]
+    # The replayed steps 4 and 5 were logged by the first try: not logged again.
+    curve_a, curve_b = _loss_curve(straight_log), _loss_curve(log)
+    assert [m["step"] for m in log.read_metrics() if "loss/total" in m] == [1, 2, 3, 4, 5, 6]
     for step, value in curve_a.items():
         assert curve_b[step] == pytest.approx(value, rel=1e-5, abs=1e-7), step
     state_a, state_b = load_state(a.checkpoint), load_state(b.checkpoint)
@@ -147,27 +154,6 @@ def test_resume_equals_a_straight_run(straight, local_ray, data_root, model_cach
         np.testing.assert_allclose(
             state_b["calibration"][key], state_a["calibration"][key], rtol=1e-3, atol=1e-4
         )
-
-
-def test_a_killed_worker_resumes_from_the_last_checkpoint_and_the_step_counter_continues(
-    local_ray, data_root, model_cache, tmp_path
-):
-    from fairweather.stages.train.driver import run_train
-    from fairweather.training.state import load_state
-
-    steps, marker = tmp_path / "steps.jsonl", tmp_path / "died"
-    hook = functools.partial(train_fixtures.record_then_die_once, str(steps), str(marker), 5)
-    overrides = {"train.run_name": "killed", "train.calibration.enabled": False}
-    summary = run_train(
-        tiny_config(data_root, model_cache, **overrides), DiskLogger(tmp_path / "log"), step_hook=hook
-    )
-    assert marker.exists() and summary.steps == 6
-    assert load_state(summary.checkpoint)["calibration"] is None  # train.calibration.enabled=false
-    # Died after step 5, before its checkpoint at 6: the restarted worker continues after the checkpoint at 3.
-    assert [r["step"] for r in read_records(steps)] == [1, 2, 3, 4, 5, 4, 5, 6]
-    # The replayed step 4 was logged by the first try: not logged again.
-    logged = [m["step"] for m in DiskLogger(tmp_path / "log").read_metrics() if "loss/total" in m]
-    assert logged == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_changed_config_is_a_new_run_and_new_run_forces_one(data_root, model_cache):
@@ -289,12 +275,13 @@ def test_a_full_disk_stops_in_one_line_keeps_the_last_checkpoint_and_fails_the_r
 
 
 def test_a_resume_applies_a_changed_lr_refuses_a_changed_network_and_prunes_an_unregistered_checkpoint(
-    local_ray, data_root, model_cache, tmp_path, capsys
+    straight, local_ray, data_root, model_cache, tmp_path, capsys
 ):
-    """On a pinned run name: a changed model.* is refused in one line before any step (no retry); a changed
-    train.lr is applied from the checkpoint on, said and tagged on the run; a checkpoint folder written after the
-    last registered one (a kill between Ray's copy and its registration) is removed. Before: the new lr was
-    silently ignored (the optimizer state brought the old one back) and the folder stayed forever."""
+    """On a pinned run name, 3 steps, then the same command again: a changed model.* is refused in one line before
+    any step (no retry); a changed train.lr is applied from the checkpoint on, said and tagged on the run; a
+    checkpoint folder written after the last registered one (a kill between Ray's copy and its registration) is
+    removed. Before: the new lr was silently ignored (the optimizer state brought the old one back) and the folder
+    stayed forever."""
     from fairweather.contracts.errors import FairweatherError
     from fairweather.stages.train.callback import RESUME_TAG
     from fairweather.stages.train.driver import run_train
@@ -331,6 +318,10 @@ def test_a_resume_applies_a_changed_lr_refuses_a_changed_network_and_prunes_an_u
     assert log.tags[RESUME_TAG] == "after step 3: train.lr: 0.003 -> 0.006"
     lr = {m["step"]: m["lr"] for m in log.read_metrics() if "lr" in m}
     assert sorted(lr) == [1, 2, 3, 4, 5, 6]  # each step once
+    # Until the stop, the straight run's steps (the same settings).
+    straight_curve, curve = _loss_curve(straight[1]), _loss_curve(log)
+    for step in (1, 2, 3):
+        assert curve[step] == pytest.approx(straight_curve[step], rel=1e-5, abs=1e-7), step
     for step in (4, 5, 6):
         assert lr[step] == pytest.approx(0.006 * lr_factor(step, faster.train), rel=1e-6), step
 

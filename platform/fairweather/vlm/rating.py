@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
 from fairweather.contracts.vocab import RATING_WORDS
 
@@ -35,14 +35,16 @@ class Rating:
 
 
 def rating_from_logits(
-    logits: torch.Tensor | np.ndarray | Sequence[float],
+    logits: np.ndarray | Sequence[float] | Any,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Five logits (or log-probabilities) -> (probs, r_vlm, vlm_vis).
 
-    logits: ``(5,)`` or ``(N, 5)`` in the order excellent, good, fair, poor, bad.
+    logits: ``(5,)`` or ``(N, 5)`` in the order excellent, good, fair, poor, bad; a sequence, an array or a torch
+    tensor (on any device, any dtype). Plain NumPy, so that a label actor imports no torch for it (2 CPU-s per
+    actor process; a vLLM or transformers engine brings its own).
     Returns float64 arrays: probs ``(..., 5)`` summing to 1, r_vlm ``(...)`` in [1, 5], vlm_vis ``(...)`` in [0, 1].
     """
-    values = logits.detach().to("cpu", torch.float64).numpy() if isinstance(logits, torch.Tensor) else logits
+    values = logits.detach().double().cpu().numpy() if hasattr(logits, "detach") else logits
     array = np.asarray(values, dtype=np.float64)
     if array.ndim not in (1, 2) or array.shape[-1] != len(RATING_WORDS):
         raise ValueError(f"logits must have shape (5,) or (N, 5), got {array.shape}")
