@@ -190,7 +190,7 @@ def test_workers_that_do_not_fit_the_local_cpus_are_refused_before_ray_starts(
 
 def test_a_non_finite_loss_before_the_first_checkpoint_is_one_line_saying_none_was_saved(tmp_path):
     """The driver's reading of a worker's NonFiniteLossError (``train_step``'s, tested in test_training_step) when
-    the run has no checkpoint yet. How Ray wraps a worker's error on the way: the Ray test below."""
+    the run has no checkpoint yet. How Ray wraps a worker's error on the way: the next test."""
     import ray.train
 
     from fairweather.contracts.errors import FairweatherError
@@ -202,6 +202,32 @@ def test_a_non_finite_loss_before_the_first_checkpoint_is_one_line_saying_none_w
     assert type(reason) is FairweatherError and "\n" not in str(reason)
     assert str(reason).startswith("training stopped: the loss became non-finite at step 1 (sup: inf)")
     assert "no checkpoint had been saved yet" in str(reason)
+
+
+def test_non_finite_weights_as_ray_hands_them_over_name_the_step_and_the_last_good_checkpoint(straight):
+    """A worker's NonFiniteError as Ray Train hands it to the driver (wrapped with its traceback's text by Ray's
+    own ``construct_user_exception_with_traceback``), on a run with checkpoints (the straight run's): one line
+    naming the step and the kept checkpoint. That such a failure stops the run at once, with no retry and its last
+    checkpoint kept, goes through Ray in the full-disk test below (and, for this error, in a slow test)."""
+    import ray.train
+    from ray.train.v2._internal.util import construct_user_exception_with_traceback
+
+    from fairweather.contracts.errors import FairweatherError
+    from fairweather.stages.train.driver import stop_reason, trained_until
+    from fairweather.training.step import NonFiniteError
+
+    summary, _ = straight
+    storage = str(Path(summary.checkpoint).parents[1])
+    try:
+        raise NonFiniteError("the weights became non-finite at step 7 (max |w| inf)")
+    except NonFiniteError as error:
+        wrapped = construct_user_exception_with_traceback(error)
+    reason = stop_reason(ray.train.WorkerGroupError("worker 0 failed", {0: wrapped}), "straight", storage)
+    message = str(reason)
+    assert type(reason) is FairweatherError and "\n" not in message
+    assert message.startswith("training stopped: the weights became non-finite at step 7"), message
+    step, checkpoint = trained_until(storage, "straight")
+    assert step == 6 and f"the last good checkpoint is kept (step 6: {checkpoint})" in message
 
 
 # Slow-marked: the unit test above reads the same error without a checkpoint, test_failure_hygiene's and
@@ -217,6 +243,7 @@ def test_a_loss_that_blows_up_stops_the_run_naming_the_step(local_ray, data_root
         run_train(tiny_config(data_root, model_cache, **overrides), DiskLogger(tmp_path / "log"))
 
 
+@pytest.mark.slow  # the two tests above read this error, the full-disk test takes a deterministic stop through Ray
 def test_weights_gone_non_finite_stop_at_once_keeping_the_last_good_checkpoint(
     local_ray, data_root, model_cache, tmp_path
 ):
