@@ -377,8 +377,10 @@ COMMANDS: dict[str, Command] = {
         "before round 1; --checkpoint's EMA teacher as ema@round-K), store the candidates as content-addressed "
         "PNGs, score them (pseudo.metrics, r_vlm when pseudo.use_vlm), combine by pseudo.combination and replace "
         "an image's pseudo-label only when a candidate beats it; every candidate stays in the pseudo_labels table. "
-        "Resumable: candidates already in the lineage's history are skipped. `pseudolabel show IMAGE_ID` prints "
-        "one image's history across rounds and sources.",
+        "A candidate that fails a guard (pseudo.guards.*: colour shift, texture, tile grid and structure against "
+        "the input) never wins, and a current label that fails guards tightened since it won gives way to the "
+        "input when nothing else beats it. Resumable: candidates already in the lineage's history are skipped. "
+        "`pseudolabel show IMAGE_ID` prints one image's history across rounds and sources.",
         _pseudolabel,
         _add_pseudolabel_arguments,
     ),
