@@ -73,20 +73,16 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     proc.stderr.close()
 
 
-def _second(argv: list[str], capsys) -> tuple[int, str]:
-    """The same command run in this process, as the CLI runs it (a fresh interpreter would only add seconds of
-    imports: the refusal comes before any of the command's work): its exit code and what it wrote to stderr."""
+def _refused(argv: list[str], capsys, command: str, pid: int, what: str) -> str:
+    """Run the same command in this process, as the CLI runs it (a fresh interpreter would only add seconds of
+    imports: the refusal comes before any of the command's work); check its one-line refusal; return its stderr."""
     capsys.readouterr()
-    code = main(argv)
-    return code, capsys.readouterr().err
-
-
-def _refused(second: tuple[int, str], command: str, pid: int, what: str) -> None:
-    code, err = second
+    code, err = main(argv), capsys.readouterr().err
     assert code == 2, err[-3000:]
     (line,) = [ln for ln in err.splitlines() if ln.startswith(f"fairweather {command}: ")]
     assert line.startswith(f"fairweather {command}: error: {what}") and f"in use by PID {pid} on " in line
     assert "Traceback" not in err
+    return err
 
 
 def test_a_second_train_on_the_same_run_is_refused_and_a_killed_holders_lock_is_taken_over(
@@ -95,9 +91,8 @@ def test_a_second_train_on_the_same_run_is_refused_and_a_killed_holders_lock_is_
     argv = ["train", *tiny_overrides(tmp_path, model_cache, **{"train.run_name": "shared"})]
     first = _holder(tmp_path, argv)
     try:
-        second = _second(argv, capsys)
-        _refused(second, "train", first.pid, "training run shared")
-        assert "(`holder.py train " in second[1]  # the holder's command line
+        err = _refused(argv, capsys, "train", first.pid, "training run shared")
+        assert "(`holder.py train " in err  # the holder's command line
         # Another training run on the same runs folder is independent.
         other = _holder(tmp_path, [*argv, "train.run_name=other"])
         _stop(other)
@@ -125,7 +120,7 @@ def test_a_second_sweep_or_pipeline_on_the_same_run_is_refused(tmp_path, model_c
         argv, what = ["pipeline", *overrides], "pipeline run pipeline-"
     first = _holder(tmp_path, argv)
     try:
-        _refused(_second(argv, capsys), command, first.pid, what)
+        _refused(argv, capsys, command, first.pid, what)
     finally:
         _stop(first)
 

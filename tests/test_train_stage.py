@@ -204,7 +204,8 @@ def test_a_non_finite_loss_before_the_first_checkpoint_is_one_line_saying_none_w
     assert "no checkpoint had been saved yet" in str(reason)
 
 
-def test_non_finite_weights_as_ray_hands_them_over_name_the_step_and_the_last_good_checkpoint(straight):
+@pytest.mark.usefixtures("straight")
+def test_non_finite_weights_as_ray_hands_them_over_name_the_step_and_the_last_good_checkpoint(data_root):
     """A worker's NonFiniteError as Ray Train hands it to the driver (wrapped with its traceback's text by Ray's
     own ``construct_user_exception_with_traceback``), on a run with checkpoints (the straight run's): one line
     naming the step and the kept checkpoint. That such a failure stops the run at once, with no retry and its last
@@ -216,8 +217,7 @@ def test_non_finite_weights_as_ray_hands_them_over_name_the_step_and_the_last_go
     from fairweather.stages.train.driver import stop_reason, trained_until
     from fairweather.training.step import NonFiniteError
 
-    summary, _ = straight
-    storage = str(Path(summary.checkpoint).parents[1])
+    storage = str(data_root / "train")  # the straight run's, with its checkpoints at steps 3 and 6
     try:
         raise NonFiniteError("the weights became non-finite at step 7 (max |w| inf)")
     except NonFiniteError as error:
@@ -230,8 +230,9 @@ def test_non_finite_weights_as_ray_hands_them_over_name_the_step_and_the_last_go
     assert step == 6 and f"the last good checkpoint is kept (step 6: {checkpoint})" in message
 
 
-# Slow-marked: the unit test above reads the same error without a checkpoint, test_failure_hygiene's and
-# test_training_step's tests make train_step raise it, and the test below takes a worker's NonFiniteError through Ray.
+# Slow-marked: the unit tests above read the same error (without a checkpoint, and as Ray wraps it),
+# test_failure_hygiene's and test_training_step's tests make train_step raise it, and the (slow) test below takes one
+# through Ray.
 @pytest.mark.slow
 def test_a_loss_that_blows_up_stops_the_run_naming_the_step(local_ray, data_root, model_cache, tmp_path):
     """A supervised weight of 1e38 (learning rates are bounded now): the gradient norm overflows at step 1."""
@@ -243,7 +244,7 @@ def test_a_loss_that_blows_up_stops_the_run_naming_the_step(local_ray, data_root
         run_train(tiny_config(data_root, model_cache, **overrides), DiskLogger(tmp_path / "log"))
 
 
-@pytest.mark.slow  # the two tests above read this error, the full-disk test takes a deterministic stop through Ray
+@pytest.mark.slow  # the unit tests above read this error; the full-disk test takes a deterministic stop through Ray
 def test_weights_gone_non_finite_stop_at_once_keeping_the_last_good_checkpoint(
     local_ray, data_root, model_cache, tmp_path
 ):

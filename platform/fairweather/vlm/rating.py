@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fairweather.contracts.vocab import RATING_WORDS
+
+if TYPE_CHECKING:  # for the annotation only: a label actor imports no torch for this module
+    import torch
 
 #: r_vlm weights of the five words (Q-Align style): excellent=5 ... bad=1.
 RATING_WEIGHTS: tuple[float, ...] = (5.0, 4.0, 3.0, 2.0, 1.0)
@@ -35,13 +38,13 @@ class Rating:
 
 
 def rating_from_logits(
-    logits: np.ndarray | Sequence[float] | Any,
+    logits: torch.Tensor | np.ndarray | Sequence[float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Five logits (or log-probabilities) -> (probs, r_vlm, vlm_vis).
 
-    logits: ``(5,)`` or ``(N, 5)`` in the order excellent, good, fair, poor, bad; a sequence, an array or a torch
-    tensor (on any device, any dtype). Plain NumPy, so that a label actor imports no torch for it (2 CPU-s per
-    actor process; a vLLM or transformers engine brings its own).
+    logits: ``(5,)`` or ``(N, 5)`` in the order excellent, good, fair, poor, bad (a tensor on any device, any
+    dtype). Plain NumPy, tensors read by duck typing: a label actor imports no torch for it (2 CPU-s per actor
+    process; a vLLM or transformers engine brings its own).
     Returns float64 arrays: probs ``(..., 5)`` summing to 1, r_vlm ``(...)`` in [1, 5], vlm_vis ``(...)`` in [0, 1].
     """
     values = logits.detach().double().cpu().numpy() if hasattr(logits, "detach") else logits
