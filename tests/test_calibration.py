@@ -247,14 +247,20 @@ def test_training_fits_on_the_first_pairs_by_id_and_photo_sized_pairs_cost_what_
     np.testing.assert_allclose(fitted.weights, again.weights, atol=1e-6)
 
 
-def test_the_fit_takes_its_pairs_from_every_dataset_in_turn():
+def test_the_fit_takes_its_pairs_from_every_dataset_and_weather_in_turn():
     """By pair id alone, 128 pairs of an import of Outdoor-Rain and OTS would all be Outdoor-Rain's (haze would get
-    the map of rain); one generated set keeps its first pairs by id."""
+    the map of rain); by dataset alone, one generated set's first pairs are its haze and rain, and its snow gets a
+    map fitted on no snow."""
     from fairweather.training.calibration_fit import fit_pairs
 
     rows = [{"pair_id": f"{name}/{i:03d}"} for name in ("ots", "outdoor-rain", "a-snow") for i in range(5)]
     chosen = [row["pair_id"] for row in fit_pairs(rows[::-1], 7)]
     expected = [f"{name}/{i:03d}" for i in range(3) for name in ("a-snow", "ots", "outdoor-rain")]
     assert chosen == expected[:7]
-    one = [{"pair_id": f"synth-photo/{w}_{i:05d}"} for w in ("snow", "haze", "rain") for i in range(3)]
-    assert [row["pair_id"] for row in fit_pairs(one, 4)] == sorted(row["pair_id"] for row in one)[:4]
+    one = [
+        {"pair_id": f"synth-photo/{w}_{i:05d}", "weather": w}
+        for w in ("snow", "haze", "rain")
+        for i in range(3)
+    ]
+    chosen = [row["pair_id"] for row in fit_pairs(one[::-1], 4)]
+    assert chosen == [f"synth-photo/{w}_00000" for w in ("haze", "rain", "snow")] + ["synth-photo/haze_00001"]

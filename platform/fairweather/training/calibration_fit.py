@@ -33,13 +33,15 @@ def lighter_degradation(degraded: np.ndarray, target: np.ndarray, strength: floa
 
 
 def fit_pairs(rows: Sequence[dict], count: int) -> list[dict]:
-    """``count`` of ``rows``: the first by ``pair_id`` of each dataset in turn (by name; a pair id is
-    ``<dataset>/<name>``, from synth and from import-pairs alike), so that every imported set has its share (by
-    ``pair_id`` alone, the alphabetically first set could fill the fit)."""
-    by_dataset: dict[str, list[dict]] = {}
+    """``count`` of ``rows``: the first by ``pair_id`` of each (dataset, weather) group in turn (by name; a pair id
+    is ``<dataset>/<name>``, from synth and from import-pairs alike), so that every imported set and every weather
+    has its share. By ``pair_id`` alone the alphabetically first set could fill the fit, and by dataset alone one
+    generated set's first 128 pairs were all haze and rain: its snow was calibrated by maps that had seen no snow."""
+    groups: dict[tuple[str, str], list[dict]] = {}
     for row in sorted(rows, key=lambda row: row["pair_id"]):
-        by_dataset.setdefault(row["pair_id"].split("/", 1)[0], []).append(row)
-    turns = itertools.zip_longest(*(by_dataset[name] for name in sorted(by_dataset)))
+        key = (row["pair_id"].split("/", 1)[0], row.get("weather") or "")
+        groups.setdefault(key, []).append(row)
+    turns = itertools.zip_longest(*(groups[key] for key in sorted(groups)))
     return [row for turn in turns for row in turn if row is not None][:count]
 
 
