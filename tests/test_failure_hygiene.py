@@ -137,6 +137,9 @@ def test_an_empty_or_truncated_checkpoint_is_one_clear_line(tmp_path, load):
         message = str(caught.value)
         assert word in message and str(tmp_path / STATE_FILE) in message
         assert "\n" not in message and "miniz" not in message
+    (tmp_path / STATE_FILE).write_text('{"checkpoints": []}')  # a JSON where a checkpoint was expected
+    with pytest.raises(CheckpointError, match=r"not a torch file \(it begins b'\{\"checkpoints\""):
+        load(tmp_path)
 
 
 @LOADERS

@@ -67,6 +67,10 @@ def state_path(path: str) -> str:
     return f"{path.rstrip('/')}/{STATE_FILE}"  # missing: the error below names what was expected
 
 
+#: How a file torch.save wrote begins: a zip archive, or a pickle of protocol 2 or later (the legacy format).
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 def read_file(path: str, what: str = "checkpoint", expected: str = "") -> bytes:
     """The bytes of the file at ``path``; a missing, unreadable or empty file is one :class:`CheckpointError`
     line (``expected`` says what should have been there)."""
@@ -79,6 +83,10 @@ def read_file(path: str, what: str = "checkpoint", expected: str = "") -> bytes:
     if not data:
         raise CheckpointError(
             f"cannot read {what} {path}: the file is empty (0 bytes; a save that never finished)"
+        )
+    if not data.startswith(TORCH_MAGIC):  # say so, not "corrupted" or "holds code", of a JSON or an image
+        raise CheckpointError(
+            f"cannot read {what} {path}: not a torch file (it begins {data[:16]!r}){expected}"
         )
     return data
 
