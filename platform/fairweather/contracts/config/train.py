@@ -46,8 +46,8 @@ class CalibrationConfig:
     (measured on 377 real pairs in docs/real-weather.md)."""
 
     enabled: bool = True
-    #: Training pairs it is fitted on (the first by pair id of each dataset in turn; each counts twice, with its
-    #: clean target).
+    #: Training pairs it is fitted on (the first by pair id of each dataset and weather in turn; each counts twice,
+    #: with its clean target).
     max_pairs: int = 256
     #: Width of the RBF kernel on standardised features (larger: more local).
     gamma: float = 0.05
