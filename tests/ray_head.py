@@ -3,7 +3,8 @@
 Two heads on one machine collide on Ray's fixed default ports (6379, 10001 for the client server, 52365 for the
 dashboard agent, ...), so every port is picked free here. ``ray stop`` is never used: it kills every Ray on the
 machine, including other users' and other tests'. The head runs with ``--block`` and is stopped by SIGTERM to that
-process, then the processes it spawned (collected while it ran) are waited for and killed if they linger.
+process, then the processes it spawned (collected while it ran) are waited for and killed if they linger. A start
+that fails (Ray's own start-up deadline on a loaded machine) is cleaned up the same way and tried once more.
 """
 
 from __future__ import annotations
@@ -78,6 +79,38 @@ class Head:
         return [parent, *parent.children(recursive=True)]
 
 
+class HeadStartFailed(Exception):
+    """`ray start --head` exited or did not write its address in time; the message is its log's tail."""
+
+
+def _start_head(
+    command: list[str], root: Path, env: dict[str, str], ready_timeout: float
+) -> tuple[subprocess.Popen, list[psutil.Process], str]:
+    """Start one head and wait for its address file; return (process, its children so far, address).
+
+    The children are collected while waiting so that a head which dies during start-up (under load Ray's
+    `ray start` can give up with "Failed to get node info ... RPC Deadline Exceeded") is cleaned up by PID too:
+    once it has exited its GCS and raylet are no longer its children.
+    """
+    log = open(root / "head.log", "w")  # noqa: SIM115 - closed below, once the head has come up or been stopped
+    head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    address_file = root / "ray" / "ray_current_cluster"
+    children: dict[int, psutil.Process] = {}
+    deadline = time.monotonic() + ready_timeout
+    try:
+        while not address_file.exists():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                children.update({p.pid: p for p in psutil.Process(head.pid).children(recursive=True)})
+            if head.poll() is not None or time.monotonic() > deadline:
+                stop_by_pids(head, list(children.values()))
+                raise HeadStartFailed((root / "head.log").read_text()[-3000:])
+            time.sleep(0.2)
+    finally:
+        log.close()
+    children.update({p.pid: p for p in psutil.Process(head.pid).children(recursive=True)})
+    return head, list(children.values()), address_file.read_text().strip()
+
+
 @contextlib.contextmanager
 def ray_head(
     *,
@@ -85,44 +118,48 @@ def ray_head(
     dashboard: bool = False,
     env: dict[str, str] | None = None,
     ready_timeout: float = 90,
+    attempts: int = 2,
 ) -> Iterator[Head]:
     """Start ``ray start --head --block`` on free ports in a fresh short temp dir (Ray's socket paths must stay
     under 108 characters); yield it; stop it by PIDs and remove the temp dir.
 
     dashboard: bind the dashboard (and its jobs API) to 127.0.0.1 on a free port. env: the head's environment
-    (default: this process's).
+    (default: this process's). attempts: starts tried (fresh ports and temp dir each) before the test fails; a
+    start that fails on a loaded machine is Ray's start-up deadline, not what the tests check.
     """
-    root = Path(tempfile.mkdtemp(prefix="fw-ray-", dir="/tmp"))
-    ports = free_ports(len(PORT_FLAGS) + 1)
-    flags = [f"{flag}={port}" for flag, port in zip(PORT_FLAGS, ports[: len(PORT_FLAGS)], strict=True)]
-    if dashboard:
-        flags += ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={ports[-1]}"]
-    else:
-        flags += ["--include-dashboard=false"]
-    command = [
-        str(Path(sys.executable).parent / "ray"),
-        "start",
-        "--head",
-        "--block",
-        f"--temp-dir={root / 'ray'}",
-        *flags,
-        f"--num-cpus={num_cpus}",
-        "--disable-usage-stats",
-    ]
-    log = open(root / "head.log", "w")  # noqa: SIM115 - closed below, after the head has stopped
-    head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env or dict(os.environ))
-    address_file = root / "ray" / "ray_current_cluster"
-    children: list[psutil.Process] = []
+    for attempt in range(1, attempts + 1):
+        root = Path(tempfile.mkdtemp(prefix="fw-ray-", dir="/tmp"))
+        ports = free_ports(len(PORT_FLAGS) + 1)
+        flags = [f"{flag}={port}" for flag, port in zip(PORT_FLAGS, ports[: len(PORT_FLAGS)], strict=True)]
+        if dashboard:
+            flags += [
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={ports[-1]}",
+            ]
+        else:
+            flags += ["--include-dashboard=false"]
+        command = [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--temp-dir={root / 'ray'}",
+            *flags,
+            f"--num-cpus={num_cpus}",
+            "--disable-usage-stats",
+        ]
+        try:
+            head, children, gcs_address = _start_head(command, root, env or dict(os.environ), ready_timeout)
+            break
+        except HeadStartFailed as failure:
+            shutil.rmtree(root, ignore_errors=True)
+            if attempt == attempts:
+                pytest.fail(f"`ray start --head` did not come up in {attempts} attempts:\n{failure}")
     try:
-        deadline = time.monotonic() + ready_timeout
-        while not address_file.exists():
-            if head.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`ray start --head` did not come up:\n{(root / 'head.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-        children = psutil.Process(head.pid).children(recursive=True)
         url = f"http://127.0.0.1:{ports[-1]}" if dashboard else None
         try:
-            yield Head(address_file.read_text().strip(), url, root, head)
+            yield Head(gcs_address, url, root, head)
         finally:
             # Processes started after start-up (job supervisors, workers) are collected now, before the stop.
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -134,5 +171,4 @@ def ray_head(
         if head.poll() is None:
             head.kill()
             head.wait()
-        log.close()
         shutil.rmtree(root, ignore_errors=True)
