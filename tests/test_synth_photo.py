@@ -35,7 +35,7 @@ from fairweather.synth import (
     synthesize,
     write_pairs,
 )
-from fairweather.synth.photo import settle_haze
+from fairweather.synth.photo import haze_field, settle_haze
 
 #: Small working resolution and crops keep every test here well under a second or two.
 PHOTO = PhotoSynthConfig(short_side=(48, 64))
@@ -143,6 +143,23 @@ def test_haze_follows_depth_and_close_ups_still_get_haze():
         0.65, abs=1e-3
     )
     assert settle_haze(params, np.full((8, 8), 30.0, dtype=np.float32), 0.65) == params  # far enough already
+
+
+def test_non_homogeneous_haze_varies_over_patches_not_with_depth_alone():
+    field = haze_field((90, 120), sigma=1.0, patch_px=40.0, rng=np.random.default_rng(0))
+    assert field.shape == (90, 120) and field.dtype == np.float32 and field.min() > 0
+    assert np.log(field).mean() == pytest.approx(-0.5, abs=1e-3) and np.log(field).std() == pytest.approx(1.0)
+    assert np.abs(np.diff(np.log(field), axis=1)).max() < 0.2  # smooth: patches, not noise
+    assert np.array_equal(haze_field((9, 9), 0.0, 40.0, np.random.default_rng(0)), np.ones((9, 9)))
+    grey, depth = np.full((48, 64, 3), 0.2, np.float32), np.full((48, 64), 20.0, np.float32)
+    patchy = dataclasses.replace(PHOTO, haze_patchiness=1.0, haze_patch_px=(16.0, 16.0), haze_max_mean_t=1.0)
+    hazy, params = synthesize(grey, depth, "haze", patchy, np.random.default_rng(1))
+    again, same = synthesize(grey, depth, "haze", patchy, np.random.default_rng(1))
+    assert np.array_equal(hazy, again) and params == same
+    assert 0 <= params["patchiness"] <= 1 and params["patch_px"] == 16.0
+    uniform, plain = synthesize(grey, depth, "haze", PHOTO, np.random.default_rng(1))
+    assert "patchiness" not in plain and np.ptp(uniform[..., 0]) < 1e-6  # homogeneous by default, as RESIDE
+    assert np.ptp(hazy[..., 0]) > 0.05  # one scene, one depth: the haze varies by patch
 
 
 def test_rain_only_adds_light_and_snow_occludes(street):

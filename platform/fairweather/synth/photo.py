@@ -6,7 +6,8 @@ depth, streak lengths and flake sizes in pixels at the benchmarks' resolution (`
 :class:`~fairweather.contracts.config.synth.PhotoSynthConfig`, documents each range and its source). The
 scattering model itself is :func:`fairweather.synth.degrade.haze`, shared by both paths.
 
-* **haze**: I = J·t + A·(1 − t), t = exp(−β·d) (RESIDE OTS / SOTS-outdoor), A grey or slightly tinted.
+* **haze**: I = J·t + A·(1 − t), t = exp(−β·d) (RESIDE OTS / SOTS-outdoor), A grey or slightly tinted;
+  optionally non-homogeneous (NH-HAZE, Dense-Haze): β·d times a smooth log-normal field (:func:`haze_field`).
 * **rain**: Outdoor-Rain's model (Li et al., CVPR 2019) I = T·(J + Σᵢ Sᵢ) + (1 − T)·A: several streak layers
   Sᵢ (sparse seeds, a Gaussian for the streak width, a line kernel for the motion blur; nearer layers longer,
   wider, sparser and brighter; each layer's direction turned by up to the drawn spread, as Rain100H's several
@@ -251,9 +252,30 @@ def degrade_photo(
     raise ValueError(f"unknown weather {weather!r} (known: haze, rain, snow)")
 
 
+def haze_field(shape: tuple[int, int], sigma: float, patch_px: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth log-normal field ``(H, W)`` float32 of mean about 1: exp(σ·z − σ²/2), z of unit variance,
+    interpolated (cubic) from a coarse grid of normals spaced ``patch_px`` apart: the dense and thin patches of
+    haze-machine haze (NH-HAZE, Dense-Haze) rather than RESIDE's uniform β."""
+    cells = [max(1, round(n / patch_px)) for n in shape]
+    grid = rng.standard_normal((cells[0] + 1, cells[1] + 1))
+    axes = [np.linspace(0, c, n) for c, n in zip(cells, shape, strict=True)]
+    z = map_coordinates(grid, np.meshgrid(*axes, indexing="ij"), order=3, mode="nearest")
+    z = (z - z.mean()) / max(float(z.std()), 1e-6)
+    return np.exp(sigma * z - sigma**2 / 2).astype(np.float32)
+
+
 def synthesize(
     clean: np.ndarray, depth: np.ndarray, weather: str, cfg: PhotoSynthConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Draw one image's parameters and degrade it: ``(degraded, params)``, params JSON-able."""
-    params = settle_haze(sample_photo_params(weather, cfg, rng), depth, cfg.haze_max_mean_t)
+    """Draw one image's parameters and degrade it: ``(degraded, params)``, params JSON-able.
+
+    Non-homogeneous haze (``cfg.haze_patchiness`` > 0) scales the depth the scattering model sees by
+    :func:`haze_field`, with σ drawn per image in [0, haze_patchiness] and the patches' spacing in
+    ``haze_patch_px``, both recorded (``patchiness``, ``patch_px``)."""
+    params = sample_photo_params(weather, cfg, rng)
+    if weather == "haze" and cfg.haze_patchiness > 0:
+        sigma, patch_px = _draw(rng, (0.0, cfg.haze_patchiness)), _draw(rng, cfg.haze_patch_px)
+        depth = depth * haze_field(depth.shape, sigma, patch_px, rng)
+        params = {**params, "patchiness": sigma, "patch_px": patch_px}
+    params = settle_haze(params, depth, cfg.haze_max_mean_t)
     return degrade_photo(clean, depth, weather, params, rng), params

@@ -39,7 +39,7 @@ from fairweather.contracts.io import filesystem_for, write_if_changed
 from .clean import CleanPhoto, CleanPhotoError, CleanSource, load_clean_photos
 from .depth import DepthFn, photo_depth
 from .paired import PHOTO_DATASET, SPLITS, PairRecord, sequence_fraction, split_for
-from .photo import degrade_photo, sample_photo_params, settle_haze
+from .photo import synthesize
 
 
 class CleanPhotoShortage(FairweatherError, ValueError):
@@ -169,10 +169,7 @@ def generate_photo_pairs(
     ) -> tuple[np.ndarray, np.ndarray, str, str]:
         depth, depth_source = depth_of(photo)
         clean, depth_crop, crop = crop_photo(photo, depth, cfg, rng)
-        params = settle_haze(
-            sample_photo_params(weather, cfg.photo, rng), depth_crop, cfg.photo.haze_max_mean_t
-        )
-        degraded = degrade_photo(clean, depth_crop, weather, params, rng)
+        degraded, params = synthesize(clean, depth_crop, weather, cfg.photo, rng)
         record = {**params, "crop": crop, "seed": cfg.seed}
         if photo.converted_from:
             record["converted_from"] = photo.converted_from

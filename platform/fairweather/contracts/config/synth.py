@@ -51,6 +51,12 @@ class PhotoSynthConfig:
     #: A haze crop whose mean transmission would stay above this (a close-up: a few metres of depth) gets β raised
     #: until it reaches it, so that no haze pair is haze-free; the drawn β is kept as ``beta_drawn``. 1 disables.
     haze_max_mean_t: float = 0.65
+    #: Non-homogeneous haze (NH-HAZE, Dense-Haze: a haze machine's dense and thin patches): β·d is multiplied by
+    #: a smooth log-normal field exp(σ·z − σ²/2), σ drawn per image in [0, ``haze_patchiness``] (1: the optical
+    #: depth from about a seventh to seven times its mean; 0: homogeneous, as RESIDE), its patches
+    #: ``haze_patch_px`` apart (NH-HAZE's span a third of the frame; here at the benchmarks' resolution).
+    haze_patchiness: float = 0.0
+    haze_patch_px: tuple[float, float] = (64.0, 192.0)
     #: Rain: ``rain_layers`` streak layers (drawn per image; Rain100L: one light direction, Rain100H: up to five),
     #: near to far, each seeds per pixel ``rain_density`` (nearest layer; farther layers denser, thinner, shorter),
     #: motion-blurred to ``rain_length_px`` at ``rain_angle_deg`` from vertical, each layer turned by up to
@@ -89,10 +95,10 @@ class PhotoSynthConfig:
 
     def __post_init__(self) -> None:
         pairs = [
-            "short_side", "haze_beta", "haze_airlight", "rain_layers", "rain_density", "rain_length_px",
-            "rain_width_px", "rain_angle_deg", "rain_angle_spread_deg", "rain_intensity", "rain_veil_beta",
-            "raindrop_count", "raindrop_radius_px", "snow_layers", "snow_density", "snow_size_px", "snow_opacity",
-            "snow_motion_px", "snow_blur", "snow_veil_beta",
+            "short_side", "haze_beta", "haze_airlight", "haze_patch_px", "rain_layers", "rain_density",
+            "rain_length_px", "rain_width_px", "rain_angle_deg", "rain_angle_spread_deg", "rain_intensity",
+            "rain_veil_beta", "raindrop_count", "raindrop_radius_px", "snow_layers", "snow_density", "snow_size_px",
+            "snow_opacity", "snow_motion_px", "snow_blur", "snow_veil_beta",
         ]  # fmt: skip
         check_ranges(
             self,
@@ -105,6 +111,8 @@ class PhotoSynthConfig:
             haze_airlight=UNIT_INTERVAL,
             haze_tint=Range(0, 0.5),
             haze_max_mean_t=Range(0, 1, low_open=True),
+            haze_patchiness=Range(0, 3),
+            haze_patch_px=AT_LEAST_ONE,
             rain_layers=Range(0, 8),
             rain_density=Range(0, 1, low_open=True),
             rain_length_px=AT_LEAST_ONE,
