@@ -11,7 +11,8 @@ Three arms, each trained for ``--steps`` steps with the same seed on the smoke p
 - ``b_photo``: supervised on real clean photos with physically based weather (``synth.clean=bundled``);
 - ``c_photo_pool``: ``b_photo``'s pairs plus the real pool, through ``fairweather pipeline``: label the pool, the
   supervised warm-up and the init pseudo-labels (input vs. warm-up, PIQE + NIQE with the guards), then the rounds
-  (``--steps`` in all, split over ``train.rounds``) with L_ps on the selected pseudo-labels. The encoder terms
+  with L_ps on the selected pseudo-labels: ``--steps`` in all, split over ``train.rounds`` (where the rounds start
+  from the warm-up's network, ``pseudo.warmup_starts_rounds``, its steps count: the network trains ``--steps``). The encoder terms
   (L_wpl, L_sem, L_feat) are off where their encoder is a tiny random model (the smoke profile's): there they are
   noise, and the arm measures what the real pool adds through the pseudo-labels.
 
@@ -69,6 +70,9 @@ def arm_config(
 ) -> FairweatherConfig:
     """The config of one arm: its own runs folder; ``--steps`` of training in all."""
     rounds = 2 if arm == "c_photo_pool" else 1
+    base = load_config("smoke", extra).pseudo
+    if arm == "c_photo_pool" and base.warmup_starts_rounds:
+        steps -= base.warmup_steps  # the rounds go on from the warm-up's network
     overrides = [
         f"runtime.runs_dir={out / arm}",
         f"runtime.seed={seed}",

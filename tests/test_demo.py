@@ -120,6 +120,9 @@ def test_demo_runs_the_pipeline_end_to_end_and_a_rerun_skips_every_stage(demo):
     assert "test split, input -> EMA: PSNR" in out and "synthetic test split, overall" in out
     assert "evaluation report: " in out and "tiny random models" in out
     assert out.count("done before on the same inputs, skipped") == 4  # label, warmup, init, prompts
+    # round 1 starts from the warm-up's network (pseudo.warmup_starts_rounds), found again after the crash
+    start = out.split("starts from the network of ")[1].splitlines()[0]
+    assert "-warmup/checkpoint_" in start
     store = TableStore(cfg.data.tables)
     labels = store.read("labels")
     assert labels.num_rows == 6 and set(labels.column("weather_hint").to_pylist()) == {"rain", "haze", "snow"}

@@ -35,6 +35,7 @@ from fairweather.training.state import (
     load_state,
     resume_training,
     save_state,
+    start_from_weights,
     training_state,
 )
 from fairweather.training.step import NonFiniteError, NonFiniteLossError, TrainBatch, train_step
@@ -357,6 +358,34 @@ def test_a_changed_architecture_is_refused_on_resume():
             optimizer=optimizer,
             scheduler=scheduler,
         )
+
+
+def test_init_weights_start_a_new_run_from_a_trained_network_and_refuse_another():
+    """``train.init_weights``: the network and its EMA teacher come from the checkpoint, the optimizer, schedule
+    and step stay fresh; a checkpoint of another network is refused in one line."""
+    from fairweather.contracts.config import FairweatherConfig
+
+    cfg = FairweatherConfig(model=NAFNET, train=TrainConfig(lr=1e-3, warmup_steps=2, init_weights="warm"))
+    model, teacher, _, _ = trained(cfg.train, 3)
+    for param in teacher.parameters():  # a teacher that differs from its student, as after an EMA
+        param.data.add_(0.5)
+    state = checkpoint(step=3, config=to_dict(cfg))
+    state["model"], state["teacher"] = model.state_dict(), teacher.state_dict()
+
+    fresh, fresh_teacher, fresh_optimizer, fresh_scheduler = trained(cfg.train, 0)
+    start_from_weights(state, cfg, model=fresh, teacher=fresh_teacher)
+    for ours, theirs in ((fresh, model), (fresh_teacher, teacher)):
+        for key, value in ours.state_dict().items():
+            assert torch.equal(value, theirs.state_dict()[key]), key
+    assert not fresh_optimizer.state and fresh_scheduler.last_epoch == 0  # fresh: step 0 of its own schedule
+
+    wider = ModelConfig(
+        arch="nafnet",
+        nafnet=NAFNetConfig(width=16, encoder_blocks=(1,), middle_blocks=1, decoder_blocks=(1,)),
+    )
+    other = FairweatherConfig(model=wider, train=cfg.train)
+    with pytest.raises(CheckpointError, match=r"init_weights=warm: .*model\.nafnet\.width: 8 -> 16"):
+        start_from_weights(state, other, model=build_model(wider), teacher=build_model(wider))
 
 
 def test_loading_the_optimizer_alone_silently_keeps_the_old_lr():

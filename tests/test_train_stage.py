@@ -334,6 +334,10 @@ def test_a_resume_applies_a_changed_lr_refuses_a_changed_network_and_prunes_an_u
     assert "\n" not in message and "cannot resume training run changed at step 3" in message
     assert "model.nafnet.width: 16 -> 8" in message
     assert not steps.exists()  # refused before a step, and not retried
+    # A new run that would start from that checkpoint's network with another network: refused the same way.
+    other = {"train.run_name": "fine-tuned", "train.init_weights": str(registered), "model.nafnet.width": 8}
+    with pytest.raises(FairweatherError, match=r"cannot start from train\.init_weights=.*width: 16 -> 8"):
+        run_train(tiny_config(data_root, model_cache, **other), DiskLogger(tmp_path / "log"))
 
     faster = tiny_config(data_root, model_cache, **base, **{"train.lr": 0.006})
     summary = run_train(faster, DiskLogger(tmp_path / "log"))

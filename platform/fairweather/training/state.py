@@ -162,8 +162,8 @@ def load_state(path: str | Path, *, arch: str | None = None) -> dict[str, Any]:
 _FIXED_ON_RESUME = ("model.", "loss.prompt_context_len")
 #: Config sections whose changes a resume reports (everything else there is read from the config at every step).
 _REPORTED_ON_RESUME = ("train.", "loss.", "encoders.")
-#: Keys that name a run rather than configure it.
-_NAMES = ("train.run_name", "train.new_run")
+#: Keys that name a run rather than configure it, and ``train.init_weights``, read at step 0 only.
+_NAMES = ("train.run_name", "train.new_run", "train.init_weights")
 
 
 def config_changes(stored: Mapping[str, Any], cfg: FairweatherConfig) -> tuple[list[str], list[str]]:
@@ -201,6 +201,27 @@ def apply_optimizer_settings(
     for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas, strict=True):
         group["lr"] = train.lr * factor(scheduler.last_epoch)
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def check_init_weights(stored: Mapping[str, Any], cfg: FairweatherConfig) -> None:
+    """Refuse, in one CheckpointError line, a ``train.init_weights`` checkpoint whose stored config built another
+    network than ``cfg`` does (``model.*``, ``loss.prompt_context_len``)."""
+    _, refusals = config_changes(stored, cfg)
+    if refusals:
+        raise CheckpointError(
+            f"cannot start from train.init_weights={cfg.train.init_weights}: its network was built otherwise "
+            f"({'; '.join(refusals)}); give a checkpoint of this network or change those values"
+        )
+
+
+def start_from_weights(
+    state: dict[str, Any], cfg: FairweatherConfig, *, model: nn.Module, teacher: nn.Module
+) -> None:
+    """Start a new run from checkpoint ``state``'s network and EMA teacher (``train.init_weights``); the optimizer,
+    schedule, step and RNG stay fresh (:func:`check_init_weights` first)."""
+    check_init_weights(state.get("config") or {}, cfg)
+    model.load_state_dict(state["model"])
+    teacher.load_state_dict(state["teacher"])
 
 
 def resume_training(

@@ -93,6 +93,9 @@ class PseudoConfig:
     #: of its own) first train one: a supervised warm-up of this many steps on the paired set (L_sup only, no real
     #: images), whose EMA teacher restores every pool image as the init candidate ``warmup``. 0: no warm-up.
     warmup_steps: int = 0
+    #: The rounds start from the warm-up's network and EMA teacher (``train.init_weights``) instead of from random
+    #: weights: the warm-up's steps are not trained again (the smoke profile: docs/real-weather.md).
+    warmup_starts_rounds: bool = False
     #: Read by the rounds driver: update the pseudo-labels after every round (false: only after round 1).
     iterate: bool = True
     #: Folder (or URI) of the candidate files ``<sha256 of the PNG>.png``; ``None``: ``<data.tables>/candidates``.

@@ -150,6 +150,11 @@ class TrainConfig:
     #: Stage 1 (weather prompt learning, Paper A) runs before restoration when ``loss.weights.wpl`` > 0; this
     #: caps the images per weather it learns from.
     prompt_images_per_weather: int = 64
+    #: A checkpoint (a folder or its ``state.pt`` / ``model.pt``, as ``fairweather restore`` takes) whose network
+    #: and EMA teacher start the run at step 0, with a fresh optimizer and schedule: fine-tuning a trained restorer.
+    #: A network built otherwise (``model.*``) is refused before training starts; a run that resumes from its own
+    #: checkpoint never reads it. "": random initialisation.
+    init_weights: str = ""
     #: Name of the run under ``runtime.storage_path``. None: ``train-<fingerprint of the config>``, so the same
     #: command resumes an interrupted run and a changed config starts a new one.
     run_name: str | None = None

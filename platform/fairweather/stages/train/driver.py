@@ -13,7 +13,8 @@ run from its last checkpoint; a changed config is a new run; ``train.run_name`` 
 forces a fresh one. On a pinned run name a changed config resumes the run: each changed training setting is said on
 the console and tagged on the run (``fairweather.resume_changes``), ``train.lr`` / ``train.weight_decay`` are put
 into the restored optimizer (:func:`~fairweather.training.state.resume_training`), and a changed network
-(``model.*``) is refused with one line before Ray Train starts (:func:`check_resume`). A checkpoint folder Ray Train
+(``model.*``) is refused with one line before Ray Train starts (:func:`check_resume`). A new run starts from random
+weights, or from another checkpoint's network with ``train.init_weights`` (fine-tuning; checked there too). A checkpoint folder Ray Train
 never registered (written after its last registered checkpoint by a process that was then killed, or half-copied
 onto a full disk) is removed before the run goes on (:func:`prune_unregistered`); the steps replayed from the last
 checkpoint are not logged twice (:class:`~fairweather.stages.train.callback.ReportToLogger`).
@@ -65,7 +66,13 @@ from fairweather.stages.train.final_score import evaluate_checkpoint, print_test
 from fairweather.stages.train.prompts import learn_prompts
 from fairweather.stages.train.worker import StepHook, WorkerJob, train_loop_per_worker
 from fairweather.training.checkpoint_file import CHECKPOINT_PREFIX
-from fairweather.training.state import STATE_FILE, CheckpointError, config_changes, load_state
+from fairweather.training.state import (
+    STATE_FILE,
+    CheckpointError,
+    check_init_weights,
+    config_changes,
+    load_state,
+)
 from fairweather.training.step import NonFiniteError, NonFiniteLossError
 
 log = logging.getLogger(__name__)
@@ -167,7 +174,9 @@ def _absolute_paths(cfg: FairweatherConfig) -> FairweatherConfig:
 
     runtime = dataclasses.replace(cfg.runtime, model_cache_dir=absolute(cfg.runtime.model_cache_dir))
     data = dataclasses.replace(cfg.data, tables=absolute(cfg.data.tables))
-    return dataclasses.replace(cfg, runtime=runtime, data=data)
+    init = cfg.train.init_weights and absolute(cfg.train.init_weights)
+    train = dataclasses.replace(cfg.train, init_weights=init)
+    return dataclasses.replace(cfg, runtime=runtime, data=data, train=train)
 
 
 def _check_cpu_budget(cfg: FairweatherConfig) -> None:
@@ -221,6 +230,9 @@ def check_resume(cfg: FairweatherConfig, storage: str, name: str) -> list[str]:
     (``model.*``, ``loss.prompt_context_len``) raises CheckpointError in one line. Nothing to say for a new run."""
     step, checkpoint = trained_until(storage, name)
     if checkpoint is None:
+        if cfg.train.init_weights:
+            check_init_weights(_stored_config(cfg.train.init_weights), cfg)
+            say(f"train: run {name} starts from the network of {cfg.train.init_weights}")
         return []
     changes, refusals = config_changes(_stored_config(checkpoint), cfg)
     if refusals:

@@ -7,7 +7,9 @@ until step ``k * train.iterations_per_round``, resuming from the previous round'
 Train's own restore, with new datasets that carry the pseudo-labels selected so far. The name is also the
 *lineage* of the run's pseudo-labels in the ``pseudo_labels`` table.
 
-Order: the init candidates (input + existing methods) when ``pseudo.init``; then per round: train; unless it is
+Order: the init candidates (input + existing methods) when ``pseudo.init``, after the supervised warm-up that
+gives them a restorer where there is none (``pseudo.warmup_steps``; with ``pseudo.warmup_starts_rounds`` round 1
+starts from its network, ``train.init_weights``); then per round: train; unless it is
 the last round, and when ``pseudo.iterate`` or after round 1: score the new EMA teacher's restorations
 (``ema@round-<k>``) and replace the pseudo-labels they beat.
 
@@ -158,13 +160,20 @@ def _rounds(
     if not real:
         say(f"train: no labeled real images under {store.root}: no pseudo-label updates")
     init = None
-    if real and cfg.pseudo.init and done == 0 and not update_complete(lineage_rows(store, name), 0):
-        init_cfg = cfg
-        if warmup_due(cfg):
-            with closing(parent.child(WARMUP_SOURCE, key=WARMUP_SOURCE)) as child:
-                init_cfg = with_warmup(cfg, warmup_checkpoint(cfg, child, name))
+    needs_init = real and cfg.pseudo.init and done == 0 and not update_complete(lineage_rows(store, name), 0)
+    warm = None
+    starts_warm = real and done == 0 and cfg.pseudo.warmup_starts_rounds
+    if real and warmup_due(cfg) and (needs_init or starts_warm):
+        # A finished warm-up is not trained again: a rerun before round 1's first checkpoint gets the same one back.
+        # Once the run has a checkpoint of its own, train.init_weights is never read.
+        with closing(parent.child(WARMUP_SOURCE, key=WARMUP_SOURCE)) as child:
+            warm = warmup_checkpoint(cfg, child, name)
+    if needs_init:
         say(f"train: run {name}: scoring the initial pseudo-labels (input and existing methods)")
+        init_cfg = with_warmup(cfg, warm) if warm else cfg
         init = _update(init_cfg, pseudolabel, parent, parent, store, name, None, 0, step=0)
+    if warm and starts_warm:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_weights=warm))
 
     rounds, test, plan = [], {}, updates_after(cfg)
     for index in range(1, total + 1):

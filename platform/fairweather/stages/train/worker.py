@@ -24,7 +24,13 @@ from fairweather.training.ema import unwrap
 from fairweather.training.loop import Window, batch_stream, iterate
 from fairweather.training.optim import build_optimizer, build_scheduler
 from fairweather.training.setup import build_training_parts
-from fairweather.training.state import load_state, resume_training, save_state, training_state
+from fairweather.training.state import (
+    load_state,
+    resume_training,
+    save_state,
+    start_from_weights,
+    training_state,
+)
 from fairweather.training.validate import (
     balanced_subset,
     score_pairs,
@@ -110,6 +116,12 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             for line in changes:
                 print(f"train: resumed after step {step} with a changed setting, applied: {line}")
+    elif train.init_weights:
+        # A new run fine-tuning a trained network (every rank loads it: DDP's first broadcast would do the rest,
+        # but the EMA teacher is not broadcast).
+        state = load_state(train.init_weights, arch=cfg.model.arch)
+        start_from_weights(state, cfg, model=parts.model, teacher=parts.teacher)
+        del state
     # DDP around the network, already in train.channels_last's layout (build_training_parts).
     model = ray.train.torch.prepare_model(parts.model)
 
