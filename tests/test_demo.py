@@ -187,3 +187,7 @@ def test_a_rerun_after_a_crash_skips_finished_stages_and_keeps_one_run_per_stage
     names = sorted(run.info.run_name for run in children)
     assert names == sorted(STAGE_NAMES)  # the crashed rounds child was reopened, not duplicated
     assert {run.info.status for run in children} == {"FINISHED"}
+    # The rounds went on from the warm-up stage's checkpoint without a second (empty) warm-up run of their own.
+    (rounds,) = (run for run in children if run.info.run_name == "rounds")
+    below = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{rounds.info.run_id}'")
+    assert all(run.info.run_name != "warmup" for run in below), [run.info.run_name for run in below]

@@ -50,7 +50,13 @@ from fairweather.stages.train.driver import default_lineage, run_train, storage_
 from fairweather.stages.train.progress import train_progress
 from fairweather.stages.train.prompts import PROMPTS_FILE, learn_prompts
 from fairweather.stages.train.rounds_report import report_update, update_complete
-from fairweather.stages.train.warmup import WARMUP_SOURCE, warmup_checkpoint, warmup_due, with_warmup
+from fairweather.stages.train.warmup import (
+    WARMUP_SOURCE,
+    finished_warmup,
+    warmup_checkpoint,
+    warmup_due,
+    with_warmup,
+)
 from fairweather.stages.train.worker import StepHook
 
 #: ``(cfg, logger, *, lineage, checkpoint, round_index) -> PseudolabelSummary``: the update (``run_pseudolabel``).
@@ -164,10 +170,13 @@ def _rounds(
     warm = None
     starts_warm = real and done == 0 and cfg.pseudo.warmup_starts_rounds
     if real and warmup_due(cfg) and (needs_init or starts_warm):
-        # A finished warm-up is not trained again: a rerun before round 1's first checkpoint gets the same one back.
-        # Once the run has a checkpoint of its own, train.init_weights is never read.
-        with closing(parent.child(WARMUP_SOURCE, key=WARMUP_SOURCE)) as child:
-            warm = warmup_checkpoint(cfg, child, name)
+        # A finished warm-up (the pipeline's stage, or a crashed command's) is not trained again, nor given another
+        # MLflow run: a rerun before round 1's first checkpoint gets the same one back. Once the run has a
+        # checkpoint of its own, train.init_weights is never read.
+        warm = finished_warmup(cfg, name)
+        if warm is None:
+            with closing(parent.child(WARMUP_SOURCE, key=WARMUP_SOURCE)) as child:
+                warm = warmup_checkpoint(cfg, child, name)
     if needs_init:
         say(f"train: run {name}: scoring the initial pseudo-labels (input and existing methods)")
         init_cfg = with_warmup(cfg, warm) if warm else cfg

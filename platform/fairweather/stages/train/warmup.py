@@ -49,13 +49,20 @@ def warmup_config(cfg: FairweatherConfig, lineage: str) -> FairweatherConfig:
     return dataclasses.replace(cfg, train=train, loss=loss)
 
 
+def finished_warmup(cfg: FairweatherConfig, lineage: str) -> str | None:
+    """The warm-up's final checkpoint if it reached ``pseudo.warmup_steps``, else None."""
+    warm = warmup_config(cfg, lineage)
+    done, checkpoint = trained_until(storage_path(warm), warm.train.run_name)
+    return checkpoint if done >= cfg.pseudo.warmup_steps and checkpoint else None
+
+
 def warmup_checkpoint(cfg: FairweatherConfig, logger: MetricLogger, lineage: str) -> str:
     """The warm-up's final checkpoint, trained now unless it already reached ``pseudo.warmup_steps``."""
+    if checkpoint := finished_warmup(cfg, lineage):
+        return checkpoint
     warm = warmup_config(cfg, lineage)
     storage, steps = storage_path(warm), cfg.pseudo.warmup_steps
-    done, checkpoint = trained_until(storage, warm.train.run_name)
-    if done >= steps and checkpoint:
-        return checkpoint
+    done, _ = trained_until(storage, warm.train.run_name)
     say(f"train: supervised warm-up {warm.train.run_name}: {steps} steps of L_sup (the init's restorer)")
     with train_progress("train warm-up", steps, done) as bar:
         summary = run_train(warm, logger, until_step=steps, callbacks=bar)
