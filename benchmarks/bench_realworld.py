@@ -12,8 +12,8 @@ Three arms, each trained for ``--steps`` steps with the same seed on the smoke p
 - ``c_photo_pool``: ``b_photo``'s pairs plus the real pool, through ``fairweather pipeline``: label the pool, the
   supervised warm-up and the init pseudo-labels (input vs. warm-up, PIQE + NIQE with the guards), then the rounds
   with L_ps on the selected pseudo-labels: ``--steps`` in all, split over ``train.rounds`` (where the rounds start
-  from the warm-up's network, ``pseudo.warmup_starts_rounds``, its steps count: the network trains ``--steps``). The encoder terms
-  (L_wpl, L_sem, L_feat) are off where their encoder is a tiny random model (the smoke profile's): there they are
+  from the warm-up's network, ``pseudo.warmup_starts_rounds``, its steps count: the network trains ``--steps``).
+  The encoder terms (L_wpl, L_sem, L_feat) are off where their encoder is a tiny random model (the smoke profile's): there they are
   noise, and the arm measures what the real pool adds through the pseudo-labels.
 
 Each arm's final EMA teacher is evaluated by ``fairweather evaluate`` on every ``--real-pairs`` folder (imported

@@ -14,10 +14,11 @@ forces a fresh one. On a pinned run name a changed config resumes the run: each 
 the console and tagged on the run (``fairweather.resume_changes``), ``train.lr`` / ``train.weight_decay`` are put
 into the restored optimizer (:func:`~fairweather.training.state.resume_training`), and a changed network
 (``model.*``) is refused with one line before Ray Train starts (:func:`check_resume`). A new run starts from random
-weights, or from another checkpoint's network with ``train.init_weights`` (fine-tuning; checked there too). A checkpoint folder Ray Train
-never registered (written after its last registered checkpoint by a process that was then killed, or half-copied
-onto a full disk) is removed before the run goes on (:func:`prune_unregistered`); the steps replayed from the last
-checkpoint are not logged twice (:class:`~fairweather.stages.train.callback.ReportToLogger`).
+weights, or from another checkpoint's network with ``train.init_weights`` (fine-tuning; checked there too). A
+checkpoint folder Ray Train never registered (written after its last registered checkpoint by a process that was
+then killed, or half-copied onto a full disk) is removed before the run goes on (:func:`prune_unregistered`); the
+steps replayed from the last checkpoint are not logged twice
+(:class:`~fairweather.stages.train.callback.ReportToLogger`).
 
 Failures: a worker that dies (OOM kill, node loss) is restarted from the last registered checkpoint up to
 ``train.max_failures`` times by this driver (:func:`_fit`; Ray Train's own retries are off, because its failure

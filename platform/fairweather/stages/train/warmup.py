@@ -49,24 +49,29 @@ def warmup_config(cfg: FairweatherConfig, lineage: str) -> FairweatherConfig:
     return dataclasses.replace(cfg, train=train, loss=loss)
 
 
-def finished_warmup(cfg: FairweatherConfig, lineage: str) -> str | None:
-    """The warm-up's final checkpoint if it reached ``pseudo.warmup_steps``, else None."""
+def _progress(cfg: FairweatherConfig, lineage: str) -> tuple[FairweatherConfig, int, str | None]:
+    """The warm-up run's config, the steps it has trained, and its final checkpoint once it reached
+    ``pseudo.warmup_steps`` (else None): one read of its registered checkpoints."""
     warm = warmup_config(cfg, lineage)
     done, checkpoint = trained_until(storage_path(warm), warm.train.run_name)
-    return checkpoint if done >= cfg.pseudo.warmup_steps and checkpoint else None
+    return warm, done, checkpoint if done >= cfg.pseudo.warmup_steps else None
+
+
+def finished_warmup(cfg: FairweatherConfig, lineage: str) -> str | None:
+    """The warm-up's final checkpoint if it reached ``pseudo.warmup_steps``, else None."""
+    return _progress(cfg, lineage)[2]
 
 
 def warmup_checkpoint(cfg: FairweatherConfig, logger: MetricLogger, lineage: str) -> str:
     """The warm-up's final checkpoint, trained now unless it already reached ``pseudo.warmup_steps``."""
-    if checkpoint := finished_warmup(cfg, lineage):
-        return checkpoint
-    warm = warmup_config(cfg, lineage)
-    storage, steps = storage_path(warm), cfg.pseudo.warmup_steps
-    done, _ = trained_until(storage, warm.train.run_name)
+    warm, done, finished = _progress(cfg, lineage)
+    if finished:
+        return finished
+    steps = cfg.pseudo.warmup_steps
     say(f"train: supervised warm-up {warm.train.run_name}: {steps} steps of L_sup (the init's restorer)")
     with train_progress("train warm-up", steps, done) as bar:
         summary = run_train(warm, logger, until_step=steps, callbacks=bar)
-    return full_uri(storage, summary.checkpoint)
+    return full_uri(storage_path(warm), summary.checkpoint)
 
 
 def with_warmup(cfg: FairweatherConfig, checkpoint: str) -> FairweatherConfig:
